@@ -1,0 +1,201 @@
+#include "pico/models/decoder.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "pico/common/error.h"
+#include "pico/common/strings.h"
+
+namespace pico::models {
+
+bool ActivationRecorder::wants(const std::string& module_name) const {
+  for (const auto& s : suffixes)
+    if (ends_with(module_name, s)) return true;
+  return false;
+}
+
+namespace {
+
+void record(ActivationRecorder* recorder, const std::string& name, const torch::Tensor& out) {
+  if (recorder != nullptr && recorder->wants(name)) recorder->outputs[name] = out.detach();
+}
+
+torch::nn::Linear make_linear(std::int64_t in, std::int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+}
+
+// (…, D) → (…, D): [x1, x2] ↦ [−x2, x1], the half-split rotation of HF Llama.
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const auto half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+RMSNormImpl::RMSNormImpl(std::int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  // Normalize in fp32 (as HF and pico-train do), scale in the input's dtype.
+  const auto xf = x.to(torch::kFloat32);
+  const auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return normed.to(x.scalar_type()) * weight;
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& cfg, std::string name)
+    : n_heads_(cfg.attention_n_heads),
+      n_kv_heads_(cfg.attention_n_kv_heads),
+      head_dim_(cfg.head_dim()),
+      name_(std::move(name)) {
+  q_proj = register_module("q_proj", make_linear(cfg.d_model, n_heads_ * head_dim_));
+  k_proj = register_module("k_proj", make_linear(cfg.d_model, n_kv_heads_ * head_dim_));
+  v_proj = register_module("v_proj", make_linear(cfg.d_model, n_kv_heads_ * head_dim_));
+  o_proj = register_module("o_proj", make_linear(n_heads_ * head_dim_, cfg.d_model));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, ActivationRecorder* recorder) {
+  const auto B = x.size(0), T = x.size(1);
+  auto q = q_proj->forward(x);  // (B, T, H*hd)
+  auto k = k_proj->forward(x);  // (B, T, Hkv*hd)
+  auto v = v_proj->forward(x);  // (B, T, Hkv*hd)
+  record(recorder, name_ + ".q_proj", q);
+  record(recorder, name_ + ".k_proj", k);
+  record(recorder, name_ + ".v_proj", v);
+  q = q.view({B, T, n_heads_, head_dim_}).transpose(1, 2);     // (B, H, T, hd)
+  k = k.view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hkv, T, hd)
+  v = v.view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hkv, T, hd)
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (n_kv_heads_ != n_heads_) {
+    const auto rep = n_heads_ / n_kv_heads_;
+    k = k.unsqueeze(2).expand({B, n_kv_heads_, rep, T, head_dim_}).reshape({B, n_heads_, T, head_dim_});
+    v = v.unsqueeze(2).expand({B, n_kv_heads_, rep, T, head_dim_}).reshape({B, n_heads_, T, head_dim_});
+  }
+  torch::Tensor y;  // (B, H, T, hd)
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+  y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
+#else
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B, H, T, T)
+  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  y = torch::matmul(torch::softmax(scores, -1), v);
+#endif
+  y = y.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_});
+  auto out = o_proj->forward(y);
+  record(recorder, name_ + ".o_proj", out);
+  return out;
+}
+
+SwiGLUImpl::SwiGLUImpl(const ModelConfig& cfg, std::string name) : name_(std::move(name)) {
+  w_0 = register_module("w_0", make_linear(cfg.d_model, cfg.activation_hidden_dim));
+  w_1 = register_module("w_1", make_linear(cfg.d_model, cfg.activation_hidden_dim));
+  w_2 = register_module("w_2", make_linear(cfg.activation_hidden_dim, cfg.d_model));
+}
+
+torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x, ActivationRecorder* recorder) {
+  auto out = w_2->forward(torch::silu(w_0->forward(x)) * w_1->forward(x));
+  record(recorder, name_ + ".w_2", out);
+  return out;
+}
+
+DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg, std::int64_t index) {
+  const std::string prefix = "layers." + std::to_string(index);
+  attention_norm = register_module("attention_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  attention = register_module("attention", Attention(cfg, prefix + ".attention"));
+  swiglu_norm = register_module("swiglu_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  swiglu = register_module("swiglu", SwiGLU(cfg, prefix + ".swiglu"));
+}
+
+torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                        const torch::Tensor& sin, ActivationRecorder* recorder) {
+  auto h = x + attention->forward(attention_norm->forward(x), cos, sin, recorder);
+  return h + swiglu->forward(swiglu_norm->forward(h), recorder);
+}
+
+PicoDecoderImpl::PicoDecoderImpl(const ModelConfig& cfg, std::uint64_t seed) : cfg_(cfg) {
+  cfg_.validate();
+  embedding_proj = register_module("embedding_proj", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < cfg.n_layers; ++i) layers->push_back(DecoderBlock(cfg, i));
+  output_norm = register_module("output_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  de_embedding_proj = register_module("de_embedding_proj", make_linear(cfg.d_model, cfg.vocab_size));
+
+  // RoPE tables in float64, rounded once to float32: the same on every machine.
+  const auto hd = cfg.head_dim();
+  auto inv_freq = torch::pow(cfg.position_emb_theta,
+                             -torch::arange(0, hd, 2, torch::kFloat64) / static_cast<double>(hd));  // (hd/2)
+  auto t = torch::arange(cfg.max_seq_len, torch::kFloat64);
+  auto freqs = torch::outer(t, inv_freq);      // (T, hd/2)
+  auto emb = torch::cat({freqs, freqs}, -1);  // (T, hd)
+  rope_cos_ = emb.cos().to(torch::kFloat32);
+  rope_sin_ = emb.sin().to(torch::kFloat32);
+  init_weights(seed);
+}
+
+void PicoDecoderImpl::init_weights(std::uint64_t seed) {
+  // GPT-2 style: N(0, 0.02) everywhere; residual output projections scaled by
+  // 1/sqrt(2 n_layers) so the residual stream's variance does not grow with depth.
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const double std_base = 0.02;
+  const double std_resid = std_base / std::sqrt(2.0 * static_cast<double>(cfg_.n_layers));
+  for (auto& [name, p] : named_params()) {
+    if (ends_with(name, "norm.weight")) continue;  // RMSNorm gains stay 1
+    const bool resid = ends_with(name, "attention.o_proj.weight") || ends_with(name, "swiglu.w_2.weight");
+    p.normal_(0.0, resid ? std_resid : std_base, gen);
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> PicoDecoderImpl::rope_tables(std::int64_t seq_len,
+                                                                     const torch::Device& device,
+                                                                     torch::ScalarType dtype) {
+  if (!rope_cos_dev_.defined() || rope_cos_dev_.device() != device || rope_cos_dev_.scalar_type() != dtype) {
+    rope_cos_dev_ = rope_cos_.to(device, dtype);
+    rope_sin_dev_ = rope_sin_.to(device, dtype);
+  }
+  return {rope_cos_dev_.narrow(0, 0, seq_len), rope_sin_dev_.narrow(0, 0, seq_len)};
+}
+
+torch::Tensor PicoDecoderImpl::forward(const torch::Tensor& tokens, ActivationRecorder* recorder) {
+  PICO_CHECK_EQ(tokens.dim(), 2, "tokens must be (B, T)");
+  const auto T = tokens.size(1);
+  if (T > cfg_.max_seq_len)
+    throw Error(str("sequence of ", T, " tokens is longer than model.max_seq_len = ", cfg_.max_seq_len),
+                "shorten the input or train a model with a larger max_seq_len");
+  auto x = embedding_proj->forward(tokens);  // (B, T, C)
+  auto [cos, sin] = rope_tables(T, x.device(), x.scalar_type());
+  for (const auto& layer : *layers) x = layer->as<DecoderBlock>()->forward(x, cos, sin, recorder);
+  return de_embedding_proj->forward(output_norm->forward(x));  // (B, T, V)
+}
+
+torch::Tensor PicoDecoderImpl::loss(const torch::Tensor& inputs, const torch::Tensor& targets,
+                                    ActivationRecorder* recorder) {
+  auto logits = forward(inputs, recorder);
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
+                                              targets.reshape({-1}));
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> PicoDecoderImpl::named_params() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+std::vector<std::string> PicoDecoderImpl::modules_matching(const std::vector<std::string>& suffixes) const {
+  std::vector<std::string> out;
+  for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    for (const auto& s : suffixes) {
+      if (ends_with(item.key(), s)) {
+        out.push_back(item.key());
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace pico::models

@@ -1,0 +1,29 @@
+// pico/trainer/trainer.h — `pico train`: the run loop around one or more contributors.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "pico/trainer/run_config.h"
+
+namespace pico::trainer {
+
+struct TrainOptions {
+  bool resume = false;     // continue from the latest valid checkpoint in the run directory
+  bool overwrite = false;  // start over in a run directory that already holds a run
+};
+
+struct TrainSummary {
+  std::int64_t steps = 0;
+  std::int64_t tokens = 0;
+  double loss = 0;      // mean training loss of the last logging interval
+  double val_loss = 0;  // last validation loss (NaN if none)
+  double seconds = 0;
+  std::string run_dir;
+};
+
+// Trains to training.max_steps, writing RUN_DIR/config.yaml and RUN_DIR/metrics.jsonl and
+// showing a live progress line. Throws pico::Error on bad input.
+TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options);
+
+}  // namespace pico::trainer

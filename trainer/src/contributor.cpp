@@ -1,0 +1,120 @@
+#include "pico/trainer/contributor.h"
+
+#include <cmath>
+
+#include "pico/common/error.h"
+#include "pico/common/hash.h"
+#include "pico/common/log.h"
+
+namespace pico::trainer {
+
+torch::Device resolve_device(const std::string& name) {
+  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  if (name == "cpu") return torch::Device(torch::kCPU);
+  if (name.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      throw Error(str("device '", name, "' requested but this LibTorch sees no CUDA GPU"),
+                  "use device: cpu (or auto), or build pico against a CUDA LibTorch (scripts/gpu-build)");
+    return torch::Device(name);
+  }
+  throw Error(str("unknown device '", name, "'"), "use auto, cpu, cuda or cuda:N");
+}
+
+torch::Tensor ids_to_tensor(const std::vector<std::int64_t>& ids, std::int64_t rows, std::int64_t cols,
+                            const torch::Device& device) {
+  PICO_CHECK_EQ(static_cast<std::int64_t>(ids.size()), rows * cols);
+  auto t = torch::empty({rows, cols}, torch::kLong);
+  std::memcpy(t.data_ptr<std::int64_t>(), ids.data(), ids.size() * sizeof(std::int64_t));
+  return device.is_cpu() ? t : t.to(device, /*non_blocking=*/true);
+}
+
+Contributor::Contributor(const RunConfig& cfg, std::shared_ptr<const data::Dataset> dataset, torch::Device device,
+                         std::size_t index, std::size_t count)
+    : cfg_(cfg), dataset_(std::move(dataset)), device_(device), index_(index) {
+  const auto& manifest = dataset_->manifest();
+  if (cfg_.model.vocab_size < manifest.vocab_size)
+    throw Error(str("model.vocab_size (", cfg_.model.vocab_size, ") is smaller than the tokenizer's vocabulary (",
+                    manifest.vocab_size, ") of ", dataset_->dir()),
+                str("set model.vocab_size to at least ", manifest.vocab_size));
+  shards_ = data::assign_shards(index, count, dataset_->num_train_shards());
+  // Every contributor starts from the same weights (seed), but reads its own sample order.
+  model_ = models::PicoDecoder(cfg_.model, static_cast<std::uint64_t>(cfg_.seed));
+  model_->to(device_);
+  optimizer_ = std::make_unique<optim::AdamW>(model_->named_params(), cfg_.training.optimization.adamw);
+  sampler_ = std::make_unique<data::BatchSampler>(data::train_stream(*dataset_, shards_), cfg_.model.max_seq_len,
+                                                  static_cast<std::uint64_t>(cfg_.seed), mix64(index, count));
+  if (dataset_->num_val_shards() > 0)
+    val_sampler_ = std::make_unique<data::BatchSampler>(data::val_stream(*dataset_), cfg_.model.max_seq_len,
+                                                        static_cast<std::uint64_t>(cfg_.seed), 0);
+  const auto& o = cfg_.training.optimization;
+  schedule_ = {optim::parse_lr_schedule(o.lr_scheduler), o.lr, o.lr_warmup_steps, cfg_.training.max_steps,
+               o.min_lr_ratio};
+}
+
+double Contributor::forward_backward(std::int64_t step) {
+  const std::int64_t accum = cfg_.training.optimization.gradient_accumulation_steps;
+  const std::int64_t mb = cfg_.micro_batch_size();
+  model_->train();
+  optimizer_->zero_grad();
+  double loss_sum = 0;
+  for (std::int64_t micro = 0; micro < accum; ++micro) {
+    const std::uint64_t first = static_cast<std::uint64_t>((step * accum + micro) * mb);
+    const data::Batch batch = sampler_->batch(first, mb);
+    const auto inputs = ids_to_tensor(batch.inputs, mb, batch.seq_len, device_);
+    const auto targets = ids_to_tensor(batch.targets, mb, batch.seq_len, device_);
+    auto loss = model_->loss(inputs, targets);
+    (accum > 1 ? loss / static_cast<double>(accum) : loss).backward();
+    loss_sum += loss.item<double>();
+  }
+  const double loss = loss_sum / static_cast<double>(accum);
+  if (!std::isfinite(loss))
+    throw Error(str("the training loss became ", loss, " at step ", step + 1),
+                "lower training.optimization.lr, raise lr_warmup_steps, or check max_grad_norm; resume from the last "
+                "checkpoint once changed");
+  return loss;
+}
+
+StepResult Contributor::optimizer_step(std::int64_t step, double loss) {
+  StepResult r;
+  r.loss = loss;
+  r.tokens = tokens_per_step();
+  std::vector<torch::Tensor> grads;
+  for (auto& [name, p] : optimizer_->params())
+    if (p.grad().defined()) grads.push_back(p.grad());
+  const double max_norm = cfg_.training.optimization.max_grad_norm;
+  {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> norms;
+    for (const auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat64));
+    const double total = torch::stack(norms).norm(2).item<double>();
+    r.grad_norm = total;
+    if (!std::isfinite(total))
+      throw Error(str("the gradient norm became ", total, " at step ", step + 1),
+                  "lower training.optimization.lr or enable clipping (max_grad_norm)");
+    if (max_norm > 0 && total > max_norm) {
+      const double coef = max_norm / (total + 1e-6);
+      for (auto& g : grads) g.mul_(coef);
+    }
+  }
+  r.lr = optim::lr_at(schedule_, step);
+  optimizer_->step(r.lr);
+  return r;
+}
+
+double Contributor::evaluate() {
+  if (!val_sampler_) return std::nan("");
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  const std::int64_t mb = cfg_.micro_batch_size();
+  double sum = 0;
+  for (std::int64_t b = 0; b < cfg_.evaluation.batches; ++b) {
+    const data::Batch batch = val_sampler_->sequential(static_cast<std::uint64_t>(b * mb), mb);
+    sum += model_->loss(ids_to_tensor(batch.inputs, mb, batch.seq_len, device_),
+                        ids_to_tensor(batch.targets, mb, batch.seq_len, device_))
+               .item<double>();
+  }
+  model_->train();
+  return sum / static_cast<double>(cfg_.evaluation.batches);
+}
+
+}  // namespace pico::trainer
