@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "pico/common/error.h"
+#include "pico/common/log.h"
 #include "pico/trainer/config_io.h"
 #include "pico/trainer/trainer.h"
 
@@ -16,6 +17,7 @@ struct TrainArgs {
   bool resume = false;
   bool overwrite = false;
   bool help_config = false;
+  int local_workers = 0;
 };
 
 void run_train(const TrainArgs& a) {
@@ -25,7 +27,9 @@ void run_train(const TrainArgs& a) {
     return;
   }
   if (a.config.empty()) throw Error("pico train needs --config FILE", "e.g. pico train --config configs/demo.yaml");
-  const trainer::RunConfig cfg = trainer::load_run_config(a.config, a.overrides);
+  std::vector<std::string> overrides = a.overrides;
+  if (a.local_workers > 0) overrides.push_back(str("local_workers=", a.local_workers));
+  const trainer::RunConfig cfg = trainer::load_run_config(a.config, overrides);
   trainer::TrainOptions opts;
   opts.resume = a.resume || cfg.checkpointing.auto_resume;
   opts.overwrite = a.overwrite;
@@ -45,6 +49,9 @@ void register_train(CLI::App& app) {
       ->take_all();
   sub->add_flag("--resume", args->resume, "Continue from the latest valid checkpoint of the run");
   sub->add_flag("--overwrite", args->overwrite, "Start over in a run directory that already holds a run");
+  sub->add_option("--local-workers", args->local_workers,
+                  "Simulate N contributors in this process, each on its own data shard (sets local_workers)")
+      ->check(CLI::Range(1, 64));
   sub->add_flag("--help-config", args->help_config, "List every config key with its type and meaning");
   sub->callback([args] { run_train(*args); });
 }

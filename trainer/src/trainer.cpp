@@ -1,10 +1,14 @@
+// The run: set-up, one worker thread per local contributor, metrics and progress.
 #include "pico/trainer/trainer.h"
 
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
+#include "algorithms.h"
+#include "pico/comm/in_process.h"
 #include "pico/common/blas.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
@@ -34,6 +38,135 @@ std::string format_rate(double tokens_per_s) {
   return buf;
 }
 
+// Collects every contributor's reports: metrics.jsonl lines and the live progress line.
+class RunMonitor {
+ public:
+  RunMonitor(const RunConfig& cfg, const std::string& metrics_path, bool append, int workers)
+      : cfg_(cfg), metrics_(metrics_path, !append), workers_(workers), start_(Clock::now()),
+        per_worker_(static_cast<std::size_t>(workers)) {}
+
+  // Called by worker `w` after each step; writes a record on logging steps.
+  void on_step(int w, std::int64_t step, const StepReport& rep, std::uint64_t bytes_sent,
+               std::uint64_t bytes_received, double val_loss) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& s = per_worker_[static_cast<std::size_t>(w)];
+    s.tokens += rep.inner.tokens;
+    s.interval_loss += rep.inner.loss;
+    s.interval_steps += 1;
+    s.interval_tokens += rep.inner.tokens;
+    total_tokens_ += rep.inner.tokens;
+    if (rep.round_done && w == 0) write_round(rep.round);
+    const bool last = step == cfg_.training.max_steps;
+    const bool has_val = std::isfinite(val_loss);
+    if (!(last || has_val || step % cfg_.monitoring.log_every_n_steps == 0)) return;
+    const double dt = seconds_since(s.interval_start);
+    const double loss = s.interval_loss / static_cast<double>(s.interval_steps);
+    nlohmann::json rec = {{"step", step},
+                          {"contributor", w},
+                          {"tokens", s.tokens},
+                          {"loss", loss},
+                          {"lr", rep.inner.lr},
+                          {"grad_norm", rep.inner.grad_norm},
+                          {"tok_per_s", dt > 0 ? static_cast<double>(s.interval_tokens) / dt : 0.0},
+                          {"bytes_sent", bytes_sent},
+                          {"bytes_received", bytes_received},
+                          {"elapsed_s", seconds_since(start_)}};
+    if (has_val) {
+      rec["val_loss"] = val_loss;
+      last_val_ = val_loss;
+    }
+    metrics_.write(rec);
+    if (w == 0) {
+      last_loss_ = loss;
+      update_progress(step, rep.inner.lr, bytes_sent, has_val || last);
+    }
+    s.interval_loss = 0;
+    s.interval_steps = 0;
+    s.interval_tokens = 0;
+    s.interval_start = Clock::now();
+  }
+
+  void finish(std::int64_t steps) {
+    std::string done = str("done: ", steps, " steps × ", workers_, " contributor", workers_ > 1 ? "s" : "", ", ",
+                           total_tokens_, " tokens in ", format_duration(seconds_since(start_)), " | loss ", last_loss_);
+    if (std::isfinite(last_val_)) done += str(" | val_loss ", last_val_);
+    progress_.finish(done);
+  }
+
+  double last_loss() const { return last_loss_; }
+  double last_val_loss() const { return last_val_; }
+  std::int64_t total_tokens() const { return total_tokens_; }
+
+ private:
+  struct WorkerStats {
+    std::int64_t tokens = 0;
+    double interval_loss = 0;
+    std::int64_t interval_steps = 0, interval_tokens = 0;
+    Clock::time_point interval_start = Clock::now();
+  };
+
+  void write_round(const RoundReport& r) {
+    metrics_.write({{"round", r.round},
+                    {"contributors", r.contributors},
+                    {"pseudo_grad_norm", r.pseudo_grad_norm},
+                    {"outer_step_s", r.outer_step_s},
+                    {"comm_s", r.comm_s},
+                    {"round_bytes_sent", r.bytes_sent},
+                    {"round_bytes_received", r.bytes_received},
+                    {"round_tokens", r.tokens},
+                    {"elapsed_s", seconds_since(start_)}});
+  }
+
+  void update_progress(std::int64_t step, double lr, std::uint64_t bytes_sent, bool force) {
+    const double elapsed = seconds_since(start_);
+    const std::int64_t max_steps = cfg_.training.max_steps;
+    const double eta = elapsed / static_cast<double>(step) * static_cast<double>(max_steps - step);
+    std::string line = str("step ", step, "/", max_steps, " | loss ", std::round(last_loss_ * 1000) / 1000);
+    if (std::isfinite(last_val_)) line += str(" | val ", std::round(last_val_ * 1000) / 1000);
+    char lr_buf[16];
+    std::snprintf(lr_buf, sizeof lr_buf, "%.2e", lr);
+    line += str(" | ", format_rate(static_cast<double>(total_tokens_) / elapsed), " tok/s | lr ", lr_buf);
+    if (workers_ > 1) line += str(" | sent ", format_bytes(static_cast<double>(bytes_sent)));
+    line += str(" | ETA ", format_duration(eta));
+    progress_.update(line, force);
+  }
+
+  const RunConfig& cfg_;
+  std::mutex mu_;
+  MetricsWriter metrics_;
+  int workers_;
+  Clock::time_point start_;
+  std::vector<WorkerStats> per_worker_;
+  std::int64_t total_tokens_ = 0;
+  double last_loss_ = std::nan(""), last_val_ = std::nan("");
+  ProgressLine progress_;
+};
+
+// One contributor's whole run, on its own thread.
+void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> dataset, torch::Device device, int w,
+                comm::Communicator& comm, std::mutex& compute_mu, RunMonitor& monitor) {
+  if (cfg.local_workers > 1) set_log_thread_tag(str("[w", w, "] "));
+  std::unique_ptr<Contributor> contributor;
+  {
+    std::lock_guard<std::mutex> lock(compute_mu);
+    contributor = std::make_unique<Contributor>(cfg, dataset, device, static_cast<std::size_t>(w),
+                                                static_cast<std::size_t>(cfg.local_workers));
+  }
+  auto algorithm = make_algorithm(cfg, *contributor, comm, compute_mu);
+  const std::int64_t max_steps = cfg.training.max_steps;
+  const std::int64_t eval_every = cfg.evaluation.every_n_steps;
+  for (std::int64_t step = 0; step < max_steps;) {
+    const StepReport rep = algorithm->step(step);
+    ++step;
+    double val = std::nan("");
+    if (w == 0 && (step == max_steps || (eval_every > 0 && step % eval_every == 0))) {
+      std::lock_guard<std::mutex> lock(compute_mu);
+      val = contributor->evaluate();
+    }
+    monitor.on_step(w, step, rep, algorithm->bytes_sent(), algorithm->bytes_received(), val);
+  }
+}
+
 }  // namespace
 
 TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
@@ -54,84 +187,52 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
 
   const torch::Device device = resolve_device(cfg.device);
   auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
-  log_info("dataset ", cfg.data.path, ": ", dataset->manifest().train_tokens(), " train tokens, ",
-           dataset->manifest().val_tokens(), " validation tokens (", dataset->manifest().dataset_hash.substr(0, 12), ")");
-  Contributor contributor(cfg, dataset, device);
+  const auto& m = dataset->manifest();
+  log_info("dataset ", cfg.data.path, ": ", m.train_tokens(), " train tokens in ", m.train.size(), " shards, ",
+           m.val_tokens(), " validation tokens (", m.dataset_hash.substr(0, 12), ")");
+  const int workers = static_cast<int>(cfg.local_workers);
   log_info("model: ", cfg.model.num_params() / 1e6, "M parameters on ", device.str(), ", ", torch::get_num_threads(),
-           " threads; ", contributor.tokens_per_step(), " tokens per step");
+           " threads; ", workers, " contributor", workers > 1 ? "s" : "", " (", cfg.outer.algorithm, "), ",
+           cfg.data.batch_size * cfg.model.max_seq_len, " tokens per step each");
 
-  MetricsWriter metrics(metrics_path, /*truncate=*/!options.resume);
+  RunMonitor monitor(cfg, metrics_path, options.resume, workers);
+  comm::InProcessGroup group(workers);
+  std::mutex compute_mu;  // local contributors take turns computing, each with every core
+  std::exception_ptr first_failure;  // the root cause; the others fail because of the abort
+  std::mutex failure_mu;
+  const auto t0 = Clock::now();
+  if (workers == 1) {
+    auto comm = group.communicator(0);
+    run_worker(cfg, dataset, device, 0, *comm, compute_mu, monitor);
+  } else {
+    std::vector<std::thread> threads;
+    for (int w = 0; w < workers; ++w) {
+      threads.emplace_back([&, w] {
+        try {
+          auto comm = group.communicator(w);
+          run_worker(cfg, dataset, device, w, *comm, compute_mu, monitor);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mu);
+          if (!first_failure) {
+            first_failure = std::current_exception();
+            group.abort(str("contributor ", w, " failed"));
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    if (first_failure) std::rethrow_exception(first_failure);
+  }
+  monitor.finish(cfg.training.max_steps);
+  log_info("metrics: ", metrics_path);
+
   TrainSummary summary;
   summary.run_dir = run_dir;
-  summary.val_loss = std::nan("");
-
-  const std::int64_t max_steps = cfg.training.max_steps;
-  const std::int64_t log_every = cfg.monitoring.log_every_n_steps;
-  const std::int64_t eval_every = cfg.evaluation.every_n_steps;
-  std::int64_t step = 0;  // completed optimizer steps
-  std::int64_t tokens = 0;
-  double interval_loss = 0;
-  std::int64_t interval_steps = 0, interval_tokens = 0;
-  const auto t_start = Clock::now();
-  auto t_interval = Clock::now();
-  double tok_per_s = 0;
-  ProgressLine progress;
-
-  while (step < max_steps) {
-    const StepResult r = contributor.train_step(step);
-    ++step;
-    tokens += r.tokens;
-    interval_loss += r.loss;
-    ++interval_steps;
-    interval_tokens += r.tokens;
-
-    const bool last = step == max_steps;
-    const bool do_eval = last || (eval_every > 0 && step % eval_every == 0);
-    const bool do_log = last || do_eval || step % log_every == 0;
-    if (!do_log) continue;
-
-    const double dt = seconds_since(t_interval);
-    tok_per_s = dt > 0 ? static_cast<double>(interval_tokens) / dt : 0;
-    nlohmann::json rec = {{"step", step},
-                          {"tokens", tokens},
-                          {"loss", interval_loss / static_cast<double>(interval_steps)},
-                          {"lr", r.lr},
-                          {"grad_norm", r.grad_norm},
-                          {"tok_per_s", tok_per_s},
-                          {"elapsed_s", seconds_since(t_start)}};
-    summary.loss = interval_loss / static_cast<double>(interval_steps);
-    if (do_eval) {
-      const double v = contributor.evaluate();
-      if (std::isfinite(v)) {
-        rec["val_loss"] = v;
-        summary.val_loss = v;
-      }
-    }
-    metrics.write(rec);
-
-    const double elapsed = seconds_since(t_start);
-    const double eta = elapsed / static_cast<double>(step) * static_cast<double>(max_steps - step);
-    std::string line = str("step ", step, "/", max_steps, " | loss ", std::round(summary.loss * 1000) / 1000);
-    if (std::isfinite(summary.val_loss)) line += str(" | val ", std::round(summary.val_loss * 1000) / 1000);
-    char lr_buf[16];
-    std::snprintf(lr_buf, sizeof lr_buf, "%.2e", r.lr);
-    line += str(" | ", format_rate(tok_per_s), " tok/s | lr ", lr_buf, " | ETA ", format_duration(eta));
-    progress.update(line, /*force=*/do_eval);
-
-    interval_loss = 0;
-    interval_steps = 0;
-    interval_tokens = 0;
-    t_interval = Clock::now();
-  }
-
-  summary.steps = step;
-  summary.tokens = tokens;
-  summary.seconds = seconds_since(t_start);
-  std::string done = str("done: ", step, " steps, ", tokens, " tokens in ", format_duration(summary.seconds),
-                         " | loss ", summary.loss);
-  if (std::isfinite(summary.val_loss)) done += str(" | val_loss ", summary.val_loss);
-  progress.finish(done);
-  log_info("metrics: ", metrics_path);
+  summary.steps = cfg.training.max_steps;
+  summary.tokens = monitor.total_tokens();
+  summary.loss = monitor.last_loss();
+  summary.val_loss = monitor.last_val_loss();
+  summary.seconds = seconds_since(t0);
   return summary;
 }
 
