@@ -1,7 +1,9 @@
 // Several contributors in one process (--local-workers): equivalences that hold by design.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -99,6 +101,104 @@ TEST_F(MultiContributor, AFailingContributorStopsTheRunWithItsOwnError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.vocab_size"), std::string::npos) << e.what();
   }
+}
+
+// (round → record) from metrics.jsonl
+std::map<std::int64_t, nlohmann::json> rounds_of(const std::string& run_dir) {
+  std::map<std::int64_t, nlohmann::json> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("round")) out[j["round"].get<std::int64_t>()] = j;
+  }
+  return out;
+}
+
+TEST_F(MultiContributor, DiLoCoWithOneContributorOuterLrOneMomentumZeroIsPlainTraining) {
+  // θ_g − 1·(θ_g − θ) is θ up to one rounding per element, so the runs need only agree to
+  // fp32 rounding. Measured: identical losses here (both subtractions are exact while θ_g
+  // and θ are within a factor of two of each other, Sterbenz), which nothing guarantees in
+  // general; the bound 1e-4 is far below what a wrong outer step (skipped or doubled
+  // update, wrong sign) produces (> 1e-2).
+  const auto plain = config("plain", {});
+  const auto diloco = config("diloco1", {"outer.algorithm=diloco", "outer.inner_steps=3", "outer.lr=1",
+                                         "outer.momentum=0", "outer.nesterov=false"});
+  run_training(plain, {});
+  run_training(diloco, {});
+  const auto a = steps_by_contributor(plain.run_dir()).at(0), b = steps_by_contributor(diloco.run_dir()).at(0);
+  ASSERT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 1e-4) << "step " << i + 1;
+    worst = std::max(worst, std::abs(a[i]["loss"].get<double>() - b[i]["loss"].get<double>()));
+  }
+  std::cout << "max |loss(plain) - loss(diloco lr 1, momentum 0)| = " << worst << "\n";
+  EXPECT_EQ(rounds_of(diloco.run_dir()).size(), 4u);  // 12 steps, H = 3
+}
+
+TEST_F(MultiContributor, DiLoCoWithIdenticalContributorsReproducesOne) {
+  // Three contributors on the same data compute the same Δ; the weighted average
+  // Σ (1/3)·Δ may differ from Δ by fp32 rounding. Measured: identical losses over 12 steps;
+  // the bound 1e-4 allows rounding, not a mis-weighted average.
+  const auto one = config("diloco_one", {"outer.algorithm=diloco", "outer.inner_steps=4"});
+  const auto three = config("diloco_three", {"outer.algorithm=diloco", "outer.inner_steps=4", "local_workers=3",
+                                             "data.same_data_for_all_contributors=true"});
+  run_training(one, {});
+  run_training(three, {});
+  const auto a = steps_by_contributor(one.run_dir()), b = steps_by_contributor(three.run_dir());
+  double worst = 0;
+  for (int w = 0; w < 3; ++w)
+    for (std::size_t i = 0; i < a.at(0).size(); ++i) {
+      EXPECT_NEAR(a.at(0)[i]["loss"].get<double>(), b.at(w)[i]["loss"].get<double>(), 1e-4) << w << " " << i + 1;
+      worst = std::max(worst, std::abs(a.at(0)[i]["loss"].get<double>() - b.at(w)[i]["loss"].get<double>()));
+    }
+  std::cout << "max |loss(1 contributor) - loss(3 identical)| = " << worst << "\n";
+}
+
+TEST_F(MultiContributor, EveryContributorEndsEachRoundWithTheSameThetaG) {
+  // Exact by design: all receive the same reduced bytes and apply the same CPU arithmetic,
+  // whatever the compression.
+  for (const char* wire : {"none", "uint8"}) {
+    const auto cfg = config(std::string("sync_") + wire, {"outer.algorithm=diloco", "outer.inner_steps=3",
+                                                          "local_workers=4", std::string("outer.compression=") + wire});
+    run_training(cfg, {});
+    const auto rounds = rounds_of(cfg.run_dir());
+    ASSERT_EQ(rounds.size(), 4u) << wire;
+    for (const auto& [r, rec] : rounds) {
+      EXPECT_TRUE(rec["contributors_in_sync"].get<bool>()) << wire << " round " << r;
+      EXPECT_EQ(rec["contributors"].get<int>(), 4);
+      EXPECT_EQ(rec["theta_hash"].get<std::string>().size(), 64u);
+      EXPECT_GT(rec["pseudo_grad_norm"].get<double>(), 0.0);
+    }
+  }
+}
+
+TEST_F(MultiContributor, DiLoCoSendsHTimesFewerBytesThanDdp) {
+  const auto ddp = config("bytes_ddp", {"local_workers=2"});
+  const auto diloco = config("bytes_diloco", {"local_workers=2", "outer.algorithm=diloco", "outer.inner_steps=6"});
+  const auto diloco8 = config("bytes_diloco8", {"local_workers=2", "outer.algorithm=diloco", "outer.inner_steps=6",
+                                                "outer.compression=uint8"});
+  for (const auto* c : {&ddp, &diloco, &diloco8}) run_training(*c, {});
+  auto sent = [](const RunConfig& c) {
+    return steps_by_contributor(c.run_dir()).at(0).back()["bytes_sent"].get<double>();
+  };
+  // 12 gradient all-reduces against 2 pseudo-gradient all-reduces (plus a 4-byte weight each)
+  EXPECT_NEAR(sent(ddp) / sent(diloco), 6.0, 0.01);
+  // uint8 carries 1 byte per value plus a 1 KB table per 64K values
+  EXPECT_NEAR(sent(diloco) / sent(diloco8), 4.0, 0.3);
+}
+
+TEST_F(MultiContributor, DeMoTrainsAndExchangesSparsePayloads) {
+  const auto cfg = config("demo2", {"local_workers=2", "outer.algorithm=demo", "training.optimization.lr=2e-3",
+                                    "training.max_steps=40"});
+  run_training(cfg, {});
+  const auto m = steps_by_contributor(cfg.run_dir());
+  const double first = m.at(0).front()["loss"].get<double>(), last = m.at(0).back()["loss"].get<double>();
+  EXPECT_LT(last, first - 0.5) << "DeMo did not train";
+  // Far less than a dense fp32 gradient exchange (4 bytes × params per step, per peer).
+  const double dense = 4.0 * static_cast<double>(cfg.model.num_params()) * 40;
+  EXPECT_LT(m.at(0).back()["bytes_sent"].get<double>(), dense / 5);
+  EXPECT_GT(m.at(0).back()["bytes_sent"].get<double>(), 0.0);
 }
 
 }  // namespace

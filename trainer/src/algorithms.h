@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "pico/comm/communicator.h"
 #include "pico/trainer/contributor.h"
@@ -29,6 +30,7 @@ struct RoundReport {
   std::uint64_t bytes_sent = 0;    // this round, this contributor
   std::uint64_t bytes_received = 0;
   std::int64_t tokens = 0;         // tokens all contributors processed this round
+  std::string theta_hash;          // SHA-256 of θ_g and the outer state after the round
 };
 
 struct StepReport {

@@ -103,27 +103,28 @@ double Contributor::forward_backward(std::int64_t step) {
   return loss;
 }
 
+double Contributor::grad_norm() const {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& [name, p] : optimizer_->params())
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat64));
+  return norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
+}
+
 StepResult Contributor::optimizer_step(std::int64_t step, double loss) {
   StepResult r;
   r.loss = loss;
   r.tokens = tokens_per_step();
-  std::vector<torch::Tensor> grads;
-  for (auto& [name, p] : optimizer_->params())
-    if (p.grad().defined()) grads.push_back(p.grad());
+  r.grad_norm = grad_norm();
+  if (!std::isfinite(r.grad_norm))
+    throw Error(str("the gradient norm became ", r.grad_norm, " at step ", step + 1),
+                "lower training.optimization.lr or enable clipping (max_grad_norm)");
   const double max_norm = cfg_.training.optimization.max_grad_norm;
-  {
+  if (max_norm > 0 && r.grad_norm > max_norm) {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> norms;
-    for (const auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat64));
-    const double total = torch::stack(norms).norm(2).item<double>();
-    r.grad_norm = total;
-    if (!std::isfinite(total))
-      throw Error(str("the gradient norm became ", total, " at step ", step + 1),
-                  "lower training.optimization.lr or enable clipping (max_grad_norm)");
-    if (max_norm > 0 && total > max_norm) {
-      const double coef = max_norm / (total + 1e-6);
-      for (auto& g : grads) g.mul_(coef);
-    }
+    const double coef = max_norm / (r.grad_norm + 1e-6);
+    for (auto& [name, p] : optimizer_->params())
+      if (p.grad().defined()) p.mutable_grad().mul_(coef);
   }
   r.lr = optim::lr_at(schedule_, step);
   optimizer_->step(r.lr);

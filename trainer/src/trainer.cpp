@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -55,7 +56,7 @@ class RunMonitor {
     s.interval_steps += 1;
     s.interval_tokens += rep.inner.tokens;
     total_tokens_ += rep.inner.tokens;
-    if (rep.round_done && w == 0) write_round(rep.round);
+    if (rep.round_done) on_round(w, rep.round);
     const bool last = step == cfg_.training.max_steps;
     const bool has_val = std::isfinite(val_loss);
     if (!(last || has_val || step % cfg_.monitoring.log_every_n_steps == 0)) return;
@@ -105,16 +106,28 @@ class RunMonitor {
     Clock::time_point interval_start = Clock::now();
   };
 
-  void write_round(const RoundReport& r) {
-    metrics_.write({{"round", r.round},
-                    {"contributors", r.contributors},
-                    {"pseudo_grad_norm", r.pseudo_grad_norm},
-                    {"outer_step_s", r.outer_step_s},
-                    {"comm_s", r.comm_s},
-                    {"round_bytes_sent", r.bytes_sent},
-                    {"round_bytes_received", r.bytes_received},
-                    {"round_tokens", r.tokens},
+  // Every contributor reports its θ_g hash; once all have, one record for the round.
+  void on_round(int w, const RoundReport& r) {
+    auto& pending = rounds_[r.round];
+    if (w == 0) pending.report = r;
+    pending.hashes.push_back(r.theta_hash);
+    if (static_cast<int>(pending.hashes.size()) < workers_) return;
+    bool in_sync = true;
+    for (const auto& h : pending.hashes) in_sync = in_sync && h == pending.hashes.front();
+    if (!in_sync) log_error("contributors disagree on θ_g after round ", r.round, ": this is a bug in pico");
+    const RoundReport& rep = pending.report;
+    metrics_.write({{"round", rep.round},
+                    {"contributors", rep.contributors},
+                    {"pseudo_grad_norm", rep.pseudo_grad_norm},
+                    {"outer_step_s", rep.outer_step_s},
+                    {"comm_s", rep.comm_s},
+                    {"round_bytes_sent", rep.bytes_sent},
+                    {"round_bytes_received", rep.bytes_received},
+                    {"round_tokens", rep.tokens},
+                    {"theta_hash", rep.theta_hash},
+                    {"contributors_in_sync", in_sync},
                     {"elapsed_s", seconds_since(start_)}});
+    rounds_.erase(r.round);
   }
 
   void update_progress(std::int64_t step, double lr, std::uint64_t bytes_sent, bool force) {
@@ -137,6 +150,11 @@ class RunMonitor {
   int workers_;
   Clock::time_point start_;
   std::vector<WorkerStats> per_worker_;
+  struct PendingRound {
+    RoundReport report;
+    std::vector<std::string> hashes;
+  };
+  std::map<std::int64_t, PendingRound> rounds_;
   std::int64_t total_tokens_ = 0;
   double last_loss_ = std::nan(""), last_val_ = std::nan("");
   ProgressLine progress_;

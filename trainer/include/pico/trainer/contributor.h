@@ -46,6 +46,8 @@ class Contributor {
   // Clips, then one AdamW update at the scheduled lr for `step`.
   StepResult optimizer_step(std::int64_t step, double loss);
   StepResult train_step(std::int64_t step) { return optimizer_step(step, forward_backward(step)); }
+  // Global L2 norm of the current gradients (double accumulation, fixed order).
+  double grad_norm() const;
   // Mean loss over evaluation.batches validation batches; NaN if there is no validation split.
   double evaluate();
 
