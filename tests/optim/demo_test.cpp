@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <random>
 
 #include "h5_read.h"
 #include "pico/common/error.h"
@@ -380,6 +381,21 @@ TEST(DeMo, RejectsBadPayloadsAndChangesNothing) {
   set_grads(p2, 12);
   DeMo c(p2, other);
   EXPECT_THROW(a.apply({pa, c.prepare(1e-3)}, 1e-3), Error);
+  // random corruption: either a clean pico::Error or (a flip inside a value) a valid payload
+  std::mt19937 rng(17);
+  int rejected = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    auto q = pb;
+    for (int flips = 0; flips < 3; ++flips) q[rng() % q.size()] ^= static_cast<std::uint8_t>(1u << (rng() % 8));
+    if (trial % 50 == 0) q.resize(rng() % q.size());
+    try {
+      (void)a.unpack(q, 1);
+    } catch (const Error&) {
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 0);
+  EXPECT_TRUE(a.pending());
   // the good pair still goes through afterwards
   a.apply({pa, pb}, 1e-3);
   b.apply({pa, pb}, 1e-3);
