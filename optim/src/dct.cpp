@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "parallel.h"
 #include "pico/common/error.h"
 
 namespace pico::optim {
@@ -70,7 +71,7 @@ void ChunkedDct::encode(const float* x, float* coeffs) const {
   const std::int64_t n1 = n1_, n2 = n2_, gx = gx_, cols = cols_, nchunks = chunks();
   const double* c1 = c1_.data();
   const double* c2t = c2t_.data();
-#pragma omp parallel if (nchunks > 1 && numel() >= 32768)
+#pragma omp parallel if (nchunks > 1 && numel() >= kParallelTransform)
   {
     std::vector<double> t(static_cast<std::size_t>(n1 * n2)), e(static_cast<std::size_t>(n2));
 #pragma omp for schedule(static)
@@ -107,7 +108,7 @@ void ChunkedDct::decode(const float* coeffs, float* x) const {
   const std::int64_t n1 = n1_, n2 = n2_, gx = gx_, cols = cols_, nchunks = chunks();
   const double* c1 = c1_.data();
   const double* c2 = c2_.data();
-#pragma omp parallel if (nchunks > 1 && numel() >= 32768)
+#pragma omp parallel if (nchunks > 1 && numel() >= kParallelTransform)
   {
     std::vector<double> t(static_cast<std::size_t>(n1 * n2)), o(static_cast<std::size_t>(n1 * n2));
     std::vector<std::int64_t> live;  // rows b of the chunk with a nonzero coefficient

@@ -6,6 +6,7 @@
 #include <map>
 #include <numeric>
 
+#include "parallel.h"
 #include "pico/common/error.h"
 #include "pico/common/hash.h"
 
@@ -59,7 +60,7 @@ SparseCoeffs demo_topk(const float* coeffs, std::int64_t chunks, std::int64_t ch
   if (!finite)
     throw Error("DeMo: a DCT coefficient of the momentum is not finite",
                 "the momentum overflowed; restart from a checkpoint with a lower demo.lr");
-#pragma omp parallel if (chunks > 8 && total >= 32768)
+#pragma omp parallel if (chunks > 1 && total >= kParallelTransform)
   {
     std::vector<std::uint32_t> order(static_cast<std::size_t>(chunk_numel));
 #pragma omp for schedule(static)
@@ -96,7 +97,7 @@ void demo_aggregate(const std::vector<const SparseCoeffs*>& ranks, std::int64_t 
   const std::int64_t chunks = ranks[0]->chunks;
   for (const auto* r : ranks) PICO_CHECK_EQ(r->chunks, chunks, "ranks disagree on the chunk count");
   std::fill(coeffs, coeffs + chunks * chunk_numel, 0.0f);
-#pragma omp parallel if (chunks > 8 && chunks * chunk_numel >= 32768)
+#pragma omp parallel if (chunks > 1 && chunks * chunk_numel >= kParallelTransform)
   {
     std::vector<std::uint32_t> count(static_cast<std::size_t>(chunk_numel), 0);
 #pragma omp for schedule(static)
@@ -206,7 +207,7 @@ std::vector<std::uint8_t> DeMo::prepare(double lr) {
     const float* g = grads[i].data_ptr<float>();
     const std::int64_t n = d.numel();
     // δ ← fmaf(g, lr, fl(δ·β)): one rounding for g·lr + fl(δ·β), as torch's add_(alpha=lr).
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n >= kParallelElementwise)
     for (std::int64_t j = 0; j < n; ++j) {
       const float decayed = delta[j] * beta;
       delta[j] = std::fmaf(g[j], lr_f, decayed);
@@ -315,7 +316,7 @@ void DeMo::apply(const std::vector<std::vector<std::uint8_t>>& payloads, double 
     for (std::int64_t j = 0; j < n; ++j) s[j] = s[j] > 0.0f ? 1.0f : s[j] < 0.0f ? -1.0f : 0.0f;
     if (p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous()) {
       float* pp = p.data_ptr<float>();
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n >= kParallelElementwise)
       for (std::int64_t j = 0; j < n; ++j) {
         float v = pp[j];
         if (decay) v = v * decay_f;

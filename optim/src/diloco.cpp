@@ -3,6 +3,7 @@
 #include <cmath>
 #include <map>
 
+#include "parallel.h"
 #include "pico/common/error.h"
 
 namespace pico::optim {
@@ -63,7 +64,7 @@ void DiLoCo::pseudo_gradient(const NamedTensors& local, float* out) const {
 void DiLoCo::step(const float* reduced) {
   const std::int64_t n = numel_;
   bool finite = true;
-#pragma omp parallel for schedule(static) reduction(&& : finite) if (n > 65536)
+#pragma omp parallel for schedule(static) reduction(&& : finite) if (n >= kParallelElementwise)
   for (std::int64_t j = 0; j < n; ++j) finite = finite && std::isfinite(reduced[j]);
   if (!finite) {
     std::int64_t j = 0;
@@ -85,7 +86,7 @@ void DiLoCo::step(const float* reduced) {
     const float* delta = reduced + offset_[i];
     const std::int64_t m = theta_[i].second.numel();
     // Each statement rounds once (optim/ is built with -ffp-contract=off).
-#pragma omp parallel for schedule(static) if (m > 65536)
+#pragma omp parallel for schedule(static) if (m >= kParallelElementwise)
     for (std::int64_t j = 0; j < m; ++j) {
       const float d = delta[j];
       float u = d;

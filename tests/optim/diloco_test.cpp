@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "pico/common/error.h"
@@ -124,6 +125,8 @@ for n, p in zip("ab", ps): np.save(f"{d}/{n}_ref.npy", p.detach().numpy())
       const auto& mine = d.global_params()[i].second;
       const double err = (mine - ref).abs().max().item<double>();
       EXPECT_LT(err, 4e-6) << params[i].first << " nesterov " << nesterov;
+      std::printf("[diloco vs torch.optim.SGD] %s nesterov=%d: max |Δθ_g| %.2e (max |θ_g| %.2f)\n", params[i].first.c_str(),
+                  int{nesterov}, err, mine.abs().max().item<double>());
       EXPECT_GT((mine - params[i].second).abs().max().item<double>(), 0.1) << "did not move";
     }
   }
@@ -140,6 +143,8 @@ TEST(DiLoCo, OneContributorWithLr1AndNoMomentumLandsOnTheLocalParameters) {
     // "inner training": the local copy moved by steps of several scales
     NamedTensors local;
     for (const auto& [n, p] : global) local.emplace_back(n, p + torch::randn(p.sizes()) * (n == "out" ? 1e-5 : 0.3));
+    // and one that collapsed towards 0, where fl(θ_g − θ) loses θ's low bits: not exact
+    local[1].second = global[1].second * 1e-4 + torch::randn({32}) * 1e-9;
     std::vector<float> delta(static_cast<std::size_t>(d.numel()));
     d.pseudo_gradient(local, delta.data());
     d.step(delta.data());
@@ -158,6 +163,8 @@ TEST(DiLoCo, OneContributorWithLr1AndNoMomentumLandsOnTheLocalParameters) {
     }
     // Most elements come back exactly (Sterbenz); report how many, do not require all.
     EXPECT_GT(exact, d.numel() / 2);
+    std::printf("[diloco 1 contributor, lr 1, μ 0] nesterov=%d: %lld of %lld elements exactly equal, all within the bound\n",
+                int{nesterov}, static_cast<long long>(exact), static_cast<long long>(d.numel()));
     // copy_to puts θ_g into the model
     NamedTensors model;
     for (const auto& [n, p] : global) model.emplace_back(n, torch::zeros_like(p));
@@ -252,10 +259,10 @@ TEST(DiLoCo, StateRoundTripsAndHashIsDocumentedBytes) {
 }
 
 TEST(DiLoCo, ThreadCountDoesNotChangeTheBits) {
-  // Large enough for the parallel loops; 1 and 2 threads must agree bit for bit.
+  // Large enough for the parallel loops (≥ 2^22 elements); 1 and 2 threads must agree bit for bit.
   torch::manual_seed(2);
-  NamedTensors params = {{"w", torch::randn({400, 500})}};
-  const auto delta = torch::randn({400 * 500}) * 0.01;
+  NamedTensors params = {{"w", torch::randn({2048, 2048})}};
+  const auto delta = torch::randn({2048 * 2048}) * 0.01;
   std::vector<std::string> hashes;
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);

@@ -11,7 +11,8 @@
 //     δ ← fl(δ − decode(own top-k))              error feedback: only what this rank sent
 //     → this rank's payload (below)
 //   apply(payloads in rank order, lr), per parameter:
-//     p ← fl(p · fl(1 − lr·wd))                  only if weight_decay ≠ 0 (decoupled)
+//     p ← fl(p · fl(1 − lr·wd))                  only if weight_decay ≠ 0 (decoupled; on every
+//                                                 parameter, norms included, as the reference)
 //     A ← at each coefficient, (fp32 left-to-right sum, in rank order, of the values of the
 //         ranks that chose it) / (how many chose it); 0 where nobody did
 //     s ← sign(decode(A));  p.grad ← s (in place, if p has a grad);  p ← fl(p − fl(lr)·s)
