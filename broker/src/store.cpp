@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, config_yaml TEXT NOT NULL, dataset_hash TEXT NOT NULL,
   is_private INTEGER NOT NULL, token_sha256 TEXT NOT NULL, num_shards INTEGER NOT NULL,
   status TEXT NOT NULL, round INTEGER NOT NULL, snapshot_round INTEGER NOT NULL,
-  snapshot_path TEXT NOT NULL, snapshot_sha256 TEXT NOT NULL, created_at REAL NOT NULL);
+  snapshot_path TEXT NOT NULL, snapshot_sha256 TEXT NOT NULL, theta0_hash TEXT NOT NULL,
+  dataset_info TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS allowlist (run_id TEXT NOT NULL, public_key TEXT NOT NULL,
   PRIMARY KEY (run_id, public_key));
 CREATE TABLE IF NOT EXISTS members (
@@ -34,6 +35,12 @@ CREATE TABLE IF NOT EXISTS ledger (
   run_id TEXT NOT NULL, public_key TEXT NOT NULL, tokens INTEGER NOT NULL, inner_steps INTEGER NOT NULL,
   rounds_accepted INTEGER NOT NULL, rounds_rejected INTEGER NOT NULL, compute_seconds REAL NOT NULL,
   bytes_sent INTEGER NOT NULL, PRIMARY KEY (run_id, public_key));
+CREATE TABLE IF NOT EXISTS round_ready (run_id TEXT NOT NULL, round INTEGER NOT NULL, member_id INTEGER NOT NULL,
+  tokens INTEGER NOT NULL, inner_steps INTEGER NOT NULL, compute_seconds REAL NOT NULL, delta_norm REAL NOT NULL,
+  finite INTEGER NOT NULL, PRIMARY KEY (run_id, round, member_id));
+CREATE TABLE IF NOT EXISTS round_results (run_id TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL,
+  member_id INTEGER NOT NULL, ok INTEGER NOT NULL, theta_hash TEXT NOT NULL, bytes_sent INTEGER NOT NULL,
+  error TEXT NOT NULL, PRIMARY KEY (run_id, round, attempt, member_id));
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL,
   kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS losses (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
@@ -107,13 +114,15 @@ RunRecord read_run(const Stmt& s) {
   r.snapshot_round = s.i64(8);
   r.snapshot_path = s.text(9);
   r.snapshot_sha256 = s.text(10);
-  r.created_at = s.f64(11);
+  r.theta0_hash = s.text(11);
+  r.dataset_info = s.text(12);
+  r.created_at = s.f64(13);
   return r;
 }
 
 constexpr const char* kRunColumns =
     "run_id, config_yaml, dataset_hash, is_private, token_sha256, num_shards, status, round, snapshot_round, "
-    "snapshot_path, snapshot_sha256, created_at";
+    "snapshot_path, snapshot_sha256, theta0_hash, dataset_info, created_at";
 
 MemberRecord read_member(const Stmt& s) {
   MemberRecord m;
@@ -196,10 +205,11 @@ void Store::create_run(const RunRecord& r) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Stmt check(impl_->db, "SELECT 1 FROM runs WHERE run_id = ?");
   if (check.bind(1, r.run_id).step()) throw Error(str("run ", r.run_id, " already exists in ", impl_->path));
-  Stmt s(impl_->db, str("INSERT INTO runs (", kRunColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
+  Stmt s(impl_->db, str("INSERT INTO runs (", kRunColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
   s.bind(1, r.run_id).bind(2, r.config_yaml).bind(3, r.dataset_hash).bind(4, r.is_private ? 1 : 0);
   s.bind(5, r.token_sha256).bind(6, r.num_shards).bind(7, r.status).bind(8, r.round).bind(9, r.snapshot_round);
-  s.bind(10, r.snapshot_path).bind(11, r.snapshot_sha256).bind(12, r.created_at).run();
+  s.bind(10, r.snapshot_path).bind(11, r.snapshot_sha256).bind(12, r.theta0_hash).bind(13, r.dataset_info);
+  s.bind(14, r.created_at).run();
 }
 
 std::optional<RunRecord> Store::run(const std::string& run_id) const {
@@ -333,6 +343,46 @@ std::vector<RoundRecord> Store::rounds(const std::string& run_id, std::int64_t l
   s.bind(1, run_id).bind(2, limit);
   std::vector<RoundRecord> out;
   while (s.step()) out.push_back(read_round(s));
+  return out;
+}
+
+void Store::save_ready(const std::string& run_id, std::int64_t round, const ReadyRecord& r) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db,
+         "INSERT OR REPLACE INTO round_ready (run_id, round, member_id, tokens, inner_steps, compute_seconds, "
+         "delta_norm, finite) VALUES (?,?,?,?,?,?,?,?)");
+  s.bind(1, run_id).bind(2, round).bind(3, r.member_id).bind(4, r.tokens).bind(5, r.inner_steps);
+  s.bind(6, r.compute_seconds).bind(7, r.delta_norm).bind(8, r.finite ? 1 : 0).run();
+}
+
+std::vector<ReadyRecord> Store::ready_reports(const std::string& run_id, std::int64_t round) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db,
+         "SELECT member_id, tokens, inner_steps, compute_seconds, delta_norm, finite FROM round_ready "
+         "WHERE run_id = ? AND round = ? ORDER BY member_id");
+  s.bind(1, run_id).bind(2, round);
+  std::vector<ReadyRecord> out;
+  while (s.step()) out.push_back({s.i64(0), s.i64(1), s.i64(2), s.f64(3), s.f64(4), s.i64(5) != 0});
+  return out;
+}
+
+void Store::save_result(const std::string& run_id, std::int64_t round, std::int64_t attempt, const ResultRecord& r) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db,
+         "INSERT OR REPLACE INTO round_results (run_id, round, attempt, member_id, ok, theta_hash, bytes_sent, error) "
+         "VALUES (?,?,?,?,?,?,?,?)");
+  s.bind(1, run_id).bind(2, round).bind(3, attempt).bind(4, r.member_id).bind(5, r.ok ? 1 : 0);
+  s.bind(6, r.theta_hash).bind(7, r.bytes_sent).bind(8, r.error).run();
+}
+
+std::vector<ResultRecord> Store::results(const std::string& run_id, std::int64_t round, std::int64_t attempt) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db,
+         "SELECT member_id, ok, theta_hash, bytes_sent, error FROM round_results "
+         "WHERE run_id = ? AND round = ? AND attempt = ? ORDER BY member_id");
+  s.bind(1, run_id).bind(2, round).bind(3, attempt);
+  std::vector<ResultRecord> out;
+  while (s.step()) out.push_back({s.i64(0), s.i64(1) != 0, s.text(2), s.i64(3), s.text(4)});
   return out;
 }
 

@@ -27,6 +27,8 @@ struct RunRecord {
   std::int64_t snapshot_round = -1;
   std::string snapshot_path;     // latest θ_g + outer state, for joiners
   std::string snapshot_sha256;
+  std::string theta0_hash;       // hash of the initial θ_g (joiners before round 1 build it from the seed)
+  std::string dataset_info;      // JSON: how the dataset was prepared (for the wrong-dataset HINT)
   double created_at = 0;
 };
 
@@ -63,6 +65,25 @@ struct LedgerRow {
   std::int64_t rounds_rejected = 0;
   double compute_seconds = 0;
   std::int64_t bytes_sent = 0;
+};
+
+// What a member reported when it finished the inner steps of a round (`ready`).
+struct ReadyRecord {
+  std::int64_t member_id = 0;
+  std::int64_t tokens = 0;
+  std::int64_t inner_steps = 0;
+  double compute_seconds = 0;
+  double delta_norm = 0;
+  bool finite = true;
+};
+
+// A member's outcome of one attempt of a round (`round_result`).
+struct ResultRecord {
+  std::int64_t member_id = 0;
+  bool ok = false;
+  std::string theta_hash;
+  std::int64_t bytes_sent = 0;
+  std::string error;
 };
 
 struct EventRecord {
@@ -111,6 +132,12 @@ class Store {
                     const std::string& theta_hash, double finished_at);
   std::optional<RoundRecord> round(const std::string& run_id, std::int64_t round) const;
   std::vector<RoundRecord> rounds(const std::string& run_id, std::int64_t limit) const;  // newest first
+
+  // Acknowledged reports of a round in progress (kept so that a restarted broker can finish it).
+  void save_ready(const std::string& run_id, std::int64_t round, const ReadyRecord& r);
+  std::vector<ReadyRecord> ready_reports(const std::string& run_id, std::int64_t round) const;
+  void save_result(const std::string& run_id, std::int64_t round, std::int64_t attempt, const ResultRecord& r);
+  std::vector<ResultRecord> results(const std::string& run_id, std::int64_t round, std::int64_t attempt) const;
 
   // Ledger: adds to the contributor's totals (creating the row on first use).
   void credit(const std::string& run_id, const LedgerRow& delta);
