@@ -1,10 +1,11 @@
-// comm/src/checksum.h — CRC-32C for message checksums, three streams at a time.
+// comm/src/checksum.h — CRC-32C for message checksums, by carry-less multiplication.
 //
-// The same function as pico::crc32c (common/hash.h): tests compare them on random data.
-// pico::crc32c runs one crc32 instruction chain (~4 GB/s here: the instruction's 3-cycle
-// latency bounds it); this one runs three independent chains over thirds of each block and
-// joins them with a "shift by L zero bytes" table, ~3× faster, which matters because every
-// byte of a collective is checksummed once when sent and once when received.
+// The same function as pico::crc32c (common/hash.h; tests compare them on random data and
+// lengths). pico::crc32c runs one chain of crc32 instructions, ~4 GB/s on this machine (the
+// instruction's latency bounds it). Every byte of a collective is checksummed when sent and
+// when received, so here the bulk is folded 64 bytes at a time with PCLMULQDQ (four
+// independent 128-bit lanes), the folded 128 bits are finished with two crc32 instructions,
+// and the tail with more: ~5× faster. Falls back to pico::crc32c without SSE4.2/PCLMUL.
 #pragma once
 
 #include <cstddef>

@@ -741,6 +741,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
 
     std::vector<zmq::pollitem_t> items;
     std::vector<PeerSocket*> sockets = all_sockets();
+    bool monitor_ready = true;
+    auto last_monitor_read = Clock::now();
     while (broken_ == Status::kOk && !op.complete()) {
       // Drain what has arrived (bounded, so that queued sends keep moving).
       for (int i = 0; i < 256 && broken_ == Status::kOk && !op.complete(); ++i) {
@@ -756,7 +758,12 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
         receive(op, std::move(msg));
       }
       flush_outboxes();
-      read_monitors();
+      // Monitor events are rare: read them when poll saw one, or every few milliseconds.
+      if (monitor_ready || Clock::now() - last_monitor_read > std::chrono::milliseconds(20)) {
+        read_monitors();
+        last_monitor_read = Clock::now();
+        monitor_ready = false;
+      }
       check_connections();
       if (broken_ != Status::kOk || op.complete()) break;
       const auto now = Clock::now();
@@ -778,6 +785,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) fail(Status::kAborted, str("poll failed: ", e.what()));
       }
+      for (std::size_t i = 1; i < items.size(); ++i)
+        if ((items[i].events & ZMQ_POLLIN) && (items[i].revents & ZMQ_POLLIN)) monitor_ready = true;
     }
     if (broken_ != Status::kOk) {
       log_warn(tag_, op.name(), " round ", round_, " failed (", to_string(broken_), "): ", broken_reason_);

@@ -1,5 +1,8 @@
 // ZmqNode, options and membership: everything about the group but the collectives.
+#include <malloc.h>
+
 #include <algorithm>
+#include <mutex>
 #include <set>
 
 #include "pico/common/error.h"
@@ -96,6 +99,15 @@ ZmqNode::~ZmqNode() = default;
 
 std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
   options.validate();
+  if (options.tune_malloc) {
+    static std::once_flag once;
+    std::call_once(once, [] {
+#if defined(__GLIBC__)
+      mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum; also stops the dynamic threshold
+      mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+    });
+  }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   const bool curve = options.security == ZmqSecurity::kCurve;
