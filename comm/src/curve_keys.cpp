@@ -6,6 +6,7 @@
 #include <zmq.h>
 
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -116,7 +117,8 @@ CurveKeyPair curve_load_or_create_keypair(const std::string& dir, const std::str
   const std::string text = format_keyfile(fresh);
   // Write a private temporary, fsync, then link() it into place: link fails if another process
   // created the file first, and then both use that one.
-  const std::string tmp = str(dir, "/.", name, ".key.tmp.", ::getpid());
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp = str(dir, "/.", name, ".key.tmp.", ::getpid(), ".", counter.fetch_add(1));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw Error(str("cannot create ", tmp, ": ", std::strerror(errno)), "check permissions of " + dir);
   const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&

@@ -744,8 +744,10 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     bool monitor_ready = true;
     auto last_monitor_read = Clock::now();
     while (broken_ == Status::kOk && !op.complete()) {
-      // Drain what has arrived (bounded, so that queued sends keep moving).
-      for (int i = 0; i < 256 && broken_ == Status::kOk && !op.complete(); ++i) {
+      // Drain what has arrived (bounded, so that queued sends keep moving). Everything queued
+      // is read, even once the collective is complete: aborts and garbage are dealt with now,
+      // and the next round's early messages wait in the stash.
+      for (int i = 0; i < 256 && broken_ == Status::kOk; ++i) {
         zmq::message_t msg;
         zmq::recv_result_t got;
         try {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "pico/comm/zmq_communicator.h"
+#include "zmq_test_inputs.h"
 
 namespace pico::comm::test {
 
@@ -87,13 +88,5 @@ struct ThreadGroup {
     for (int r = 0; r < world(); ++r) EXPECT_EQ(failures[r], "") << "rank " << r;
   }
 };
-
-inline std::vector<float> rank_input(int rank, std::size_t n, std::uint32_t seed = 1) {
-  std::mt19937 rng(seed * 104729u + static_cast<unsigned>(rank) * 7919u + 1u);
-  std::normal_distribution<float> d(0, 1);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 }  // namespace pico::comm::test
