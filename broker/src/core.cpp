@@ -90,6 +90,8 @@ BrokerCore::BrokerCore(Store& store, BrokerOptions options, double now) : store_
     }
     const std::int64_t next = rec.round + 1;
     for (auto& r : store_.ready_reports(rec.run_id, next)) run->ready[r.member_id] = r;
+    log_info("broker: run ", rec.run_id, " is at round ", rec.round, " with ", run->members.size(), " active members (",
+             run->ready.size(), " ready for round ", next, ")");
     if (auto open = store_.round(rec.run_id, next); open && open->status == "open") {
       run->running = true;
       run->attempt = open->attempt;
@@ -130,6 +132,14 @@ std::vector<Outgoing> BrokerCore::dispatch(const Incoming& in, double now) {
     case MessageType::kRunFinished: return on_run_finished(in, now);
     case MessageType::kLedgerQuery: return on_ledger(in, now);
     case MessageType::kStatusQuery: return {{in.peer, reply(in, MessageType::kAck, status(now))}};
+    case MessageType::kRunInfo: {
+      const RunState& run = run_of(in.message);
+      return {{in.peer, reply(in, MessageType::kAck,
+                              {{"run_id", run.rec.run_id}, {"config_yaml", run.rec.config_yaml},
+                               {"dataset_hash", run.rec.dataset_hash}, {"num_shards", run.rec.num_shards},
+                               {"round", run.rec.round}, {"private", run.rec.is_private},
+                               {"dataset_info", nlohmann::json::parse(run.rec.dataset_info, nullptr, false)}})}};
+    }
     default:
       throw ProtocolError(str("a broker does not accept ", to_string(in.message.type), " messages"));
   }
@@ -269,6 +279,8 @@ std::vector<Outgoing> BrokerCore::on_heartbeat(const Incoming& in, double now) {
     return {{in.peer, push(MessageType::kEvicted, {{"run_id", run.rec.run_id}, {"reason", e.what()}})}};
   }
   lm->last_seen = now;
+  if (run.rec.status == "finished")  // a member still catching up when the run ended
+    return {{in.peer, push(MessageType::kRunFinished, {{"run_id", run.rec.run_id}, {"round", run.rec.round}})}};
   lm->base_round = get_int(in.message, "base_round");
   lm->step = get_int(in.message, "step");
   lm->tokens_per_s = get_double(in.message, "tokens_per_s");
@@ -325,11 +337,17 @@ std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
 void BrokerCore::maybe_start_round(RunState& run, double now, std::vector<Outgoing>& out) {
   if (run.running || run.rec.status != "active") return;
   std::vector<std::int64_t> eligible;
-  for (auto& [id, lm] : run.members)
+  for (auto& [id, lm] : run.members) {
+    // After a restart, wait until every member has said where it is (or has been evicted
+    // for silence): a round started without a member that is in sync would leave it behind.
+    if (lm.base_round == -2) return;
     if (lm.base_round == run.rec.round && !lm.awaiting_snapshot) eligible.push_back(id);
+  }
   if (eligible.empty()) return;
-  for (auto id : eligible)
-    if (!run.ready.count(id)) return;  // someone is still training
+  for (auto id : eligible) {
+    if (!run.ready.count(id)) return;                 // someone is still training
+    if (run.members.at(id).peer.empty()) return;      // not heard from since a restart: cannot reach it yet
+  }
   start_attempt(run, eligible, now, out);
 }
 
@@ -460,6 +478,7 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
                                                        " members, θ_g ", hash.substr(0, 12)), now);
     run.rec.round = round;
     run.running = false;
+    run.attempt = 0;
     run.ready.clear();
     for (auto& [id, lm] : run.members) {
       const auto r = run.results.find(id);
@@ -555,6 +574,8 @@ std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now
   const std::string sha = get_string(in.message, "sha256", 64);
   if (lm.rec.member_id != run.uploader || round != run.upload_round)
     throw Error(str("unexpected snapshot upload for round ", round), "the broker asked another member, or a newer round");
+  if (index + 1 == run.upload_next && index + 1 < count)  // a re-sent chunk whose ack was lost
+    return {{in.peer, reply(in, MessageType::kAck, {{"index", index}})}};
   if (index != run.upload_next || count < 1 || index >= count || total < 0)
     throw ProtocolError(str("snapshot chunk ", index, "/", count, " out of order (expected ", run.upload_next, ")"));
   if (index == 0) {

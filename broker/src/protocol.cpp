@@ -49,6 +49,7 @@ const char* to_string(MessageType t) {
     case MessageType::kLedgerQuery: return "ledger_query";
     case MessageType::kStatusQuery: return "status_query";
     case MessageType::kRunFinished: return "run_finished";
+    case MessageType::kRunInfo: return "run_info";
   }
   return "?";
 }
@@ -90,7 +91,7 @@ std::optional<Message> decode_message(const std::uint8_t* data, std::size_t size
     return std::nullopt;
   }
   const auto type = get<std::uint16_t>(data, 6);
-  if (type < static_cast<std::uint16_t>(MessageType::kAck) || type > static_cast<std::uint16_t>(MessageType::kRunFinished)) {
+  if (type < static_cast<std::uint16_t>(MessageType::kAck) || type > static_cast<std::uint16_t>(MessageType::kRunInfo)) {
     why = str("unknown message type ", type);
     return std::nullopt;
   }

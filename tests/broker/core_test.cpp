@@ -36,8 +36,10 @@ struct Harness {
   std::vector<Outgoing> send(const std::string& peer, MessageType t, nlohmann::json body, std::string blob = "") {
     return core->handle({peer, "key-" + peer, msg(t, std::move(body), 1, std::move(blob))}, now);
   }
-  void restart() {
+  void restart() {  // a new process: the store reopened from its file
     core.reset();
+    store.reset();
+    store = Store::open(dir.file("broker.db"));
     core = std::make_unique<BrokerCore>(*store, opt, now);
   }
   void create(bool is_private = false, const std::string& token = "") {

@@ -55,6 +55,7 @@ enum class MessageType : std::uint16_t {
   kLedgerQuery = 16,     // client → broker: the run's ledger
   kStatusQuery = 17,     // client → broker: runs, members, rounds
   kRunFinished = 18,     // client → broker: the run reached its last step
+  kRunInfo = 19,         // client → broker: a run's shared config and dataset hash (before joining)
 };
 const char* to_string(MessageType t);
 
