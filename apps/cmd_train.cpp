@@ -21,6 +21,9 @@ struct TrainArgs {
   bool local = false;
   int local_workers = 0;
   std::string join;
+  std::string comm = "inprocess";
+  int worker_rank = -1;
+  std::string rendezvous;
   trainer::NetworkOptions net;
 };
 
@@ -44,9 +47,12 @@ void run_train(TrainArgs a) {
   trainer::TrainOptions opts;
   opts.resume = a.resume || cfg.checkpointing.auto_resume;
   opts.overwrite = a.overwrite;
+  opts.comm = a.comm;
+  opts.worker_rank = a.worker_rank;
+  opts.rendezvous_dir = a.rendezvous;
   // A DiLoCo run with one contributor here is joinable: it hosts (or registers with) a
   // broker. Local simulations (--local-workers) and ddp/demo runs train in this process only.
-  const bool networked = cfg.outer.algorithm == "diloco" && cfg.local_workers == 1 && !a.local;
+  const bool networked = cfg.outer.algorithm == "diloco" && cfg.local_workers == 1 && !a.local && a.worker_rank < 0;
   if (networked) {
     trainer::run_networked(cfg, a.net, opts);
   } else {
@@ -75,6 +81,12 @@ void register_train(CLI::App& app) {
                   "Simulate N contributors in this process, each on its own data shard (sets local_workers)")
       ->check(CLI::Range(1, 64));
   sub->add_flag("--local", args->local, "Train a DiLoCo config in this process only, without a broker");
+  sub->add_option("--comm", args->comm,
+                  "How --local-workers talk: inprocess (threads) or zmq (one process each, ZeroMQ over loopback)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"inprocess", "zmq"}));
+  sub->add_option("--worker-rank", args->worker_rank, "(internal: a contributor process of --comm zmq)")->group("");
+  sub->add_option("--rendezvous", args->rendezvous, "(internal: the rendezvous directory of --comm zmq)")->group("");
   sub->add_option("--broker", args->net.broker,
                   "Register the run on a standing broker (its join code or tcp://HOST:PORT) instead of hosting one");
   sub->add_option("--broker-key", args->net.broker_key, "The standing broker's public key (Z85) with tcp://…");

@@ -201,5 +201,39 @@ TEST_F(MultiContributor, DeMoTrainsAndExchangesSparsePayloads) {
   EXPECT_GT(m.at(0).back()["bytes_sent"].get<double>(), 0.0);
 }
 
+TEST_F(MultiContributor, ZmqProcessesGiveTheSameResultsAsThreads) {
+  // The same ring arithmetic over ZeroMQ between processes as over shared memory between
+  // threads, with one intra-op thread each: bit-identical losses and θ_g.
+  const std::string base = test::pico_binary() + " train --config " + test::source_dir() + "/configs/demo.yaml" +
+                           " --set data.path=" + dir_->file("ds") + " --set model.vocab_size=512" +
+                           " --set model.d_model=32 --set model.n_layers=1 --set model.max_seq_len=32" +
+                           " --set training.max_steps=12 --set outer.algorithm=diloco --set outer.inner_steps=4" +
+                           " --set outer.compression=uint8 --set threads=1 --set evaluation.batches=1" +
+                           " --set data.dataloader.batch_size=4 --set monitoring.logging.log_every_n_steps=1" +
+                           " --set checkpointing.runs_dir=" + dir_->file("zmq") + " --local-workers 3 --overwrite";
+  auto r = test::run_command(base + " --set checkpointing.run_name=threads --comm inprocess");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_command(base + " --set checkpointing.run_name=procs --comm zmq");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto a = steps_by_contributor(dir_->file("zmq/threads")), b = steps_by_contributor(dir_->file("zmq/procs"));
+  for (int w = 0; w < 3; ++w) {
+    ASSERT_EQ(a.at(w).size(), 12u);
+    ASSERT_EQ(b.at(w).size(), 12u);
+    for (std::size_t i = 0; i < 12; ++i)
+      EXPECT_EQ(a.at(w)[i]["loss"].get<double>(), b.at(w)[i]["loss"].get<double>()) << "contributor " << w << " step " << i + 1;
+  }
+  // Every process's θ_g after each round is the threads' θ_g.
+  const auto threads_rounds = rounds_of(dir_->file("zmq/threads"));
+  std::ifstream in(dir_->file("zmq/procs/metrics.jsonl"));
+  int checked = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("round")) continue;
+    EXPECT_EQ(j["theta_hash"], threads_rounds.at(j["round"].get<std::int64_t>())["theta_hash"]);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3 * 3);  // 3 rounds × 3 processes
+}
+
 }  // namespace
 }  // namespace pico::trainer

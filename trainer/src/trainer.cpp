@@ -1,6 +1,11 @@
 // The run: set-up, one worker thread per local contributor, metrics and progress.
 #include "pico/trainer/trainer.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -10,6 +15,9 @@
 
 #include "algorithms.h"
 #include "pico/comm/in_process.h"
+#include "pico/comm/rendezvous.h"
+#include "pico/comm/zmq_communicator.h"
+#include "pico/common/hash.h"
 #include "pico/common/blas.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
@@ -42,15 +50,16 @@ std::string format_rate(double tokens_per_s) {
 // Collects every contributor's reports: metrics.jsonl lines and the live progress line.
 class RunMonitor {
  public:
-  RunMonitor(const RunConfig& cfg, const std::string& metrics_path, bool append, int workers)
-      : cfg_(cfg), metrics_(metrics_path, !append), workers_(workers), start_(Clock::now()),
+  // `workers` contributors report to this monitor: indices first_worker … first_worker + workers − 1.
+  RunMonitor(const RunConfig& cfg, const std::string& metrics_path, bool append, int workers, int first_worker = 0)
+      : cfg_(cfg), metrics_(metrics_path, !append), workers_(workers), first_(first_worker), start_(Clock::now()),
         per_worker_(static_cast<std::size_t>(workers)) {}
 
   // Called by worker `w` after each step; writes a record on logging steps.
   void on_step(int w, std::int64_t step, const StepReport& rep, std::uint64_t bytes_sent,
                std::uint64_t bytes_received, double val_loss) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto& s = per_worker_[static_cast<std::size_t>(w)];
+    auto& s = per_worker_[static_cast<std::size_t>(w - first_)];
     s.tokens += rep.inner.tokens;
     s.interval_loss += rep.inner.loss;
     s.interval_steps += 1;
@@ -88,7 +97,8 @@ class RunMonitor {
   }
 
   void finish(std::int64_t steps) {
-    std::string done = str("done: ", steps, " steps × ", workers_, " contributor", workers_ > 1 ? "s" : "", ", ",
+    const auto n = cfg_.local_workers;
+    std::string done = str("done: ", steps, " steps × ", n, " contributor", n > 1 ? "s" : "", ", ",
                            total_tokens_, " tokens in ", format_duration(seconds_since(start_)), " | loss ", last_loss_);
     if (std::isfinite(last_val_)) done += str(" | val_loss ", last_val_);
     progress_.finish(done);
@@ -109,7 +119,7 @@ class RunMonitor {
   // Every contributor reports its θ_g hash; once all have, one record for the round.
   void on_round(int w, const RoundReport& r) {
     auto& pending = rounds_[r.round];
-    if (w == 0) pending.report = r;
+    if (w == first_) pending.report = r;
     pending.hashes.push_back(r.theta_hash);
     if (static_cast<int>(pending.hashes.size()) < workers_) return;
     bool in_sync = true;
@@ -117,6 +127,7 @@ class RunMonitor {
     if (!in_sync) log_error("contributors disagree on θ_g after round ", r.round, ": this is a bug in pico");
     const RoundReport& rep = pending.report;
     metrics_.write({{"round", rep.round},
+                    {"contributor", first_},
                     {"contributors", rep.contributors},
                     {"pseudo_grad_norm", rep.pseudo_grad_norm},
                     {"outer_step_s", rep.outer_step_s},
@@ -148,6 +159,7 @@ class RunMonitor {
   std::mutex mu_;
   MetricsWriter metrics_;
   int workers_;
+  int first_;
   Clock::time_point start_;
   std::vector<WorkerStats> per_worker_;
   struct PendingRound {
@@ -187,11 +199,96 @@ void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> datas
 
 }  // namespace
 
+namespace {
+
+// --comm zmq, in a contributor process: meet the others through the rendezvous directory,
+// then train as contributor `rank` with a ZeroMQ communicator.
+TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
+  const int rank = options.worker_rank, workers = static_cast<int>(cfg.local_workers);
+  set_log_thread_tag(str("[w", rank, "] "));
+  const torch::Device device = resolve_device(cfg.device);
+  auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
+  comm::ZmqOptions zo;
+  zo.key_dir = cfg.run_dir() + "/keys";
+  zo.key_name = str("worker-", rank);
+  auto node = comm::ZmqNode::create(zo);
+  comm::FileRendezvousOptions ro;
+  ro.dir = options.rendezvous_dir;
+  ro.world_size = workers;
+  ro.rank = rank;
+  ro.run_id = mix64(std::hash<std::string>{}(cfg.run_dir()));
+  ro.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.outer.timeout_s * 1000));
+  const comm::Membership membership = comm::rendezvous_files(*node, ro);
+  auto comm = comm::make_zmq_communicator(node, membership);
+  RunMonitor monitor(cfg, cfg.run_dir() + "/metrics.jsonl", /*append=*/true, 1, rank);
+  std::mutex compute_mu;  // alone in this process
+  const auto t0 = Clock::now();
+  run_worker(cfg, dataset, device, rank, *comm, compute_mu, monitor);
+  if (rank == 0) monitor.finish(cfg.training.max_steps);
+  TrainSummary summary;
+  summary.run_dir = cfg.run_dir();
+  summary.steps = cfg.training.max_steps;
+  summary.tokens = monitor.total_tokens();
+  summary.loss = monitor.last_loss();
+  summary.val_loss = monitor.last_val_loss();
+  summary.seconds = seconds_since(t0);
+  return summary;
+}
+
+// --comm zmq, in the parent: one process per contributor (this binary, re-executed on the
+// resolved config), waited for; if one fails the others are stopped and its error reported.
+void launch_zmq_workers(const RunConfig& cfg) {
+  const int workers = static_cast<int>(cfg.local_workers);
+  const std::string rendezvous = cfg.run_dir() + "/rendezvous";
+  std::filesystem::remove_all(rendezvous);
+  make_dirs(rendezvous);
+  const std::string config = cfg.run_dir() + "/config.yaml";
+  // Each process gets its share of the cores unless the config says otherwise.
+  const int threads = cfg.threads > 0 ? static_cast<int>(cfg.threads)
+                                      : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / workers);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < workers; ++r) {
+    const pid_t pid = ::fork();
+    if (pid < 0) throw Error(str("cannot start contributor process ", r, ": fork failed"), "check the process limit");
+    if (pid == 0) {
+      const std::string rank = std::to_string(r), th = str("threads=", threads);
+      ::execl("/proc/self/exe", "pico", "train", "--config", config.c_str(), "--comm", "zmq", "--worker-rank",
+              rank.c_str(), "--rendezvous", rendezvous.c_str(), "--set", th.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int failed_rank = -1, failed_status = 0;
+  for (std::size_t done = 0; done < pids.size(); ++done) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    const auto it = std::find(pids.begin(), pids.end(), pid);
+    if (it == pids.end()) continue;
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok && failed_rank < 0) {
+      failed_rank = static_cast<int>(it - pids.begin());
+      failed_status = status;
+      for (pid_t other : pids)
+        if (other != pid) ::kill(other, SIGTERM);
+    }
+  }
+  if (failed_rank >= 0)
+    throw Error(str("contributor process ", failed_rank, " ",
+                    WIFEXITED(failed_status) ? str("exited with status ", WEXITSTATUS(failed_status))
+                                             : str("was killed by signal ", WTERMSIG(failed_status))),
+                "its error is printed above (lines tagged [w" + std::to_string(failed_rank) + "])");
+}
+
+}  // namespace
+
 TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   cfg.validate();
   set_log_level(parse_log_level(cfg.monitoring.log_level));
-  warn_if_slow_blas();
   set_threads(cfg.threads);
+  if (options.comm != "inprocess" && options.comm != "zmq")
+    throw Error(str("unknown --comm '", options.comm, "'"), "use inprocess or zmq");
+  if (options.worker_rank >= 0) return run_zmq_worker(cfg, options);
+  warn_if_slow_blas();
 
   const std::string run_dir = cfg.run_dir();
   const std::string metrics_path = run_dir + "/metrics.jsonl";
@@ -212,6 +309,19 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   log_info("model: ", cfg.model.num_params() / 1e6, "M parameters on ", device.str(), ", ", torch::get_num_threads(),
            " threads; ", workers, " contributor", workers > 1 ? "s" : "", " (", cfg.outer.algorithm, "), ",
            cfg.data.batch_size * cfg.model.max_seq_len, " tokens per step each");
+
+  if (options.comm == "zmq" && workers > 1) {
+    if (options.resume) throw Error("--resume is not supported with --comm zmq", "resume with the in-process communicator");
+    MetricsWriter(metrics_path, /*truncate=*/true);  // the contributor processes append to it
+    const auto t0 = Clock::now();
+    launch_zmq_workers(cfg);
+    TrainSummary summary;
+    summary.run_dir = run_dir;
+    summary.steps = cfg.training.max_steps;
+    summary.seconds = seconds_since(t0);
+    log_info("metrics: ", metrics_path);
+    return summary;
+  }
 
   RunMonitor monitor(cfg, metrics_path, options.resume, workers);
   comm::InProcessGroup group(workers);
