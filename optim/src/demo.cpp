@@ -42,6 +42,7 @@ void DeMoConfig::validate() const {
   if (compression_topk < 1) bad("compression_topk", compression_topk, "at least 1");
   if (compression_chunk < 1 || compression_chunk > 1024) bad("compression_chunk", compression_chunk, "in [1, 1024]");
   if (!(weight_decay >= 0 && weight_decay < 10)) bad("weight_decay", weight_decay, "in [0, 10)");
+  if (value_dtype == WireDtype::kUInt8) bad("value_dtype", to_string(value_dtype), "fp32, fp16 or bf16");
 }
 
 // ---- top-k, scatter, aggregate -----------------------------------------------------------
@@ -153,7 +154,7 @@ DeMo::DeMo(NamedTensors params, DeMoConfig cfg) : params_(std::move(params)), cf
   }
   index_bytes_ = max_chunk <= 65536 ? 2 : 4;
   layout_tag_ = crc32c(layout.data(), layout.size() * sizeof(std::int64_t));
-  payload_bytes_ = kHeaderBytes + coefficients * (index_bytes_ + sizeof(float));
+  payload_bytes_ = kHeaderBytes + coefficients * (index_bytes_ + encoded_size(cfg_.value_dtype, 1));
 }
 
 std::size_t DeMo::reference_payload_bytes() const {
@@ -192,7 +193,7 @@ std::vector<std::uint8_t> DeMo::prepare(double lr) {
   put(w, kMagic);
   put(w, kVersion);
   put(w, index_bytes_);
-  put(w, std::uint8_t{0});
+  put(w, static_cast<std::uint8_t>(cfg_.value_dtype));
   put(w, layout_tag_);
   put(w, total_chunks_);
   std::uint8_t* widx = w;
@@ -214,7 +215,10 @@ std::vector<std::uint8_t> DeMo::prepare(double lr) {
     }
     coeffs.resize(static_cast<std::size_t>(d.chunks() * d.chunk_numel()));
     d.encode(delta, coeffs.data());
-    const SparseCoeffs s = demo_topk(coeffs.data(), d.chunks(), d.chunk_numel(), k_[i]);
+    SparseCoeffs s = demo_topk(coeffs.data(), d.chunks(), d.chunk_numel(), k_[i]);
+    if (cfg_.value_dtype != WireDtype::kFloat32)  // send (and feed back) the rounded values
+      for (auto& v : s.val)
+        v = cfg_.value_dtype == WireDtype::kFloat16 ? half_to_float(float_to_half(v)) : bfloat16_to_float(float_to_bfloat16(v));
     // Error feedback: δ ← fl(δ − decode(own top-k)).
     demo_scatter(s, d.chunk_numel(), coeffs.data());
     transmit.resize(static_cast<std::size_t>(n));
@@ -225,7 +229,10 @@ std::vector<std::uint8_t> DeMo::prepare(double lr) {
         put(widx, static_cast<std::uint16_t>(s.idx[j]));
       else
         put(widx, s.idx[j]);
-      put(wval, s.val[j]);
+      if (cfg_.value_dtype == WireDtype::kFloat32)
+        put(wval, s.val[j]);
+      else
+        put(wval, cfg_.value_dtype == WireDtype::kFloat16 ? float_to_half(s.val[j]) : float_to_bfloat16(s.val[j]));
     }
   }
   PICO_CHECK(wval == out.data() + out.size(), "DeMo payload size");
@@ -245,7 +252,10 @@ std::vector<SparseCoeffs> DeMo::unpack(const std::vector<std::uint8_t>& payload,
   if (get<std::uint32_t>(p) != kMagic) throw fail(str("bad magic 0x", std::hex, get<std::uint32_t>(p)));
   if (get<std::uint16_t>(p + 4) != kVersion) throw fail(str("format version ", get<std::uint16_t>(p + 4), ", expected ", kVersion));
   if (p[6] != index_bytes_) throw fail(str("index width ", int{p[6]}, ", expected ", int{index_bytes_}));
-  if (p[7] != 0) throw fail(str("value type ", int{p[7]}, ", expected 0 (fp32)"));
+  if (p[7] != static_cast<std::uint8_t>(cfg_.value_dtype))
+    throw fail(str("value type ", int{p[7]}, ", expected ", int{static_cast<std::uint8_t>(cfg_.value_dtype)}, " (",
+                   to_string(cfg_.value_dtype), ")"));
+  const std::size_t value_bytes = encoded_size(cfg_.value_dtype, 1);
   if (get<std::uint32_t>(p + 8) != layout_tag_)
     throw fail(str("layout tag ", get<std::uint32_t>(p + 8), ", expected ", layout_tag_,
                    " (different parameter shapes, compression_chunk or compression_topk)"));
@@ -268,8 +278,10 @@ std::vector<SparseCoeffs> DeMo::unpack(const std::vector<std::uint8_t>& payload,
     for (std::size_t j = 0; j < n; ++j) {
       const std::uint32_t ix = index_bytes_ == 2 ? get<std::uint16_t>(ridx) : get<std::uint32_t>(ridx);
       ridx += index_bytes_;
-      const float v = get<float>(rval);
-      rval += sizeof(float);
+      const float v = cfg_.value_dtype == WireDtype::kFloat32   ? get<float>(rval)
+                      : cfg_.value_dtype == WireDtype::kFloat16 ? half_to_float(get<std::uint16_t>(rval))
+                                                                : bfloat16_to_float(get<std::uint16_t>(rval));
+      rval += value_bytes;
       const std::size_t chunk = j / static_cast<std::size_t>(s.k);
       if (ix >= limit)
         throw fail(str(params_[i].first, " chunk ", chunk, ": index ", ix, " out of range [0, ", limit, ")"));

@@ -541,3 +541,60 @@ TEST(DeMo, WideChunksUseUInt32Indices) {
 
 }  // namespace
 }  // namespace pico::optim
+
+namespace pico::optim {
+namespace {
+
+TEST(DeMo, HalfPrecisionValuesHalveTheValueBytesAndKeepTheSigns) {
+  // The same model and gradients through fp32 and fp16 coefficient values: fp16 payloads are
+  // (2 + 2) / (2 + 4) of fp32's (uint16 indices), error feedback subtracts the rounded
+  // values that were sent, and the update directions agree except at the smallest-magnitude
+  // elements (fp16 keeps 11 significant bits of each coefficient).
+  torch::manual_seed(5);
+  NamedTensors base = {{"w", torch::randn({64, 96})}, {"v", torch::randn({100})}};
+  auto clone = [&] {
+    NamedTensors out;
+    for (const auto& [n, t] : base) out.emplace_back(n, t.clone().set_requires_grad(true));
+    return out;
+  };
+  NamedTensors p32 = clone(), p16 = clone();
+  DeMoConfig c32;
+  c32.lr = 1e-3;
+  DeMoConfig c16 = c32;
+  c16.value_dtype = WireDtype::kFloat16;
+  DeMo d32(p32, c32), d16(p16, c16);
+  const std::size_t header = 16;
+  EXPECT_EQ((d16.payload_bytes() - header) * 6, (d32.payload_bytes() - header) * 4);
+  double agree = 0, total = 0;
+  for (int step = 0; step < 3; ++step) {
+    for (std::size_t i = 0; i < base.size(); ++i) {
+      const auto g = torch::randn(base[i].second.sizes());
+      p32[i].second.mutable_grad() = g.clone();
+      p16[i].second.mutable_grad() = g.clone();
+    }
+    const auto a = d32.prepare(1e-3), b = d16.prepare(1e-3);
+    d32.apply({a}, 1e-3);
+    d16.apply({b}, 1e-3);
+    for (std::size_t i = 0; i < base.size(); ++i) {
+      agree += (p32[i].second.grad() == p16[i].second.grad()).sum().item<double>();
+      total += static_cast<double>(p32[i].second.numel());
+    }
+    // What fp16 sent decodes to fp16-representable values only.
+    const auto coeffs = d16.unpack(b, 0);
+    for (const auto& s : coeffs)
+      for (float v : s.val) ASSERT_EQ(v, half_to_float(float_to_half(v)));
+  }
+  EXPECT_GT(agree / total, 0.99) << "signs agreeing: " << agree / total;
+  // A payload of the other value type is refused with a clear reason.
+  DeMo other(clone(), c32);
+  torch::NoGradGuard g;
+  try {
+    other.unpack(std::vector<std::uint8_t>(d16.payload_bytes()), 0);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bytes, expected"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace pico::optim

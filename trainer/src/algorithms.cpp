@@ -212,6 +212,7 @@ class DeMo final : public Algorithm {
     d.compression_topk = cfg.outer.demo_compression_topk;
     d.compression_chunk = cfg.outer.demo_compression_chunk;
     d.weight_decay = cfg.training.optimization.adamw.weight_decay;
+    d.value_dtype = parse_wire_dtype(cfg.outer.demo_value_dtype);
     return d;
   }
 

@@ -88,6 +88,8 @@ std::vector<Field> fields_of(RunConfig& c) {
       {"outer.demo.compression_decay", Kind::kDouble, &c.outer.demo_compression_decay, {}, "DeMo β"},
       {"outer.demo.compression_topk", Kind::kInt, &c.outer.demo_compression_topk, {}, "DeMo top-k per chunk"},
       {"outer.demo.compression_chunk", Kind::kInt, &c.outer.demo_compression_chunk, {}, "DeMo max chunk"},
+      {"outer.demo.value_dtype", Kind::kString, &c.outer.demo_value_dtype, {"fp32", "fp16", "bf16"},
+       "DeMo coefficient values on the wire"},
       {"local_workers", Kind::kInt, &c.local_workers, {}, "contributors in this process"},
       {"device", Kind::kString, &c.device, {}, "auto | cpu | cuda | cuda:N"},
       {"threads", Kind::kInt, &c.threads, {}, "CPU threads, 0 = all cores"},

@@ -30,12 +30,12 @@
 //          4   u16  format version (1)
 //          6   u8   index width in bytes: 2 (uint16) when every chunk has ≤ 65536
 //                   coefficients (always with compression_chunk ≤ 256), else 4 (uint32)
-//          7   u8   value type: 0 = fp32
+//          7   u8   value type: 0 = fp32, 1 = fp16, 2 = bf16 (common/codec.h's WireDtype)
 //          8   u32  layout tag: CRC-32C of the parameters' shapes, chunk sizes and k
 //         12   u32  Σ chunks over the parameters
 //         16   indices: for each parameter in order, for each chunk (row-major over the chunk
 //              grid), k indices into the chunk's row-major coefficients, ascending
-//              then the values (fp32) in the same order
+//              then the values (value type) in the same order
 // The reference sends int64 indices: 12 bytes per coefficient against 6 here.
 //
 // Not here: the all-gather (comm/), the learning-rate schedule (the trainer passes lr).
@@ -47,6 +47,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "pico/common/codec.h"
 #include "pico/optim/dct.h"
 #include "pico/optim/outer.h"
 
@@ -59,6 +60,9 @@ struct DeMoConfig {
   std::int64_t compression_topk = 32;   // demo.compression_topk: coefficients kept per chunk, ≥ 1
   std::int64_t compression_chunk = 64;  // demo.compression_chunk: target chunk side, in [1, 1024]
   double weight_decay = 0.0;            // demo.weight_decay: decoupled, p ← p·(1 − lr·wd), in [0, 10)
+  // How the kept coefficients travel: fp32 (as the reference) or fp16/bf16 (2 bytes instead
+  // of 4). Error feedback subtracts what was sent, after rounding, so nothing is lost for good.
+  WireDtype value_dtype = WireDtype::kFloat32;
   void validate() const;                // throws pico::Error naming the demo.* key
 };
 

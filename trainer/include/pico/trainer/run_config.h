@@ -79,6 +79,7 @@ struct OuterConfig {
   double demo_compression_decay = 0.999;    // DeMo β
   std::int64_t demo_compression_topk = 32;  // DeMo coefficients kept per chunk
   std::int64_t demo_compression_chunk = 64; // DeMo largest DCT chunk
+  std::string demo_value_dtype = "fp32";    // DeMo: coefficients on the wire as fp32 (reference), fp16 or bf16
 };
 
 struct RunConfig {
