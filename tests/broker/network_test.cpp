@@ -216,7 +216,8 @@ namespace pico {
 namespace {
 
 TEST_F(Networked, RefusalsAreClear) {
-  Proc broker = start_broker("tcp://127.0.0.1:0");
+  Proc broker = spawn("broker --listen tcp://127.0.0.1:0 --http 127.0.0.1:0 --state " + dir_.file("broker.db") + common(),
+                      dir_.file("broker_http.log"));
   std::smatch m;
   std::string endpoint, key;
   ASSERT_TRUE(wait_for([&] {
@@ -266,9 +267,69 @@ TEST_F(Networked, RefusalsAreClear) {
                  dir_.file("d.log"));
   EXPECT_TRUE(wait_for([&] { return slurp(d.log).find("joined run net as member") != std::string::npos; }, 60))
       << slurp(d.log);
+  // The broker's JSON status lists the run and both members with their device and progress.
+  const std::string broker_log = slurp(broker.log);
+  ASSERT_TRUE(std::regex_search(broker_log, m, std::regex(R"(status (http://127\.0\.0\.1:\d+/status))")));
+  const std::string url = m[1];
+  nlohmann::json status;
+  EXPECT_TRUE(wait_for([&] {
+    const auto r = test::run_command(test::python() + " -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('" +
+                                     url + "').read().decode())\"");
+    if (r.exit_code != 0) return false;
+    status = nlohmann::json::parse(r.output, nullptr, false);
+    return !status.is_discarded() && status["runs"].size() == 1 && status["runs"][0]["members"].size() >= 2;
+  }, 30)) << status.dump();
+  const auto& run = status["runs"][0];
+  EXPECT_EQ(run["run_id"], "net");
+  EXPECT_TRUE(run["private"].get<bool>());
+  for (const auto& mem : run["members"]) {
+    EXPECT_EQ(mem["device"], "cpu");
+    EXPECT_TRUE(mem.contains("tokens_per_s"));
+    EXPECT_TRUE(mem.contains("last_heartbeat_age_s"));
+  }
+  EXPECT_TRUE(run.contains("rounds"));
+  EXPECT_TRUE(run.contains("recent_losses"));
   d.kill9();
   a.kill9();
   broker.kill9();
+}
+
+TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
+  // outer.round_seconds: each contributor trains for ~1 s per round, however many steps that
+  // is; Δ is weighted by tokens, θ_g still agrees, and the ledger counts the real tokens.
+  Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=120 --set outer.round_seconds=1" +
+                     " --identity a --overwrite --member-timeout 10" + common(),
+                 dir_.file("a.log"));
+  std::smatch m;
+  std::string code;
+  ASSERT_TRUE(wait_for([&] {
+    const std::string log = slurp(a.log);
+    if (!std::regex_search(log, m, std::regex(R"(join code: (pico://\S+))"))) return false;
+    code = m[1];
+    return true;
+  }, 60)) << slurp(a.log);
+  Proc b = spawn("train --join '" + code + "' --identity b --set threads=1 --set checkpointing.run_name=net-b" + common(),
+                 dir_.file("b.log"));
+  ASSERT_TRUE(wait_for([&] { return !a.alive() && !b.alive(); }, 240)) << slurp(a.log) << slurp(b.log);
+  EXPECT_EQ(a.wait(), 0) << slurp(a.log);
+  EXPECT_EQ(b.wait(), 0) << slurp(b.log);
+  const auto ra = rounds_of(dir_.file("runs/net/metrics.jsonl")), rb = rounds_of(dir_.file("runs/net-b/metrics.jsonl"));
+  ASSERT_EQ(ra.back()["round"].get<int>(), 4);  // 120 steps / H = 30
+  EXPECT_EQ(ra.back()["theta_hash"], rb.back()["theta_hash"]);
+  const std::int64_t per_h = 30 * 4 * 32;  // tokens in H steps of 4 sequences of 32
+  bool budget_governs = false;
+  std::int64_t ta = 0;
+  for (const auto& r : ra) {
+    ta += r["round_tokens"].get<std::int64_t>();
+    budget_governs = budget_governs || r["round_tokens"].get<std::int64_t>() != per_h;
+  }
+  EXPECT_TRUE(budget_governs) << "every round took exactly H steps";
+  const auto ledger = test::run_command(test::pico_binary() + " ledger net --state " + dir_.file("runs/net/broker.db") + " --json");
+  ASSERT_EQ(ledger.exit_code, 0) << ledger.output;
+  const auto rows = nlohmann::json::parse(ledger.output.substr(ledger.output.find('[')));
+  bool found = false;
+  for (const auto& r : rows) found = found || r["tokens"].get<std::int64_t>() == ta;
+  EXPECT_TRUE(found) << rows.dump() << " a recorded " << ta;
 }
 
 }  // namespace
