@@ -37,6 +37,10 @@ void register_broker(CLI::App& app) {
                   "Public runs: reject a pseudo-gradient whose norm exceeds this × the round's median")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  sub->add_option("--snapshot-every", opts->core.snapshot_every_rounds,
+                  "Keep a θ_g snapshot at most this many rounds old (0: only when a joiner needs one)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   sub->callback([opts] {
     broker::BrokerService service(*opts);
     g_service = &service;

@@ -561,11 +561,13 @@ void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string&
 void BrokerCore::request_snapshot_if_needed(RunState& run, std::vector<Outgoing>& out) {
   bool needed = false;
   for (auto& [id, lm] : run.members) needed = needed || lm.awaiting_snapshot;
-  if (!needed || run.rec.round == 0) return;
-  if (run.rec.snapshot_round == run.rec.round) {
+  if (run.rec.round == 0) return;
+  if (needed && run.rec.snapshot_round == run.rec.round) {
     announce_snapshot(run, out);
     return;
   }
+  const bool stale = opt_.snapshot_every_rounds > 0 && run.rec.round - run.rec.snapshot_round >= opt_.snapshot_every_rounds;
+  if (!needed && !stale) return;
   if (run.upload_round == run.rec.round && run.uploader >= 0) return;  // already asked
   for (auto& [id, lm] : run.members) {
     if (lm.base_round == run.rec.round && !lm.awaiting_snapshot && !lm.peer.empty()) {

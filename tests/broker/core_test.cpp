@@ -157,18 +157,25 @@ TEST(BrokerCore, PartialSuccessCommitsAndResyncsTheMembersThatFailedOrDisagree) 
   EXPECT_TRUE(logged);
 }
 
-TEST(BrokerCore, JoinersGetTheSnapshotOfTheLatestRound) {
+class SnapshotPolicy : public ::testing::TestWithParam<int> {};
+
+// snapshot_every_rounds = 1: the broker asks for θ_g as soon as a round commits;
+// 0: only when a joiner needs it.
+TEST_P(SnapshotPolicy, JoinersGetTheSnapshotOfTheLatestRound) {
   Harness h;
+  h.opt.snapshot_every_rounds = GetParam();
+  h.restart();
   h.create();
   const auto a = h.join("a");
   h.ready("a", a, 1);
-  h.result("a", a, 1, 1, true, "H1");
+  auto out = h.result("a", a, 1, 1, true, "H1");
+  EXPECT_EQ(of_type(out, MessageType::kSnapshotRequest).size(), GetParam() > 0 ? 1u : 0u);
   // Round 1 is done; a trains round 2 from θ_g(1). Now d joins and needs θ_g(1).
-  auto out = h.send("d", MessageType::kJoin, {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cuda:0"}, {"endpoint", "e"}});
+  out = h.send("d", MessageType::kJoin, {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cuda:0"}, {"endpoint", "e"}});
   ASSERT_EQ(out.at(0).message.type, MessageType::kAck);
   EXPECT_TRUE(out.at(0).message.body["needs_snapshot"].get<bool>());
   const auto d = out.at(0).message.body["member_id"].get<std::int64_t>();
-  ASSERT_EQ(of_type(out, MessageType::kSnapshotRequest).size(), 1u);
+  EXPECT_EQ(of_type(out, MessageType::kSnapshotRequest).size(), GetParam() > 0 ? 0u : 1u);  // asked once
   // a uploads 2500 bytes in 3 chunks of 1000
   std::string snap(2500, '\0');
   for (std::size_t i = 0; i < snap.size(); ++i) snap[i] = static_cast<char>(i * 31);
@@ -195,6 +202,8 @@ TEST(BrokerCore, JoinersGetTheSnapshotOfTheLatestRound) {
   EXPECT_TRUE(of_type(h.ready("a", a, 2), MessageType::kRoundStart).empty());
   EXPECT_EQ(of_type(h.ready("d", d, 2), MessageType::kRoundStart).size(), 2u);
 }
+
+INSTANTIATE_TEST_SUITE_P(BrokerCore, SnapshotPolicy, ::testing::Values(0, 1));
 
 TEST(BrokerCore, ACorruptSnapshotUploadIsRejected) {
   Harness h;

@@ -177,10 +177,17 @@ class NetworkedMember {
     const std::int64_t chunks = static_cast<std::int64_t>(std::max<std::size_t>(1, (blob.size() + chunk_bytes - 1) / chunk_bytes));
     for (std::int64_t i = 0; i < chunks; ++i) {
       const std::size_t off = static_cast<std::size_t>(i) * chunk_bytes;
-      client_->request(MessageType::kSnapshotPut,
-                       {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}, {"count", chunks},
-                        {"bytes", blob.size()}, {"sha256", sha}},
-                       blob.substr(off, std::min(chunk_bytes, blob.size() - off)));
+      try {
+        client_->request(MessageType::kSnapshotPut,
+                         {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}, {"count", chunks},
+                          {"bytes", blob.size()}, {"sha256", sha}},
+                         blob.substr(off, std::min(chunk_bytes, blob.size() - off)));
+      } catch (const Error& e) {
+        // The broker moved on (a newer round, or it restarted and forgot the upload): it
+        // asks again when it needs θ_g. Training goes on either way.
+        log_warn("snapshot upload of round ", round, " abandoned: ", e.what());
+        return;
+      }
     }
     log_info("uploaded θ_g of round ", round, " (", format_bytes(static_cast<double>(blob.size())), ") for joiners");
   }

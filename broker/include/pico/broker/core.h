@@ -43,6 +43,9 @@ struct BrokerOptions {
   double norm_rejection_factor = 10;     // public runs: reject ‖Δ‖ > factor × the round's median
   std::string snapshot_dir;              // where θ_g snapshots are kept (next to the database)
   std::size_t snapshot_chunk_bytes = 8u << 20;
+  // Ask a member in sync for θ_g after every this many rounds, so that the run survives the
+  // death of every member that holds the latest θ_g (0: only when a joiner needs one).
+  std::int64_t snapshot_every_rounds = 1;
 };
 
 struct Incoming {
