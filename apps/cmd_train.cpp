@@ -15,6 +15,7 @@ struct TrainArgs {
   std::vector<std::string> overrides;
   bool resume = false;
   bool overwrite = false;
+  std::int64_t stop_after_step = 0;
   bool help_config = false;
 };
 
@@ -29,6 +30,7 @@ void run_train(const TrainArgs& a) {
   trainer::TrainOptions opts;
   opts.resume = a.resume || cfg.checkpointing.auto_resume;
   opts.overwrite = a.overwrite;
+  opts.stop_after_step = a.stop_after_step;
   trainer::run_training(cfg, opts);
 }
 
@@ -45,6 +47,9 @@ void register_train(CLI::App& app) {
       ->take_all();
   sub->add_flag("--resume", args->resume, "Continue from the latest valid checkpoint of the run");
   sub->add_flag("--overwrite", args->overwrite, "Start over in a run directory that already holds a run");
+  sub->add_option("--stop-after-step", args->stop_after_step,
+                  "Stop after this step of the schedule (saving a checkpoint there); --resume continues the run")
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--help-config", args->help_config, "List every config key with its type and meaning");
   sub->callback([args] { run_train(*args); });
 }

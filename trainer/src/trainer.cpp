@@ -10,6 +10,7 @@
 #include "pico/common/fs.h"
 #include "pico/common/log.h"
 #include "pico/common/progress.h"
+#include "pico/trainer/checkpointing.h"
 #include "pico/trainer/config_io.h"
 #include "pico/trainer/contributor.h"
 #include "pico/trainer/metrics.h"
@@ -60,6 +61,15 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   log_info("model: ", cfg.model.num_params() / 1e6, "M parameters on ", device.str(), ", ", torch::get_num_threads(),
            " threads; ", contributor.tokens_per_step(), " tokens per step");
 
+  RunCheckpointer checkpointer(cfg, *dataset);
+  TrainState resumed;
+  if (options.resume) {
+    if (auto st = checkpointer.resume(contributor)) resumed = *st;
+    truncate_metrics_after(metrics_path, resumed.step);  // the resumed run redoes every later step
+  } else {
+    checkpointer.start_fresh(options.overwrite);
+  }
+
   MetricsWriter metrics(metrics_path, /*truncate=*/!options.resume);
   TrainSummary summary;
   summary.run_dir = run_dir;
@@ -68,8 +78,9 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   const std::int64_t max_steps = cfg.training.max_steps;
   const std::int64_t log_every = cfg.monitoring.log_every_n_steps;
   const std::int64_t eval_every = cfg.evaluation.every_n_steps;
-  std::int64_t step = 0;  // completed optimizer steps
-  std::int64_t tokens = 0;
+  std::int64_t step = resumed.step;  // completed optimizer steps
+  std::int64_t tokens = resumed.tokens;
+  const std::int64_t stop_step = options.stop_after_step > 0 ? std::min(options.stop_after_step, max_steps) : max_steps;
   double interval_loss = 0;
   std::int64_t interval_steps = 0, interval_tokens = 0;
   const auto t_start = Clock::now();
@@ -77,7 +88,7 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   double tok_per_s = 0;
   ProgressLine progress;
 
-  while (step < max_steps) {
+  while (step < stop_step) {
     const StepResult r = contributor.train_step(step);
     ++step;
     tokens += r.tokens;
@@ -86,6 +97,7 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
     interval_tokens += r.tokens;
 
     const bool last = step == max_steps;
+    checkpointer.maybe_save(contributor, {step, 0, tokens}, /*force=*/step == stop_step);
     const bool do_eval = last || (eval_every > 0 && step % eval_every == 0);
     const bool do_log = last || do_eval || step % log_every == 0;
     if (!do_log) continue;
@@ -110,7 +122,7 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
     metrics.write(rec);
 
     const double elapsed = seconds_since(t_start);
-    const double eta = elapsed / static_cast<double>(step) * static_cast<double>(max_steps - step);
+    const double eta = elapsed / static_cast<double>(step - resumed.step) * static_cast<double>(stop_step - step);
     std::string line = str("step ", step, "/", max_steps, " | loss ", std::round(summary.loss * 1000) / 1000);
     if (std::isfinite(summary.val_loss)) line += str(" | val ", std::round(summary.val_loss * 1000) / 1000);
     char lr_buf[16];
@@ -124,6 +136,8 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
     t_interval = Clock::now();
   }
 
+  checkpointer.maybe_save(contributor, {step, 0, tokens}, /*force=*/true);  // no-op when this step is saved
+  checkpointer.finish();
   summary.steps = step;
   summary.tokens = tokens;
   summary.seconds = seconds_since(t_start);

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Checkpoint save cost against the disk's raw write speed, measured in the same run.
+
+  /usr/bin/python3 experiments/checkpoint_io/run.py [--pico build/pico] [--data /tmp/kjv4096]
+
+For configs/demo.yaml (~2M parameters) and experiments/checkpoint_io/config_20m.yaml
+(~20M), trains a few steps saving a checkpoint every k steps and reads pico's own log:
+  * snapshot: how long training was paused per save (host copies + learning dynamics),
+  * write: the background write (HDF5 + Fletcher32), fsync + rename, SHA-256 of the file,
+  * file size,
+and the raw disk speed with `dd ... conv=fsync` (random bytes, same directory). It also
+times the same number of steps with saving only at the end, so the cost a save adds to
+training wall time is measured, not assumed. Writes RESULTS.md and results.json next to
+this script (work files under experiments/checkpoint_io/work/, git-ignored).
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+WORK = os.path.join(HERE, "work")
+
+
+def dd_speed(path, mb=256, repeats=3):
+    """MB/s of dd from a page-cached random file to `path` with conv=fsync (median)."""
+    src = os.path.join(WORK, "random.bin")
+    if not os.path.exists(src) or os.path.getsize(src) != mb << 20:
+        with open(src, "wb") as f:
+            f.write(os.urandom(mb << 20))
+    speeds = []
+    for _ in range(repeats):
+        subprocess.run(["cat", src], stdout=subprocess.DEVNULL, check=True)  # into the page cache
+        t0 = time.perf_counter()
+        subprocess.run(["dd", f"if={src}", f"of={path}", "bs=1M", "conv=fsync", "status=none"], check=True)
+        speeds.append(mb * 1.048576 / (time.perf_counter() - t0))
+        os.remove(path)
+    return statistics.median(speeds), speeds
+
+
+def sha_speed(mb=256):
+    src = os.path.join(WORK, "random.bin")
+    t0 = time.perf_counter()
+    subprocess.run(["sha256sum", src], stdout=subprocess.DEVNULL, check=True)
+    return mb * 1.048576 / (time.perf_counter() - t0)
+
+
+SNAP = re.compile(r"checkpoint step (\d+): snapshot of ([\d.]+) MB in ([\d.]+) ms")
+SAVED = re.compile(r"saved (\S+): (\d+) bytes in ([\d.e+-]+) s \(write ([\d.e+-]+) s, fsync\+rename ([\d.e+-]+) s, "
+                   r"sha256 ([\d.e+-]+) s\)")
+PAUSED = re.compile(r"training paused (\d+) ms in total for them \(snapshots (\d+) ms, waiting for writes (\d+) ms\)")
+DONE = re.compile(r"done: (\d+) steps, (\d+) tokens in ")
+
+
+def train(pico, config, data, run, steps, every, extra=()):
+    cmd = [pico, "train", "--config", config, "--overwrite", "--set", f"data.path={data}",
+           "--set", f"checkpointing.runs_dir={WORK}/runs", "--set", f"checkpointing.run_name={run}",
+           "--set", f"training.max_steps={steps}", "--set", f"checkpointing.save_every_n_steps={every}",
+           "--set", "evaluation.every_n_steps=0", "--set", "monitoring.logging.log_level=info", *extra]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    log = p.stdout + p.stderr
+    metrics = [json.loads(line) for line in open(f"{WORK}/runs/{run}/metrics.jsonl")]
+    return {"wall_s": wall, "elapsed_s": metrics[-1]["elapsed_s"],
+            "snapshots": [(int(s), float(mb), float(ms)) for s, mb, ms in SNAP.findall(log)],
+            "saves": [dict(zip(["path", "bytes", "total", "write", "sync", "sha"],
+                               [m[0], int(m[1])] + [float(x) for x in m[2:]])) for m in SAVED.findall(log)],
+            "paused": [int(x) for x in (PAUSED.search(log).groups() if PAUSED.search(log) else (0, 0, 0))],
+            "cmd": " ".join(cmd)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pico", default=os.path.join(ROOT, "build", "pico"))
+    ap.add_argument("--data", default="/tmp/kjv4096")
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    os.makedirs(WORK, exist_ok=True)
+    if not os.path.exists(os.path.join(a.data, "manifest.json")):
+        sys.exit(f"no prepared dataset at {a.data}: pico data prepare --input /tmp/kjv.txt --output {a.data}")
+
+    disk, disk_all = dd_speed(os.path.join(WORK, "dd.bin"))
+    sha = sha_speed()
+    cases = [("demo", os.path.join(ROOT, "configs", "demo.yaml"), 40, 10),
+             ("20M", os.path.join(HERE, "config_20m.yaml"), 12, 2)]
+    rows, raw = [], {"disk_mb_s": disk, "disk_runs": disk_all, "sha256sum_mb_s": sha, "cases": {}}
+    for name, cfg, steps, every in cases:
+        with_saves, end_only = [], []
+        for r in range(a.repeats):  # interleaved, so drifting machine load hits both alike
+            with_saves.append(train(a.pico, cfg, a.data, f"{name}_saves_{r}", steps, every))
+            end_only.append(train(a.pico, cfg, a.data, f"{name}_end_{r}", steps, 0))
+        saves = [s for run in with_saves for s in run["saves"]]
+        snaps = [s for run in with_saves for s in run["snapshots"]]
+        size = statistics.median(s["bytes"] for s in saves)
+        n_saves = len(with_saves[0]["saves"])
+        # Extra training wall time per save: (with saves − end only) / (extra saves).
+        extra = statistics.median((w["elapsed_s"] - e["elapsed_s"]) / (n_saves - 1) for w, e in zip(with_saves, end_only))
+        row = {
+            "config": name, "params_M": None, "steps": steps, "every": every, "saves_per_run": n_saves,
+            "file_MB": size / 1e6,
+            "snapshot_ms": statistics.median(s[2] for s in snaps),
+            "write_s": statistics.median(s["write"] for s in saves),
+            "sync_s": statistics.median(s["sync"] for s in saves),
+            "sha_s": statistics.median(s["sha"] for s in saves),
+            "total_s": statistics.median(s["total"] for s in saves),
+            "extra_train_s_per_save": extra,
+            "step_s": statistics.median(e["elapsed_s"] / steps for e in end_only),
+        }
+        row["write_MB_s"] = size / 1e6 / (row["write_s"] + row["sync_s"])
+        row["vs_disk"] = row["write_MB_s"] / disk
+        rows.append(row)
+        raw["cases"][name] = {"row": row, "with_saves": with_saves, "end_only": end_only}
+        print(json.dumps(row), flush=True)
+    json.dump(raw, open(os.path.join(HERE, "results.json"), "w"), indent=1)
+
+    cpu = "?"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except Exception:
+        pass
+    fs_type = subprocess.run(["df", "-T", WORK], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
+    lines = [
+        "# Checkpoint save cost vs raw disk speed",
+        "",
+        f"Machine: {cpu}, {os.cpu_count()} cores, {platform.platform()}; filesystem of the run directory: {fs_type}. "
+        "Shared machine: other people compile on the same cores, so times are medians of "
+        f"{a.repeats} interleaved repeats and still noisy.",
+        "",
+        f"Raw disk write speed, same directory, same run: **{disk:.0f} MB/s** "
+        f"(`dd bs=1M conv=fsync` of 256 MiB random bytes, median of {len(disk_all)}: "
+        + ", ".join(f"{x:.0f}" for x in disk_all) + f"). `sha256sum`: {sha:.0f} MB/s.",
+        "",
+        "| config | file | training paused per save (snapshot) | background write (HDF5 + Fletcher32) | fsync + rename "
+        "| SHA-256 | save total | effective write speed | vs dd | extra train wall time per save | step time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {r['file_MB']:.1f} MB | {r['snapshot_ms']:.0f} ms | {r['write_s']*1e3:.0f} ms | "
+            f"{r['sync_s']*1e3:.0f} ms | {r['sha_s']*1e3:.0f} ms | {r['total_s']*1e3:.0f} ms | "
+            f"{r['write_MB_s']:.0f} MB/s | {r['vs_disk']*100:.0f}% | {r['extra_train_s_per_save']*1e3:.0f} ms | "
+            f"{r['step_s']*1e3:.0f} ms |")
+    lines += [
+        "",
+        "Columns: *snapshot* = the time `pico train` is blocked per save (copying every tensor to host memory and the "
+        "learning-dynamics forward/backward on a fixed batch); the file is then written by a background thread: "
+        "*write* (HDF5 create/write/close, with Fletcher32), *fsync + rename* (fsync of the file, rename, fsync of the "
+        "directory), *SHA-256* (of the finished file, for the manifest). *Effective write speed* = file size / "
+        "(write + fsync). *Extra train wall time per save* = (wall time of N steps saving every k) − (N steps saving "
+        "only at the end), divided by the extra saves: what checkpointing really costs training, including the "
+        "background thread competing for the cores.",
+        "",
+        "Command: `/usr/bin/python3 experiments/checkpoint_io/run.py` (after `cmake --build build --target pico`). "
+        "Each `pico train` run: " + f"`{raw['cases']['demo']['with_saves'][0]['cmd'].replace(WORK, 'WORK')}`.",
+    ]
+    open(os.path.join(HERE, "RESULTS.md"), "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
