@@ -422,6 +422,11 @@ void check_format(const std::string& path, const std::map<std::string, AttrValue
     throw CorruptCheckpoint(str(path, " is an HDF5 file but not a pico checkpoint (no root attribute format=\"",
                                 kFormatName, "\")"),
                             "pass a step_*.h5 file written by pico train");
+  auto c = root.find("complete");
+  if (c == root.end() || !std::holds_alternative<std::int64_t>(c->second) || std::get<std::int64_t>(c->second) != 1)
+    throw CorruptCheckpoint(str("checkpoint ", path, " is incomplete (no root attribute complete=1): its save was "
+                                "interrupted"),
+                            "use an older checkpoint of the run; resume falls back to one automatically");
   auto v = root.find("format_version");
   const std::int64_t version = v != root.end() && std::holds_alternative<std::int64_t>(v->second)
                                    ? std::get<std::int64_t>(v->second)
@@ -590,6 +595,8 @@ WriteResult write_checkpoint(const std::string& path, const CheckpointData& data
           std::this_thread::sleep_for(std::chrono::duration<double>(pause));
         }
       }
+      // Last: a file without it (a partial temporary, however it got its name) is refused.
+      w.attr(file.get(), "complete", std::int64_t{1});
       w.close_groups();
       if (!file.close()) w.fail("closing the file failed");
     } catch (...) {

@@ -120,8 +120,8 @@ TEST_F(Commands, EvalMatchesAnIndependentPythonComputation) {
   auto r = run_command(pico("eval --checkpoint " + trained() + " --text-file " + dir_->file("eval.txt")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // The JSON line is the only thing on stdout; the log goes to stderr.
-  const auto out = run_command(pico("eval --checkpoint " + trained() + " --text-file " + dir_->file("eval.txt") +
-                                    " --batch-size 3 2>/dev/null"));
+  const auto out = run_command("(" + pico("eval --checkpoint " + trained() + " --text-file " + dir_->file("eval.txt") +
+                                          " --batch-size 3") + " 2>/dev/null)");
   ASSERT_EQ(out.exit_code, 0) << out.output;
   const auto j = nlohmann::json::parse(out.output);
   ASSERT_EQ(j.size(), 3u) << out.output;
@@ -172,7 +172,6 @@ TEST_F(Commands, GreedyGenerationIsTheModelsArgmaxAndSamplingIsReproducible) {
       const auto logits = m.model->forward(x)[0][static_cast<std::int64_t>(n) - 1];
       const auto best = logits.argmax().item<std::int64_t>();
       ASSERT_EQ(greedy[i], best) << "token " << i;
-      // and it is a clear maximum, not a tie broken by chance
       ctx.push_back(static_cast<std::int32_t>(best));
     }
   }
@@ -191,8 +190,8 @@ TEST_F(Commands, GreedyGenerationIsTheModelsArgmaxAndSamplingIsReproducible) {
   EXPECT_NE(trainer::generate(m.model, ids, s), a);
 
   // The CLI streams the same greedy text, twice the same.
-  const std::string cmd = pico("generate --checkpoint " + trained() + " --prompt \"" + prompt +
-                               "\" --temperature 0 --max-new-tokens 40 --threads 2 2>/dev/null");
+  const std::string cmd = "(" + pico("generate --checkpoint " + trained() + " --prompt \"" + prompt +
+                                     "\" --temperature 0 --max-new-tokens 40 --threads 2") + " 2>/dev/null)";
   const auto r1 = run_command(cmd), r2 = run_command(cmd);
   ASSERT_EQ(r1.exit_code, 0) << r1.output;
   EXPECT_EQ(r1.output, r2.output);
@@ -201,8 +200,8 @@ TEST_F(Commands, GreedyGenerationIsTheModelsArgmaxAndSamplingIsReproducible) {
   const std::string full = tok.decode(all), base = tok.decode(ids);
   ASSERT_EQ(full.rfind(base, 0), 0u);
   EXPECT_EQ(r1.output, prompt + full.substr(base.size()) + "\n");
-  const std::string sample = pico("generate --checkpoint " + trained() + " --prompt \"" + prompt +
-                                  "\" --temperature 1.2 --top-k 20 --seed 11 -n 30 2>/dev/null");
+  const std::string sample = "(" + pico("generate --checkpoint " + trained() + " --prompt \"" + prompt +
+                                        "\" --temperature 1.2 --top-k 20 --seed 11 -n 30") + " 2>/dev/null)";
   EXPECT_EQ(run_command(sample).output, run_command(sample).output);
 
   auto r = run_command(pico("generate --checkpoint " + trained() + " --prompt hi --temperature -1"));

@@ -218,7 +218,7 @@ TEST_F(Resume, ConfigThatDoesNotMatchTheCheckpointIsRefusedWithAHint) {
   };
   // A second dataset (another tokenizer): same shapes, different dataset hash.
   r = run_command(pico("data prepare --input " + test_data("kjv_small.txt") + " --output " + dir_->file("ds2") +
-                       " --vocab-size 300 --shards 2"));
+                       " --vocab-size 400 --shards 2"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const auto& c : std::vector<Case>{{"model.d_model=32", "model.d_model = 64"},
                                          {"model.n_layers=3", "model.n_layers"},

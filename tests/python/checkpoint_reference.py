@@ -49,8 +49,8 @@ def hf_module(pico_module):  # "layers.0.attention.v_proj" → "model.layers.0.s
 def load_model(f):
     cfg = yaml.safe_load(f["config"].attrs["yaml"])["model"]
     hf_cfg = {"hidden_size": cfg["d_model"], "num_attention_heads": cfg["attention_n_heads"],
-              "num_key_value_heads": cfg["attention_n_kv_heads"], "rms_norm_eps": cfg["norm_eps"],
-              "rope_theta": cfg["position_emb_theta"], "num_hidden_layers": cfg["n_layers"]}
+              "num_key_value_heads": cfg["attention_n_kv_heads"], "rms_norm_eps": float(cfg["norm_eps"]),
+              "rope_theta": float(cfg["position_emb_theta"]), "num_hidden_layers": cfg["n_layers"]}
     W = {hf_name(k): torch.from_numpy(v[()]).double() for k, v in f["model"].items()}
     return cfg, hf_cfg, W
 
