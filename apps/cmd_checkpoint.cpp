@@ -186,10 +186,11 @@ void register_checkpoint(CLI::App& app) {
   auto* cmd = app.add_subcommand("checkpoint", "Work with checkpoint files (HDF5, docs/CHECKPOINT_FORMAT.md).");
   cmd->require_subcommand(1);
   auto args = std::make_shared<InspectArgs>();
-  auto* sub = cmd->add_subcommand(
-      "inspect", "Show a checkpoint's step, config summary, groups and tensors, and verify its checksums "
-                 "(Fletcher32 of every chunk by reading all data back, and the file's SHA-256 against the run's "
-                 "manifest.json). Exits with status 1 when verification fails.");
+  auto* sub = cmd->add_subcommand("inspect", "Show a checkpoint's content and verify its checksums.");
+  sub->footer(
+      "Prints the step, a config summary, per-group totals and every tensor (dtype, shape, size), then\n"
+      "verifies the file: every dataset is read back so that HDF5 checks each chunk's Fletcher32, and the\n"
+      "file's SHA-256 is compared with the run's checkpoints/manifest.json. Exit status 1 when any check fails.");
   sub->add_option("path", args->path,
                   "A step_*.h5 file, or a run or checkpoints directory (its newest checkpoint)")
       ->required();

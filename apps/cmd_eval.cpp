@@ -84,17 +84,17 @@ void run_eval(const EvalArgs& a) {
 
 void register_eval(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
-  auto* sub = app.add_subcommand(
-      "eval",
-      "Mean next-token loss of a checkpoint's model over a text file. Prints one JSON line "
-      "{\"tokens\": N, \"loss\": L, \"ppl\": P}: the text is tokenized with the run's tokenizer (no BOS/EOS), cut "
-      "into consecutive windows of max_seq_len + 1 tokens (a last shorter window of >= 2 tokens included), and the "
-      "loss (nats) is averaged over all N predicted tokens.");
+  auto* sub = app.add_subcommand("eval", "Mean next-token loss of a checkpoint's model over a text file.");
+  sub->footer(
+      "Prints one JSON line {\"tokens\": N, \"loss\": L, \"ppl\": P}. The text is tokenized with the run's\n"
+      "tokenizer (embedded in the checkpoint; no BOS/EOS added) and cut into consecutive windows of\n"
+      "max_seq_len + 1 tokens (a last shorter window of >= 2 tokens included); each window of n tokens\n"
+      "predicts its last n - 1. L is the mean cross-entropy (nats) over all N predicted tokens, P = exp(L).");
   sub->add_option("--checkpoint", args->checkpoint,
                   "A step_*.h5 file, or a run or checkpoints directory (its newest checkpoint)")
       ->required();
   sub->add_option("--text-file", args->text_file, "UTF-8 text to evaluate on")->required();
-  sub->add_option("--batch-size", args->batch_size, "Windows per forward pass (memory vs speed; no effect on the result)")
+  sub->add_option("--batch-size", args->batch_size, "Windows per forward pass (memory vs speed; changes the result only by float rounding)")
       ->capture_default_str();
   sub->add_option("--threads", args->threads, "CPU threads, 0 = all cores")->capture_default_str();
   sub->add_option("--save-logits", args->save_logits,

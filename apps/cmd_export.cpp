@@ -46,11 +46,11 @@ void run_export(const ExportArgs& a) {
 
 void register_export(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
-  auto* sub = app.add_subcommand(
-      "export",
-      "Export a checkpoint's model for other tools. --format hf writes model.safetensors (Llama parameter names), "
-      "config.json (LlamaForCausalLM), tokenizer.model, tokenizer_config.json and generation_config.json, loadable "
-      "with transformers' LlamaForCausalLM.from_pretrained(DIR).");
+  auto* sub = app.add_subcommand("export", "Export a checkpoint's model (Hugging Face Llama format).");
+  sub->footer(
+      "--format hf writes DIR/model.safetensors (Llama parameter names), config.json (LlamaForCausalLM),\n"
+      "tokenizer.model (the run's sentencepiece model), tokenizer_config.json and generation_config.json,\n"
+      "loadable with transformers' LlamaForCausalLM.from_pretrained(DIR). Mapping: docs/CHECKPOINT_FORMAT.md.");
   sub->add_option("--checkpoint", args->checkpoint,
                   "A step_*.h5 file, or a run or checkpoints directory (its newest checkpoint)")
       ->required();

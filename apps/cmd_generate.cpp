@@ -69,9 +69,12 @@ void run_generate(const GenerateArgs& a) {
 
 void register_generate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
-  auto* sub = app.add_subcommand(
-      "generate", "Continue a prompt with a checkpoint's model, printing the text as it is generated. Greedy "
-                  "(argmax) with --temperature 0; otherwise sampling, reproducible for a given --seed.");
+  auto* sub = app.add_subcommand("generate", "Continue a prompt with a checkpoint's model, streaming the text.");
+  sub->footer(
+      "Prints the prompt, then each new piece of text as soon as it is complete. Greedy (argmax) with\n"
+      "--temperature 0; otherwise softmax sampling at that temperature, optionally among the --top-k most\n"
+      "likely tokens, reproducible for a given --seed. Stops at --max-new-tokens or the tokenizer's EOS.\n"
+      "The context is the last max_seq_len tokens (no KV cache: fine for the small models pico trains).");
   sub->add_option("--checkpoint", args->checkpoint,
                   "A step_*.h5 file, or a run or checkpoints directory (its newest checkpoint)")
       ->required();

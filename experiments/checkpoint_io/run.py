@@ -52,7 +52,9 @@ def sha_speed(mb=256):
     return mb * 1.048576 / (time.perf_counter() - t0)
 
 
-SNAP = re.compile(r"checkpoint step (\d+): snapshot of ([\d.]+) MB in ([\d.]+) ms")
+SNAP = re.compile(r"checkpoint step (\d+): snapshot of ([\d.]+) MB in ([\d.]+) ms \(host copies ([\d.]+) ms, "
+                  r"learning dynamics ([\d.]+) ms\)")
+PARAMS = re.compile(r"model: ([\d.]+)M parameters")
 SAVED = re.compile(r"saved (\S+): (\d+) bytes in ([\d.e+-]+) s \(write ([\d.e+-]+) s, fsync\+rename ([\d.e+-]+) s, "
                    r"sha256 ([\d.e+-]+) s\)")
 PAUSED = re.compile(r"training paused (\d+) ms in total for them \(snapshots (\d+) ms, waiting for writes (\d+) ms\)")
@@ -72,7 +74,8 @@ def train(pico, config, data, run, steps, every, extra=()):
     log = p.stdout + p.stderr
     metrics = [json.loads(line) for line in open(f"{WORK}/runs/{run}/metrics.jsonl")]
     return {"wall_s": wall, "elapsed_s": metrics[-1]["elapsed_s"],
-            "snapshots": [(int(s), float(mb), float(ms)) for s, mb, ms in SNAP.findall(log)],
+            "snapshots": [(int(s), float(mb), float(ms), float(cp), float(ld)) for s, mb, ms, cp, ld in SNAP.findall(log)],
+            "params_M": float(PARAMS.search(log).group(1)),
             "saves": [dict(zip(["path", "bytes", "total", "write", "sync", "sha"],
                                [m[0], int(m[1])] + [float(x) for x in m[2:]])) for m in SAVED.findall(log)],
             "paused": [int(x) for x in (PAUSED.search(log).groups() if PAUSED.search(log) else (0, 0, 0))],
@@ -99,25 +102,31 @@ def main():
         for r in range(a.repeats):  # interleaved, so drifting machine load hits both alike
             with_saves.append(train(a.pico, cfg, a.data, f"{name}_saves_{r}", steps, every))
             end_only.append(train(a.pico, cfg, a.data, f"{name}_end_{r}", steps, 0))
-        saves = [s for run in with_saves for s in run["saves"]]
+        # Saves while training runs (the background writer shares the cores with training) and
+        # the final save of every run (training is over; the write has the machine to itself).
+        during = [s for run in with_saves for s in run["saves"][:-1]]
+        final = [run["saves"][-1] for run in with_saves + end_only]
         snaps = [s for run in with_saves for s in run["snapshots"]]
-        size = statistics.median(s["bytes"] for s in saves)
+        size = statistics.median(s["bytes"] for s in during + final)
         n_saves = len(with_saves[0]["saves"])
         # Extra training wall time per save: (with saves − end only) / (extra saves).
         extra = statistics.median((w["elapsed_s"] - e["elapsed_s"]) / (n_saves - 1) for w, e in zip(with_saves, end_only))
+        med = lambda xs: statistics.median(xs)
         row = {
-            "config": name, "params_M": None, "steps": steps, "every": every, "saves_per_run": n_saves,
-            "file_MB": size / 1e6,
-            "snapshot_ms": statistics.median(s[2] for s in snaps),
-            "write_s": statistics.median(s["write"] for s in saves),
-            "sync_s": statistics.median(s["sync"] for s in saves),
-            "sha_s": statistics.median(s["sha"] for s in saves),
-            "total_s": statistics.median(s["total"] for s in saves),
+            "config": name, "params_M": with_saves[0]["params_M"], "steps": steps, "every": every,
+            "saves_per_run": n_saves, "file_MB": size / 1e6, "tensor_MB": snaps[0][1],
+            "snapshot_ms": med(s[2] for s in snaps), "copies_ms": med(s[3] for s in snaps),
+            "ld_ms": med(s[4] for s in snaps),
+            "during_write_s": med(s["write"] + s["sync"] for s in during),
+            "final_write_s": med(s["write"] + s["sync"] for s in final),
+            "final_fsync_s": med(s["sync"] for s in final),
+            "sha_s": med(s["sha"] for s in during + final),
             "extra_train_s_per_save": extra,
-            "step_s": statistics.median(e["elapsed_s"] / steps for e in end_only),
+            "step_s": med(e["elapsed_s"] / steps for e in end_only),
         }
-        row["write_MB_s"] = size / 1e6 / (row["write_s"] + row["sync_s"])
-        row["vs_disk"] = row["write_MB_s"] / disk
+        row["during_MB_s"] = size / 1e6 / row["during_write_s"]
+        row["final_MB_s"] = size / 1e6 / row["final_write_s"]
+        row["final_vs_disk"] = row["final_MB_s"] / disk
         rows.append(row)
         raw["cases"][name] = {"row": row, "with_saves": with_saves, "end_only": end_only}
         print(json.dumps(row), flush=True)
@@ -140,25 +149,30 @@ def main():
         f"(`dd bs=1M conv=fsync` of 256 MiB random bytes, median of {len(disk_all)}: "
         + ", ".join(f"{x:.0f}" for x in disk_all) + f"). `sha256sum`: {sha:.0f} MB/s.",
         "",
-        "| config | file | training paused per save (snapshot) | background write (HDF5 + Fletcher32) | fsync + rename "
-        "| SHA-256 | save total | effective write speed | vs dd | extra train wall time per save | step time |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| config | params | file | training paused per save: host copies + learning dynamics | write + fsync while "
+        "training runs | write + fsync, final save (idle machine) | vs dd | SHA-256 | extra train wall time per save "
+        "| step time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['config']} | {r['file_MB']:.1f} MB | {r['snapshot_ms']:.0f} ms | {r['write_s']*1e3:.0f} ms | "
-            f"{r['sync_s']*1e3:.0f} ms | {r['sha_s']*1e3:.0f} ms | {r['total_s']*1e3:.0f} ms | "
-            f"{r['write_MB_s']:.0f} MB/s | {r['vs_disk']*100:.0f}% | {r['extra_train_s_per_save']*1e3:.0f} ms | "
+            f"| {r['config']} | {r['params_M']:.1f}M | {r['file_MB']:.1f} MB | **{r['snapshot_ms']:.0f} ms** = "
+            f"{r['copies_ms']:.0f} + {r['ld_ms']:.0f} ms | {r['during_write_s']*1e3:.0f} ms ({r['during_MB_s']:.0f} MB/s) | "
+            f"{r['final_write_s']*1e3:.0f} ms ({r['final_MB_s']:.0f} MB/s; fsync {r['final_fsync_s']*1e3:.0f} ms) | "
+            f"{r['final_vs_disk']*100:.0f}% | {r['sha_s']*1e3:.0f} ms | {r['extra_train_s_per_save']*1e3:.0f} ms | "
             f"{r['step_s']*1e3:.0f} ms |")
     lines += [
         "",
-        "Columns: *snapshot* = the time `pico train` is blocked per save (copying every tensor to host memory and the "
-        "learning-dynamics forward/backward on a fixed batch); the file is then written by a background thread: "
-        "*write* (HDF5 create/write/close, with Fletcher32), *fsync + rename* (fsync of the file, rename, fsync of the "
-        "directory), *SHA-256* (of the finished file, for the manifest). *Effective write speed* = file size / "
-        "(write + fsync). *Extra train wall time per save* = (wall time of N steps saving every k) − (N steps saving "
-        "only at the end), divided by the extra saves: what checkpointing really costs training, including the "
-        "background thread competing for the cores.",
+        "Columns: *training paused per save* = the time `pico train` is blocked: copying every tensor to host memory, "
+        "then the learning-dynamics forward + backward on the fixed train and val batches "
+        "(checkpointing.learning_dynamics.batch_size = 8 sequences each). The file is then written by a background "
+        "thread: *write + fsync* = HDF5 create/write/close with Fletcher32 on every chunk, fsync of the file, rename, "
+        "fsync of the directory; MB/s = file size / that time. While training runs, the writer competes with training "
+        "for the 2 cores; the *final save* of each run happens after the last step, so it shows the writer's own "
+        "speed. *vs dd* compares that with the raw disk speed above. *SHA-256* (of the finished file, for the "
+        "manifest) is also off the training thread. *Extra train wall time per save* = (wall time of N steps saving "
+        "every k steps) − (N steps saving only at the end), divided by the extra saves: what a save really costs "
+        "training, the pause plus the background thread's competition for the cores.",
         "",
         "Command: `/usr/bin/python3 experiments/checkpoint_io/run.py` (after `cmake --build build --target pico`). "
         "Each `pico train` run: " + f"`{raw['cases']['demo']['with_saves'][0]['cmd'].replace(WORK, 'WORK')}`.",

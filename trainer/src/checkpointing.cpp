@@ -327,11 +327,10 @@ TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, 
 
 // ---------------------------------------------------------------------------------------
 
-RunCheckpointer::RunCheckpointer(const RunConfig& cfg, const data::Dataset& dataset)
+RunCheckpointer::RunCheckpointer(const RunConfig& cfg, const data::Dataset& dataset, const std::string& dir)
     : cfg_(cfg),
-      dataset_hash_(dataset.manifest().dataset_hash),
       tokenizer_model_(read_file(dataset.tokenizer_path())),
-      dir_(cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir, cfg.checkpointing.keep_latest_k),
+      dir_(dir.empty() ? cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir : dir, cfg.checkpointing.keep_latest_k),
       saver_(std::make_unique<checkpoints::AsyncSaver>(dir_)) {
   if (std::filesystem::exists(dir_.dir())) dir_.remove_stale_temporaries();
 }

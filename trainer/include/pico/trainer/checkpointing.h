@@ -75,7 +75,9 @@ TrainState restore_checkpoint(const checkpoints::CheckpointData& data, const Run
 // When to save, where, and resuming: one per run directory (RUN_DIR/checkpoints_dir).
 class RunCheckpointer {
  public:
-  RunCheckpointer(const RunConfig& cfg, const data::Dataset& dataset);
+  // `dir` defaults to RUN_DIR/checkpointing.checkpoints_dir; a run with several local
+  // contributors gives each its own (e.g. ".../checkpoints/contributor_1").
+  RunCheckpointer(const RunConfig& cfg, const data::Dataset& dataset, const std::string& dir = "");
   ~RunCheckpointer();  // waits for a pending save
 
   const checkpoints::CheckpointDir& dir() const { return dir_; }
@@ -105,7 +107,6 @@ class RunCheckpointer {
 
  private:
   RunConfig cfg_;
-  std::string dataset_hash_;
   std::string tokenizer_model_;
   checkpoints::CheckpointDir dir_;
   std::unique_ptr<checkpoints::AsyncSaver> saver_;
