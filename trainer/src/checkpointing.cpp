@@ -275,10 +275,16 @@ TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, 
   const auto& shards_t = data.tensor(kTrainState, "shards");
   std::vector<std::size_t> shards;
   for (std::int64_t i = 0; i < shards_t.numel(); ++i) shards.push_back(static_cast<std::size_t>(shards_t[i].item<std::int64_t>()));
-  if (shards != c.shards())
-    throw Error(str("checkpoint ", src, " belongs to a contributor that read shards [", shards_t.sizes(),
-                    " entries], this contributor reads ", c.shards().size(), " other shards"),
+  if (shards != c.shards()) {
+    auto list = [](const std::vector<std::size_t>& v) {
+      std::vector<std::string> parts;
+      for (auto x : v) parts.push_back(std::to_string(x));
+      return str("[", join(parts, ", "), "]");
+    };
+    throw Error(str("checkpoint ", src, " belongs to a contributor that read train shards ", list(shards),
+                    ", this contributor reads ", list(c.shards())),
                 "resume each contributor from its own checkpoints, with the same number of contributors");
+  }
 
   // Validate every tensor before changing anything.
   std::vector<std::pair<torch::Tensor, const torch::Tensor*>> copies;  // (destination, source)
