@@ -206,7 +206,10 @@ std::string resolve_checkpoint(const std::string& path) {
   if (!fs::is_directory(path, ec))
     throw Error(str("checkpoint ", path, " does not exist"),
                 "pass a step_*.h5 file, or a run directory such as runs/demo (its newest checkpoint is used)");
-  for (const std::string& dir : {path, path + "/checkpoints"}) {
+  // A run directory, its checkpoints/ folder, or (a run of several contributors) the first
+  // contributor's folder.
+  for (const std::string& dir : {path, path + "/checkpoints", path + "/checkpoints/contributor_0",
+                                 path + "/contributor_0"}) {
     if (!fs::is_directory(dir, ec)) continue;
     CheckpointDir d(dir, 2);
     if (auto latest = d.latest(); latest && fs::is_regular_file(d.path_of(*latest), ec)) return d.path_of(*latest);

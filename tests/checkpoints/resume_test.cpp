@@ -224,7 +224,9 @@ TEST_F(Resume, ConfigThatDoesNotMatchTheCheckpointIsRefusedWithAHint) {
                                          {"model.n_layers=3", "model.n_layers"},
                                          {"seed=8", "seed = 7"},
                                          {"data.dataloader.batch_size=4", "data.dataloader.batch_size"},
-                                         {"data.path=" + dir_->file("ds2"), "holds dataset"}}) {
+                                         {"data.path=" + dir_->file("ds2"), "holds dataset"},
+                                         {"outer.algorithm=demo", "outer.algorithm = ddp"},
+                                         {"local_workers=2", "local_workers = 2"}}) {
     r = run_command(base + "--set " + c.set);
     EXPECT_EQ(r.exit_code, 1) << c.set << ": " << r.output;
     EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.set << ": " << r.output;
@@ -265,6 +267,12 @@ TEST_F(Resume, TrainingCheckpointFollowsTheLayoutAndItsLearningDynamicsMatchARef
     EXPECT_TRUE(d.has_group(g)) << g;
   EXPECT_EQ(d.attr_int("/train_state", "step"), 5);
   EXPECT_EQ(d.attr_int("/train_state", "round"), 0);
+  // A lone contributor without an outer optimizer: /optim/outer and /pseudo_gradient are empty.
+  for (const auto& e : d.tensors) {
+    EXPECT_NE(e.group.rfind("/optim/outer", 0), 0u) << e.path();
+    EXPECT_NE(e.group.rfind("/pseudo_gradient", 0), 0u) << e.path();
+  }
+  EXPECT_EQ(d.attrs.count("/optim/outer"), 0u);
   EXPECT_EQ(d.attr_int("/train_state", "tokens"), 5 * 8 * 32);
   EXPECT_EQ(d.attr_int("/train_state", "data_cursor"), 5 * 8);
   EXPECT_EQ(d.attr_int("/optim/inner", "step"), 5);
@@ -318,6 +326,127 @@ TEST_F(Resume, TrainingCheckpointFollowsTheLayoutAndItsLearningDynamicsMatchARef
     EXPECT_TRUE(ds["fletcher32"].get<bool>()) << name;
   }
   EXPECT_GT(chunked, 50u);
+}
+
+// A local DiLoCo run: 2 contributors (threads of one process), rounds of 4 inner steps.
+const char* kDiLoCo = "local_workers: 2\nouter: {algorithm: diloco, inner_steps: 4, lr: 0.7, momentum: 0.9}\n";
+
+trainer::RunConfig diloco_config(const std::string& name) {
+  return trainer::parse_run_config(CheckpointFixture::yaml(name, kDiLoCo), "test config");
+}
+
+std::string contributor_ckpt(const std::string& name, int w, const std::string& file) {
+  return CheckpointFixture::run_dir(name) + "/checkpoints/contributor_" + std::to_string(w) + "/" + file;
+}
+
+// metrics.jsonl of a run with several contributors, keyed independently of the order the
+// threads wrote in: "step S contributor W" for step records, "round R" for round records.
+std::map<std::string, nlohmann::json> keyed(const std::vector<nlohmann::json>& records) {
+  std::map<std::string, nlohmann::json> out;
+  for (const auto& r : records) {
+    const std::string key = r.contains("step") ? str("step ", r["step"].get<std::int64_t>(), " contributor ",
+                                                     r["contributor"].get<std::int64_t>())
+                                               : str("round ", r["round"].get<std::int64_t>());
+    EXPECT_EQ(out.count(key), 0u) << "duplicate record " << key;
+    out[key] = r;
+  }
+  return out;
+}
+
+TEST_F(Resume, TwoContributorDiLoCoResumesBitForBitFromTheStepAllContributorsHave) {
+  trainer::TrainOptions fresh;
+  fresh.overwrite = true;
+  trainer::run_training(diloco_config("dfull"), fresh);
+  const auto a = keyed(metrics("dfull"));
+  ASSERT_EQ(a.size(), 2u * 20u + 5u);  // 20 steps × 2 contributors, 5 rounds
+
+  trainer::TrainOptions stop = fresh;
+  stop.stop_after_step = 7;  // inside round 2 (steps 5–8); saves at 5 and 7
+  trainer::run_training(diloco_config("dres"), stop);
+  for (int w : {0, 1}) {
+    EXPECT_TRUE(fs::exists(contributor_ckpt("dres", w, "step_000005.h5"))) << w;
+    EXPECT_TRUE(fs::exists(contributor_ckpt("dres", w, "step_000007.h5"))) << w;
+  }
+  // Contributor 1's newest checkpoint is damaged: it can only go back to step 5, so both do.
+  const std::string bad = contributor_ckpt("dres", 1, "step_000007.h5");
+  flip_bytes(bad, static_cast<std::int64_t>(fs::file_size(bad) / 2));
+  trainer::TrainOptions resume;
+  resume.resume = true;
+  const auto second = trainer::run_training(diloco_config("dres"), resume);
+  EXPECT_EQ(second.steps, 20);
+  EXPECT_TRUE(fs::exists(bad + ".invalid"));
+
+  // Every step's loss, lr, gradient norm and validation loss, and every round's θ_g hash
+  // and pseudo-gradient norm, equal the uninterrupted run's.
+  const auto b = keyed(metrics("dres"));
+  ASSERT_EQ(b.size(), a.size());
+  for (const auto& [key, ra] : a) {
+    ASSERT_EQ(b.count(key), 1u) << key;
+    const auto& rb = b.at(key);
+    for (const char* field : {"tokens", "loss", "lr", "grad_norm", "val_loss", "theta_hash", "pseudo_grad_norm",
+                              "round_tokens", "contributors_in_sync"}) {
+      ASSERT_EQ(ra.contains(field), rb.contains(field)) << key << " " << field;
+      if (ra.contains(field)) {
+        EXPECT_EQ(ra[field].dump(), rb[field].dump()) << key << " " << field;
+      }
+    }
+  }
+  // The final checkpoints are identical, outer state included.
+  for (int w : {0, 1}) {
+    const std::string fa = contributor_ckpt("dfull", w, "step_000020.h5"), fb = contributor_ckpt("dres", w, "step_000020.h5");
+    for (const char* g : {"/model", "/optim/inner", "/optim/outer", "/pseudo_gradient"}) expect_same_tensors(fa, fb, g);
+    const auto da = checkpoints::read_checkpoint(fa), db = checkpoints::read_checkpoint(fb);
+    EXPECT_EQ(da.attrs.at("/optim/outer"), db.attrs.at("/optim/outer"));
+    EXPECT_EQ(db.attr_int("/train_state", "round"), 5);
+  }
+}
+
+TEST_F(Resume, DiLoCoCheckpointHoldsThetaGMomentumAndEachContributorsPseudoGradient) {
+  trainer::TrainOptions stop;
+  stop.overwrite = true;
+  stop.stop_after_step = 5;  // one round (steps 1–4) and one step of the next
+  const auto cfg = diloco_config("dlayout");
+  trainer::run_training(cfg, stop);
+  checkpoints::CheckpointData d[2];
+  for (int w : {0, 1}) {
+    d[w] = checkpoints::read_checkpoint(contributor_ckpt("dlayout", w, "step_000005.h5"));
+    EXPECT_EQ(d[w].attr_int("/train_state", "step"), 5);
+    EXPECT_EQ(d[w].attr_int("/train_state", "round"), 1);
+    EXPECT_EQ(d[w].attr_int("/train_state", "contributor_index"), w);
+    EXPECT_EQ(d[w].attr_int("/train_state", "contributors"), 2);
+    EXPECT_EQ(d[w].attr_int("/optim/outer", "step"), 1);
+    EXPECT_EQ(d[w].attr_int("/optim/outer", "round_tokens"), 8 * 32);  // step 5 of round 2
+  }
+  // An independent check of round 1 from the initial weights θ₀ (the seed's) and both
+  // contributors' Δ_w: equal token weights, so Δ̄ = (Δ₀ + Δ₁)/2, b = Δ̄ (first outer step),
+  // θ_g = θ₀ − lr·(Δ̄ + μ·b) (Nesterov). fp32 with each operation rounded, as DiLoCo does.
+  models::PicoDecoder init(cfg.model, static_cast<std::uint64_t>(cfg.seed));
+  const auto lr = torch::tensor(0.7f), mu = torch::tensor(0.9f);
+  std::size_t n = 0;
+  for (const auto& [name, p0] : init->named_params()) {
+    const auto& delta0 = d[0].tensor("/pseudo_gradient", name);
+    const auto& delta1 = d[1].tensor("/pseudo_gradient", name);
+    ASSERT_EQ(delta0.sizes(), p0.sizes()) << name;
+    EXPECT_FALSE(torch::equal(delta0, delta1)) << name << ": the contributors read different data";
+    EXPECT_GT(delta0.abs().max().item<float>(), 0.0f) << name;
+    const auto mean = delta0 * 0.5f + delta1 * 0.5f;
+    const auto& b = d[0].tensor("/optim/outer/" + name, "momentum");
+    EXPECT_TRUE(torch::allclose(b, mean, /*rtol=*/0, /*atol=*/1e-7)) << name;
+    const auto theta = p0.detach() - lr * (mean + mu * mean);
+    EXPECT_TRUE(torch::allclose(d[0].tensor("/optim/outer/theta_g", name), theta, 1e-6, 1e-7)) << name;
+    // Both contributors hold the same θ_g and momentum, bit for bit.
+    EXPECT_TRUE(torch::equal(d[0].tensor("/optim/outer/theta_g", name), d[1].tensor("/optim/outer/theta_g", name)));
+    EXPECT_TRUE(torch::equal(b, d[1].tensor("/optim/outer/" + name, "momentum")));
+    ++n;
+  }
+  EXPECT_GT(n, 10u);
+  // Standard HDF5 readers see the same layout.
+  const auto r = run_command(python() + " -c \"import h5py; f = h5py.File('" +
+                             contributor_ckpt("dlayout", 0, "step_000005.h5") +
+                             "', 'r'); o = f['optim/outer']; print(len(o['theta_g']), len(f['pseudo_gradient']), "
+                             "int(o.attrs['step']), o['embedding_proj.weight/momentum'].shape)\"");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(str(n, " ", n, " 1 (512, 64)")), std::string::npos) << r.output;
 }
 
 }  // namespace

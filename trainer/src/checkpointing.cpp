@@ -62,6 +62,51 @@ std::vector<std::pair<std::string, at::Generator>> default_generators() {
 
 // ---------------------------------------------------------------------------------------
 
+namespace {
+const char* kOptimOuter = "/optim/outer";
+const char* kThetaG = "theta_g";
+const char* kPseudoGradient = "/pseudo_gradient";
+}  // namespace
+
+void add_outer_state(const OuterStateIO& outer, CheckpointData& d) {
+  for (const auto& [name, t] : outer.outer_state()) {
+    const auto dot = name.rfind('.');
+    if (dot == std::string::npos) {
+      PICO_CHECK(t.numel() == 1 && !t.is_floating_point(), "outer state scalar '", name, "' is not one integer");
+      d.set_attr(kOptimOuter, name, t.to(torch::kCPU).to(torch::kInt64).item<std::int64_t>());
+      continue;
+    }
+    const std::string param = name.substr(0, dot), field = name.substr(dot + 1);
+    PICO_CHECK(!param.empty() && !field.empty(), "outer state name '", name, "' is not <param>.<field>");
+    if (field == kThetaG) d.add(std::string(kOptimOuter) + "/" + kThetaG, param, host_copy(t));
+    else d.add(std::string(kOptimOuter) + "/" + param, field, host_copy(t));
+  }
+  for (const auto& [name, t] : outer.pseudo_gradient()) d.add(kPseudoGradient, name, host_copy(t));
+}
+
+optim::NamedTensors read_outer_state(const CheckpointData& d) {
+  optim::NamedTensors out;
+  const std::string prefix = std::string(kOptimOuter) + "/";
+  const std::string theta_group = prefix + kThetaG;
+  for (const auto& e : d.tensors) {
+    if (e.group.rfind(prefix, 0) != 0) continue;
+    if (e.group == theta_group) out.emplace_back(e.name + "." + kThetaG, e.tensor);
+    else out.emplace_back(e.group.substr(prefix.size()) + "." + e.name, e.tensor);
+  }
+  if (const auto it = d.attrs.find(kOptimOuter); it != d.attrs.end()) {
+    for (const auto& [name, v] : it->second) {
+      if (const auto* i = std::get_if<std::int64_t>(&v)) out.emplace_back(name, torch::tensor({*i}, torch::kLong));
+    }
+  }
+  return out;
+}
+
+optim::NamedTensors read_pseudo_gradient(const CheckpointData& d) {
+  optim::NamedTensors out;
+  for (const auto* e : d.in_group(kPseudoGradient)) out.emplace_back(e->name, e->tensor);
+  return out;
+}
+
 void capture_learning_dynamics(models::PicoDecoder& model, const torch::Tensor& inputs, const torch::Tensor& targets,
                                const LearningDynamicsConfig& ld, const std::string& group, CheckpointData& out) {
   torch::AutoGradMode grad_mode(true);
@@ -104,7 +149,7 @@ void capture_learning_dynamics(models::PicoDecoder& model, const torch::Tensor& 
 }
 
 CheckpointData gather_state(const RunConfig& cfg, Contributor& c, const TrainState& state,
-                            const std::string& tokenizer_model) {
+                            const std::string& tokenizer_model, const OuterStateIO* outer) {
   CheckpointData d;
   d.config_yaml = to_yaml(cfg);
   const auto& manifest = c.dataset().manifest();
@@ -119,6 +164,7 @@ CheckpointData gather_state(const RunConfig& cfg, Contributor& c, const TrainSta
   d.set_attr(kTrainState, "data_path", cfg.data.path);
   d.set_attr(kTrainState, "dataset_hash", manifest.dataset_hash);
   d.set_attr(kTrainState, "contributor_index", static_cast<std::int64_t>(c.index()));
+  d.set_attr(kTrainState, "contributors", cfg.local_workers);
   std::vector<std::int64_t> shards(c.shards().begin(), c.shards().end());
   d.add(kTrainState, "shards", torch::tensor(shards, torch::kLong));
   for (auto& [name, gen] : default_generators()) {
@@ -151,8 +197,9 @@ CheckpointData gather_state(const RunConfig& cfg, Contributor& c, const TrainSta
     PICO_CHECK(ends_with(key, suffix), "unexpected optimizer state name ", key);
     d.add(std::string(kOptimInner) + "/" + key.substr(0, key.size() - suffix.size()), suffix.substr(1), host_copy(t));
   }
-  d.add_group("/optim/outer");
-  d.add_group("/pseudo_gradient");
+  d.add_group(kOptimOuter);
+  d.add_group(kPseudoGradient);
+  if (outer != nullptr) add_outer_state(*outer, d);
   return d;
 }
 
@@ -185,8 +232,8 @@ void gather_learning_dynamics(const RunConfig& cfg, Contributor& c, const TrainS
 }
 
 CheckpointData gather_checkpoint(const RunConfig& cfg, Contributor& c, const TrainState& state,
-                                 const std::string& tokenizer_model) {
-  CheckpointData d = gather_state(cfg, c, state, tokenizer_model);
+                                 const std::string& tokenizer_model, const OuterStateIO* outer) {
+  CheckpointData d = gather_state(cfg, c, state, tokenizer_model, outer);
   gather_learning_dynamics(cfg, c, state, d);
   return d;
 }
@@ -224,6 +271,16 @@ std::vector<std::string> check_resume_compatible(const RunConfig& saved, const s
   if (saved.seed != current.seed) mismatch("seed", saved.seed, current.seed, data_hint);
   if (saved.data.batch_size != current.data.batch_size)
     mismatch("data.dataloader.batch_size", saved.data.batch_size, current.data.batch_size, data_hint);
+  const std::string outer_hint =
+      "each contributor's checkpoint holds the state of its outer algorithm and its data shards: resume with the "
+      "outer.algorithm and local_workers (--local-workers) the run started with (RUN_DIR/config.yaml), or start a new "
+      "run with --overwrite or another checkpointing.run_name";
+  if (saved.outer.algorithm != current.outer.algorithm)
+    mismatch("outer.algorithm", saved.outer.algorithm, current.outer.algorithm, outer_hint);
+  if (saved.local_workers != current.local_workers)
+    mismatch("local_workers", saved.local_workers, current.local_workers, outer_hint);
+  if (saved.outer.error_feedback != current.outer.error_feedback)
+    mismatch("outer.error_feedback", saved.outer.error_feedback, current.outer.error_feedback, outer_hint);
   if (saved_dataset_hash != current_dataset_hash)
     throw Error(str("checkpoint ", source, " was trained on dataset ", saved_dataset_hash.substr(0, 16), " (", saved.data.path,
                     "), but data.path = ", current.data.path, " holds dataset ", current_dataset_hash.substr(0, 16)),
@@ -250,10 +307,15 @@ std::vector<std::string> check_resume_compatible(const RunConfig& saved, const s
   differs("training.optimization.beta2", o1.adamw.beta2, o2.adamw.beta2);
   differs("training.optimization.eps", o1.adamw.eps, o2.adamw.eps);
   differs("training.optimization.weight_decay", o1.adamw.weight_decay, o2.adamw.weight_decay);
+  differs("outer.inner_steps", saved.outer.inner_steps, current.outer.inner_steps);
+  differs("outer.lr", saved.outer.lr, current.outer.lr);
+  differs("outer.momentum", saved.outer.momentum, current.outer.momentum);
+  differs("outer.nesterov", saved.outer.nesterov, current.outer.nesterov);
+  differs("outer.compression", saved.outer.compression, current.outer.compression);
   return warnings;
 }
 
-TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, Contributor& c) {
+TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, Contributor& c, OuterStateIO* outer) {
   const std::string& src = data.source.empty() ? std::string("(in memory)") : data.source;
   const RunConfig saved = parse_run_config(data.config_yaml, str("checkpoint ", src, " (/config@yaml)"));
   const std::string saved_hash = data.attr_string(kTrainState, "dataset_hash");
@@ -319,6 +381,20 @@ TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, 
     rng.emplace_back(gen, e->tensor);
   }
 
+  // The outer state last among the checks: load_outer_state validates everything before it
+  // changes anything, and nothing of the contributor has changed yet.
+  const optim::NamedTensors outer_state = read_outer_state(data);
+  if (outer != nullptr) {
+    outer->load_outer_state(outer_state);
+    outer->load_pseudo_gradient(read_pseudo_gradient(data));
+    if (outer->rounds_done() != st.round)
+      throw CorruptCheckpoint(str("checkpoint ", src, " says ", st.round, " outer rounds were done (/train_state@round), ",
+                                  "its outer state says ", outer->rounds_done()),
+                              "the file is damaged or was written by an incompatible pico");
+  } else if (!outer_state.empty()) {
+    throw Error(str("checkpoint ", src, " holds outer-optimizer state (/optim/outer), which this run has no use for"),
+                "resume it with the outer.algorithm it was written with");
+  }
   {
     torch::NoGradGuard no_grad;
     for (auto& [dst, s] : copies) dst.copy_(*s);
@@ -357,10 +433,14 @@ void RunCheckpointer::start_fresh(bool overwrite) {
   log_info("--overwrite: deleted ", files.size(), " checkpoints of the previous run in ", dir_.dir());
 }
 
-std::optional<TrainState> RunCheckpointer::resume(Contributor& c) {
-  const auto files = dir_.list();
+std::optional<TrainState> RunCheckpointer::resume(Contributor& c, OuterStateIO* outer, std::int64_t max_step) {
+  auto files = dir_.list();
+  std::erase_if(files, [&](const auto& f) { return f.first > max_step; });
   if (files.empty()) {
-    log_warn("resume: no checkpoint in ", dir_.dir(), "; starting from step 0");
+    if (max_step == std::numeric_limits<std::int64_t>::max())
+      log_warn("resume: no checkpoint in ", dir_.dir(), "; starting from step 0");
+    else
+      log_warn("resume: no checkpoint of step ≤ ", max_step, " in ", dir_.dir());
     return std::nullopt;
   }
   std::vector<std::string> reasons;
@@ -379,7 +459,7 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c) {
                  " (a crash after writing it?); relying on its Fletcher32 checksums");
       }
       const auto data = checkpoints::read_checkpoint(path, {{"/learning_dynamics"}});
-      const TrainState st = restore_checkpoint(data, cfg_, c);
+      const TrainState st = restore_checkpoint(data, cfg_, c, outer);
       if (st.step != step)
         throw CorruptCheckpoint(str("checkpoint ", path, " holds step ", st.step, ", its name says ", step),
                                 "rename it to step_NNNNNN.h5 for the step it holds, or remove it");
@@ -400,12 +480,12 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c) {
               "fix the config to match the run (RUN_DIR/config.yaml), or start over with --overwrite");
 }
 
-bool RunCheckpointer::maybe_save(Contributor& c, const TrainState& state, bool force) {
+bool RunCheckpointer::maybe_save(Contributor& c, const TrainState& state, const OuterStateIO* outer, bool force) {
   const std::int64_t every = cfg_.checkpointing.save_every_n_steps;
   const bool due = force || (every > 0 && state.step % every == 0);
   if (!due || state.step == last_saved_step_) return false;
   const auto t0 = Clock::now();
-  CheckpointData data = gather_state(cfg_, c, state, tokenizer_model_);
+  CheckpointData data = gather_state(cfg_, c, state, tokenizer_model_, outer);
   const double copy_s = seconds_since(t0);
   gather_learning_dynamics(cfg_, c, state, data);
   const double snapshot = seconds_since(t0);

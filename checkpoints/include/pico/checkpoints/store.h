@@ -71,7 +71,8 @@ class CheckpointDir {
 };
 
 // A checkpoint named on a command line: a step_*.h5 file itself, or a checkpoints directory
-// or run directory (its `latest`, else its newest step file). Throws pico::Error naming
+// or run directory (its `latest`, else its newest step file; for a run of several
+// contributors, contributor 0's). Throws pico::Error naming
 // the path, with a HINT, when there is none.
 std::string resolve_checkpoint(const std::string& path);
 
