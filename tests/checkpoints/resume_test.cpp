@@ -367,6 +367,8 @@ TEST_F(Resume, TwoContributorDiLoCoResumesBitForBitFromTheStepAllContributorsHav
     EXPECT_TRUE(fs::exists(contributor_ckpt("dres", w, "step_000005.h5"))) << w;
     EXPECT_TRUE(fs::exists(contributor_ckpt("dres", w, "step_000007.h5"))) << w;
   }
+  const auto before = keyed(metrics("dres"));
+  ASSERT_EQ(before.size(), 2u * 7u + 1u);
   // Contributor 1's newest checkpoint is damaged: it can only go back to step 5, so both do.
   const std::string bad = contributor_ckpt("dres", 1, "step_000007.h5");
   flip_bytes(bad, static_cast<std::int64_t>(fs::file_size(bad) / 2));
@@ -380,6 +382,12 @@ TEST_F(Resume, TwoContributorDiLoCoResumesBitForBitFromTheStepAllContributorsHav
   // and pseudo-gradient norm, equal the uninterrupted run's.
   const auto b = keyed(metrics("dres"));
   ASSERT_EQ(b.size(), a.size());
+  // It continued from step 5: the records up to step 5 are the first run's own (same wall
+  // clock stamps), steps 6 and 7 were redone.
+  for (const char* key : {"step 5 contributor 0", "step 5 contributor 1", "round 1"})
+    EXPECT_EQ(b.at(key)["elapsed_s"].dump(), before.at(key)["elapsed_s"].dump()) << key;
+  for (const char* key : {"step 6 contributor 0", "step 7 contributor 1"})
+    EXPECT_NE(b.at(key)["elapsed_s"].dump(), before.at(key)["elapsed_s"].dump()) << key;
   for (const auto& [key, ra] : a) {
     ASSERT_EQ(b.count(key), 1u) << key;
     const auto& rb = b.at(key);
