@@ -161,11 +161,14 @@ def main():
         # step k and its background write competes with step k+1; the cost of a save is
         # (d_k + d_k+1) − 2 × (the run's median duration of steps away from saves).
         within = []
-        for run in with_saves:
+        for run, end in zip(with_saves, end_only):
             el = run["step_elapsed"]
             d = [el[0]] + [b - a for a, b in zip(el, el[1:])]  # d[i] = duration of step i+1
             saved = {s[0] for s in run["snapshots"]}
             ordinary = [d[i] for i in range(1, len(d)) if (i + 1) not in saved and i not in saved]
+            if not ordinary:  # a save every 2 steps: every step is next to one; use the paired end-only run
+                ee = end["step_elapsed"]
+                ordinary = [b - a for a, b in zip(ee, ee[1:])]
             base = med(ordinary)
             within += [d[k - 1] + (d[k] if k < len(d) else base) - 2 * base for k in saved if k < steps]
         row = {
