@@ -17,6 +17,7 @@ struct TrainArgs {
   std::vector<std::string> overrides;
   bool resume = false;
   bool overwrite = false;
+  std::int64_t stop_after_step = 0;
   bool help_config = false;
   bool local = false;
   int local_workers = 0;
@@ -47,6 +48,7 @@ void run_train(TrainArgs a) {
   trainer::TrainOptions opts;
   opts.resume = a.resume || cfg.checkpointing.auto_resume;
   opts.overwrite = a.overwrite;
+  opts.stop_after_step = a.stop_after_step;
   opts.comm = a.comm;
   opts.worker_rank = a.worker_rank;
   opts.rendezvous_dir = a.rendezvous;
@@ -77,6 +79,9 @@ void register_train(CLI::App& app) {
       ->take_all();
   sub->add_flag("--resume", args->resume, "Continue from the latest valid checkpoint of the run");
   sub->add_flag("--overwrite", args->overwrite, "Start over in a run directory that already holds a run");
+  sub->add_option("--stop-after-step", args->stop_after_step,
+                  "Stop after this step of the schedule (saving a checkpoint there); --resume continues the run")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--local-workers", args->local_workers,
                   "Simulate N contributors in this process, each on its own data shard (sets local_workers)")
       ->check(CLI::Range(1, 64));

@@ -1,7 +1,10 @@
 #include "algorithms.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <map>
 #include <vector>
 
 #include "pico/common/codec.h"
@@ -18,8 +21,24 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// The one-integer entry `name` of `state`; throws pico::Error when missing or malformed.
+std::int64_t scalar_entry(const optim::NamedTensors& state, const std::string& name) {
+  for (const auto& [n, t] : state) {
+    if (n != name) continue;
+    if (t.numel() != 1 || t.is_floating_point())
+      throw Error(str("outer state '", name, "' is not one integer"), "the checkpoint is damaged; use an earlier one");
+    return t.to(torch::kCPU).to(torch::kInt64).item<std::int64_t>();
+  }
+  throw Error(str("outer state has no '", name, "'"), "the checkpoint was written by another outer algorithm or pico");
+}
 
-
+// `state` without the entries named in `drop`.
+optim::NamedTensors without(const optim::NamedTensors& state, const std::vector<std::string>& drop) {
+  optim::NamedTensors out;
+  for (const auto& e : state)
+    if (std::find(drop.begin(), drop.end(), e.first) == drop.end()) out.push_back(e);
+  return out;
+}
 
 // Throws a pico::Error that says which collective failed and why.
 void check(const comm::CollectiveResult& r, const char* what, std::int64_t step) {
@@ -28,6 +47,22 @@ void check(const comm::CollectiveResult& r, const char* what, std::int64_t step)
               "a contributor died, stalled or disagrees; restart the run with --resume (outer.timeout_s sets how long "
               "to wait)");
 }
+
+}  // namespace
+
+void Algorithm::load_outer_state(const optim::NamedTensors& state) {
+  if (!state.empty())
+    throw Error(str("the checkpoint holds outer state ('", state.front().first, "', …) but this algorithm has none"),
+                "resume with the outer.algorithm the run was started with");
+}
+
+void Algorithm::load_pseudo_gradient(const optim::NamedTensors& delta) {
+  if (!delta.empty())
+    throw Error(str("the checkpoint holds a pseudo-gradient ('", delta.front().first, "', …) but this algorithm has none"),
+                "resume with the outer.algorithm the run was started with");
+}
+
+namespace {
 
 class Ddp final : public Algorithm {
  public:
@@ -99,6 +134,66 @@ class DiLoCo final : public Algorithm {
 
   const optim::DiLoCo& outer() const { return outer_; }
 
+  optim::NamedTensors outer_state() const override {
+    optim::NamedTensors s = outer_.state();
+    s.emplace_back("round_tokens", torch::tensor({round_tokens_}, torch::kLong));
+    if (feedback_) {
+      for (auto& e : feedback_->state()) s.push_back(std::move(e));
+    }
+    return s;
+  }
+
+  void load_outer_state(const optim::NamedTensors& state) override {
+    // Validate everything before changing anything.
+    const std::int64_t round_tokens = scalar_entry(state, "round_tokens");
+    if (round_tokens < 0) throw Error(str("outer state 'round_tokens' is negative: ", round_tokens), "the checkpoint is damaged");
+    std::unique_ptr<optim::ErrorFeedback> fb;  // a copy (the residual is a plain vector) takes the state first
+    if (feedback_) {
+      fb = std::make_unique<optim::ErrorFeedback>(*feedback_);
+      fb->load_state(state);
+    }
+    outer_.load_state(without(state, {"round_tokens"}));  // validates everything before it changes anything
+    if (feedback_) feedback_ = std::move(fb);
+    round_tokens_ = round_tokens;
+    round_ = outer_.step_count();
+  }
+
+  optim::NamedTensors pseudo_gradient() const override {
+    optim::NamedTensors out;
+    if (last_delta_.empty()) return out;
+    std::int64_t off = 0;
+    for (const auto& [name, p] : outer_.global_params()) {
+      out.emplace_back(name, torch::from_blob(const_cast<float*>(last_delta_.data()) + off, p.sizes(), torch::kFloat32).clone());
+      off += p.numel();
+    }
+    return out;
+  }
+
+  void load_pseudo_gradient(const optim::NamedTensors& delta) override {
+    if (delta.empty()) {
+      last_delta_.clear();
+      return;
+    }
+    std::map<std::string, torch::Tensor> by_name(delta.begin(), delta.end());
+    std::vector<float> flat(flat_.size());
+    std::int64_t off = 0;
+    for (const auto& [name, p] : outer_.global_params()) {
+      const auto it = by_name.find(name);
+      if (it == by_name.end())
+        throw Error(str("the checkpoint's pseudo-gradient has no '", name, "'"), "the checkpoint does not match this model");
+      if (it->second.sizes() != p.sizes())
+        throw Error(str("the checkpoint's pseudo-gradient '", name, "' has shape ", it->second.sizes(), ", expected ",
+                        p.sizes()),
+                    "the checkpoint does not match this model");
+      const torch::Tensor t = optim::to_cpu_float(it->second);
+      std::memcpy(flat.data() + off, t.data_ptr<float>(), static_cast<std::size_t>(t.numel()) * sizeof(float));
+      off += p.numel();
+    }
+    last_delta_ = std::move(flat);
+  }
+
+  std::int64_t rounds_done() const override { return round_; }
+
  private:
   void outer_round(std::int64_t step, StepReport& rep) {
     RoundReport& r = rep.round;
@@ -109,6 +204,7 @@ class DiLoCo final : public Algorithm {
     {
       std::lock_guard<std::mutex> lock(mu_);
       outer_.pseudo_gradient(c_.model()->named_params(), flat_.data());
+      last_delta_ = flat_;  // unweighted Δ, for checkpoints
     }
     compute_s += seconds_since(t);
     // Weights first (a tiny exact-enough fp32 sum, identical on every rank), so that each
@@ -166,6 +262,7 @@ class DiLoCo final : public Algorithm {
   optim::DiLoCo outer_;
   std::unique_ptr<optim::ErrorFeedback> feedback_;
   std::vector<float> flat_;  // (numel) Δ, then the reduced Δ̄
+  std::vector<float> last_delta_;  // (numel) this contributor's last unweighted Δ; empty before round 1
   comm::AllreduceOptions opts_;
   std::int64_t round_ = 0;
   std::int64_t round_tokens_ = 0;
@@ -203,6 +300,9 @@ class DeMo final : public Algorithm {
     demo_.apply(gathered, rep.inner.lr);
     return rep;
   }
+
+  optim::NamedTensors outer_state() const override { return demo_.state(); }
+  void load_outer_state(const optim::NamedTensors& state) override { demo_.load_state(state); }
 
  private:
   static optim::DeMoConfig demo_config(const RunConfig& cfg) {

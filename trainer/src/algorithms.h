@@ -17,6 +17,7 @@
 #include <string>
 
 #include "pico/comm/communicator.h"
+#include "pico/trainer/checkpointing.h"
 #include "pico/trainer/contributor.h"
 
 namespace pico::trainer {
@@ -40,15 +41,28 @@ struct StepReport {
   double comm_s = 0;  // time in collectives during this step
 };
 
-class Algorithm {
+// Also the outer state a checkpoint holds (checkpointing.h's OuterStateIO):
+//   ddp    — none (/optim/outer stays empty).
+//   diloco — "<param>.theta_g", "<param>.momentum", "step" (outer steps), "round_tokens"
+//            (tokens of the round in progress), "outer.error_feedback.residual" with
+//            outer.error_feedback; the pseudo-gradient is the last unweighted Δ.
+//   demo   — "<param>.delta", "step".
+class Algorithm : public OuterStateIO {
  public:
-  virtual ~Algorithm() = default;
+  ~Algorithm() override = default;
   // One inner step (`step` completed steps so far) and the communication that follows it.
   // Throws pico::Error when a collective fails (the message says which and why).
   virtual StepReport step(std::int64_t step) = 0;
   // Bytes this contributor has sent / received so far.
   std::uint64_t bytes_sent() const { return bytes_sent_; }
   std::uint64_t bytes_received() const { return bytes_received_; }
+
+  // OuterStateIO, for algorithms without outer state (ddp).
+  optim::NamedTensors outer_state() const override { return {}; }
+  void load_outer_state(const optim::NamedTensors& state) override;
+  optim::NamedTensors pseudo_gradient() const override { return {}; }
+  void load_pseudo_gradient(const optim::NamedTensors& delta) override;
+  std::int64_t rounds_done() const override { return 0; }
 
  protected:
   std::uint64_t bytes_sent_ = 0, bytes_received_ = 0;

@@ -221,6 +221,9 @@ std::string format_double(double v) {
   char buf[64];
   const auto r = std::to_chars(buf, buf + sizeof buf, v);
   std::string s(buf, r.ptr);
+  // YAML 1.1 readers (PyYAML) need a '.' to see a float: 1e-06 would be a string there.
+  if (const auto e = s.find_first_of("eE"); e != std::string::npos && s.find('.') == std::string::npos)
+    s.insert(e, ".0");
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
   return s;
 }

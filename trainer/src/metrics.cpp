@@ -42,7 +42,7 @@ void MetricsWriter::write(const nlohmann::json& record) {
     throw Error(str("writing ", path_, " failed: ", std::strerror(errno)), "check free disk space");
 }
 
-void truncate_metrics_after(const std::string& path, std::int64_t step) {
+void truncate_metrics_after(const std::string& path, std::int64_t step, std::int64_t round) {
   if (!std::filesystem::exists(path)) return;
   std::ifstream in(path);
   std::ostringstream kept;
@@ -51,6 +51,7 @@ void truncate_metrics_after(const std::string& path, std::int64_t step) {
     try {
       const auto j = nlohmann::json::parse(line);
       if (j.contains("step") && j["step"].get<std::int64_t>() > step) continue;
+      if (round >= 0 && j.contains("round") && j["round"].get<std::int64_t>() > round) continue;
       kept << line << "\n";
     } catch (const nlohmann::json::exception&) {
       // a torn last line from a crash: drop it

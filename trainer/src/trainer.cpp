@@ -1,4 +1,5 @@
-// The run: set-up, one worker thread per local contributor, metrics and progress.
+// The run: set-up, one worker thread per local contributor, checkpoints and resume,
+// metrics and progress.
 #include "pico/trainer/trainer.h"
 
 #include <signal.h>
@@ -9,11 +10,15 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <cstring>
+#include <limits>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <thread>
 
 #include "algorithms.h"
+#include "pico/checkpoints/store.h"
 #include "pico/comm/in_process.h"
 #include "pico/comm/rendezvous.h"
 #include "pico/comm/zmq_communicator.h"
@@ -23,6 +28,8 @@
 #include "pico/common/fs.h"
 #include "pico/common/log.h"
 #include "pico/common/progress.h"
+#include "pico/common/strings.h"
+#include "pico/trainer/checkpointing.h"
 #include "pico/trainer/config_io.h"
 #include "pico/trainer/contributor.h"
 #include "pico/trainer/metrics.h"
@@ -51,9 +58,27 @@ std::string format_rate(double tokens_per_s) {
 class RunMonitor {
  public:
   // `workers` contributors report to this monitor: indices first_worker … first_worker + workers − 1.
+  // `append`: keep what metrics.jsonl holds (a resumed run, or contributor processes that
+  // share the file); otherwise it starts empty.
   RunMonitor(const RunConfig& cfg, const std::string& metrics_path, bool append, int workers, int first_worker = 0)
-      : cfg_(cfg), metrics_(metrics_path, !append), workers_(workers), first_(first_worker), start_(Clock::now()),
-        per_worker_(static_cast<std::size_t>(workers)) {}
+      : cfg_(cfg), metrics_path_(metrics_path), workers_(workers), first_(first_worker), start_(Clock::now()),
+        per_worker_(static_cast<std::size_t>(workers)) {
+    metrics_.emplace(metrics_path, /*truncate=*/!append);
+  }
+
+  // Worker `w` continues from `state` (called before its first step). The first call drops
+  // the records of later steps and rounds from metrics.jsonl: the resumed run redoes them.
+  void resumed(int w, const TrainState& state) {
+    std::lock_guard<std::mutex> lock(mu_);
+    per_worker_[static_cast<std::size_t>(w - first_)].tokens = state.tokens;
+    total_tokens_ += state.tokens;
+    first_step_ = state.step;
+    if (truncated_) return;
+    truncated_ = true;
+    metrics_.reset();  // reopened after the rewrite (which replaces the file)
+    truncate_metrics_after(metrics_path_, state.step, state.round);
+    metrics_.emplace(metrics_path_, /*truncate=*/false);
+  }
 
   // Called by worker `w` after each step; writes a record on logging steps.
   void on_step(int w, std::int64_t step, const StepReport& rep, std::uint64_t bytes_sent,
@@ -85,7 +110,7 @@ class RunMonitor {
       rec["val_loss"] = val_loss;
       last_val_ = val_loss;
     }
-    metrics_.write(rec);
+    metrics_->write(rec);
     if (w == 0) {
       last_loss_ = loss;
       update_progress(step, rep.inner.lr, bytes_sent, has_val || last);
@@ -126,7 +151,7 @@ class RunMonitor {
     for (const auto& h : pending.hashes) in_sync = in_sync && h == pending.hashes.front();
     if (!in_sync) log_error("contributors disagree on θ_g after round ", r.round, ": this is a bug in pico");
     const RoundReport& rep = pending.report;
-    metrics_.write({{"round", rep.round},
+    metrics_->write({{"round", rep.round},
                     {"contributor", first_},
                     {"contributors", rep.contributors},
                     {"pseudo_grad_norm", rep.pseudo_grad_norm},
@@ -144,7 +169,8 @@ class RunMonitor {
   void update_progress(std::int64_t step, double lr, std::uint64_t bytes_sent, bool force) {
     const double elapsed = seconds_since(start_);
     const std::int64_t max_steps = cfg_.training.max_steps;
-    const double eta = elapsed / static_cast<double>(step) * static_cast<double>(max_steps - step);
+    const double eta = elapsed / static_cast<double>(std::max<std::int64_t>(1, step - first_step_)) *
+                       static_cast<double>(max_steps - step);
     std::string line = str("step ", step, "/", max_steps, " | loss ", std::round(last_loss_ * 1000) / 1000);
     if (std::isfinite(last_val_)) line += str(" | val ", std::round(last_val_ * 1000) / 1000);
     char lr_buf[16];
@@ -157,7 +183,10 @@ class RunMonitor {
 
   const RunConfig& cfg_;
   std::mutex mu_;
-  MetricsWriter metrics_;
+  std::string metrics_path_;
+  std::optional<MetricsWriter> metrics_;
+  std::int64_t first_step_ = 0;  // the step the run started or resumed at
+  bool truncated_ = false;
   int workers_;
   int first_;
   Clock::time_point start_;
@@ -172,9 +201,67 @@ class RunMonitor {
   ProgressLine progress_;
 };
 
-// One contributor's whole run, on its own thread.
+// Where contributor `w` keeps its checkpoints: RUN_DIR/checkpoints for a lone contributor,
+// RUN_DIR/checkpoints/contributor_<w> when there are several (each saves its own state).
+std::string checkpoint_dir(const RunConfig& cfg, int w) {
+  const std::string base = cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir;
+  return cfg.local_workers > 1 ? str(base, "/contributor_", w) : base;
+}
+
+// Resumes contributor `w` from its newest valid checkpoint such that every contributor
+// continues from the same step: they exchange the step each found, and those ahead retry
+// with the lowest (each file restores everything, so a retry overwrites the first load).
+TrainState resume_agreed(RunCheckpointer& checkpointer, Contributor& c, Algorithm& algorithm,
+                         comm::Communicator& comm, std::mutex& compute_mu, double timeout_s) {
+  constexpr std::uint64_t kResumeTag = ~std::uint64_t{0} - 64;  // distinct from every training collective
+  std::int64_t limit = std::numeric_limits<std::int64_t>::max();
+  for (std::uint64_t attempt = 0;; ++attempt) {
+    std::optional<TrainState> st;
+    {
+      std::lock_guard<std::mutex> lock(compute_mu);
+      st = checkpointer.resume(c, &algorithm, limit);
+    }
+    const std::int64_t mine = st ? st->step : 0;
+    if (comm.world_size() == 1) return st.value_or(TrainState{});
+    std::vector<std::uint8_t> payload(sizeof mine);
+    std::memcpy(payload.data(), &mine, sizeof mine);
+    std::vector<std::vector<std::uint8_t>> all;
+    comm::AllgatherOptions opts;
+    opts.tag = kResumeTag + attempt;
+    opts.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
+    const auto r = comm.all_gather(payload, all, opts);
+    if (!r.ok())
+      throw Error(str("contributors could not agree on the step to resume from: ", comm::to_string(r.status), " — ",
+                      r.error),
+                  "another contributor failed to resume; its error is printed above");
+    std::int64_t lowest = mine, highest = mine;
+    std::vector<std::string> found;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      std::int64_t s = 0;
+      PICO_CHECK(all[i].size() == sizeof s, "resume step message of contributor ", i, " has ", all[i].size(), " bytes");
+      std::memcpy(&s, all[i].data(), sizeof s);
+      lowest = std::min(lowest, s);
+      highest = std::max(highest, s);
+      found.push_back(str("contributor ", i, ": step ", s));
+    }
+    if (lowest == highest) {
+      if (attempt > 0) log_info("resume: every contributor continues from step ", lowest);
+      return st.value_or(TrainState{});
+    }
+    if (lowest == 0)
+      throw Error(str("some contributors have no usable checkpoint and others do (", join(found, ", "), ")"),
+                  "contributors resume together from one step: restore the missing checkpoints, or start the run "
+                  "over with --overwrite");
+    log_warn("resume: contributors found different newest checkpoints (", join(found, ", "), "); all go back to step ",
+             lowest, " or earlier");
+    limit = lowest;
+  }
+}
+
+// One contributor's whole run, on its own thread: resume (or check that the run is new),
+// steps, saves, and the final save.
 void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> dataset, torch::Device device, int w,
-                comm::Communicator& comm, std::mutex& compute_mu, RunMonitor& monitor) {
+                comm::Communicator& comm, std::mutex& compute_mu, RunMonitor& monitor, const TrainOptions& options) {
   if (cfg.local_workers > 1) set_log_thread_tag(str("[w", w, "] "));
   std::unique_ptr<Contributor> contributor;
   {
@@ -183,11 +270,26 @@ void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> datas
                                                 static_cast<std::size_t>(cfg.local_workers));
   }
   auto algorithm = make_algorithm(cfg, *contributor, comm, compute_mu);
+  RunCheckpointer checkpointer(cfg, *dataset, checkpoint_dir(cfg, w));
+  TrainState state;
+  if (options.resume) {
+    state = resume_agreed(checkpointer, *contributor, *algorithm, comm, compute_mu, cfg.outer.timeout_s);
+    monitor.resumed(w, state);
+  }
   const std::int64_t max_steps = cfg.training.max_steps;
+  const std::int64_t stop_step =
+      options.stop_after_step > 0 ? std::min(options.stop_after_step, max_steps) : max_steps;
   const std::int64_t eval_every = cfg.evaluation.every_n_steps;
-  for (std::int64_t step = 0; step < max_steps;) {
+  for (std::int64_t step = state.step; step < stop_step;) {
     const StepReport rep = algorithm->step(step);
     ++step;
+    state.step = step;
+    state.tokens += rep.inner.tokens;
+    state.round = algorithm->rounds_done();
+    {
+      std::lock_guard<std::mutex> lock(compute_mu);  // the snapshot computes (learning dynamics)
+      checkpointer.maybe_save(*contributor, state, algorithm.get(), /*force=*/step == stop_step);
+    }
     double val = std::nan("");
     if (w == 0 && (step == max_steps || (eval_every > 0 && step % eval_every == 0))) {
       std::lock_guard<std::mutex> lock(compute_mu);
@@ -195,6 +297,46 @@ void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> datas
     }
     monitor.on_step(w, step, rep, algorithm->bytes_sent(), algorithm->bytes_received(), val);
   }
+  {
+    std::lock_guard<std::mutex> lock(compute_mu);
+    checkpointer.maybe_save(*contributor, state, algorithm.get(), /*force=*/true);  // no-op when this step is saved
+  }
+  checkpointer.finish();
+}
+
+// For --resume: the checkpoints on disk must come from as many contributors as this run has
+// (one: step files in RUN_DIR/checkpoints; N: RUN_DIR/checkpoints/contributor_<w>).
+void check_resume_layout(const RunConfig& cfg) {
+  namespace fs = std::filesystem;
+  const std::string base = cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir;
+  std::error_code ec;
+  if (!fs::is_directory(base, ec)) return;
+  const bool top_files = !checkpoints::CheckpointDir(base, 2).list().empty();
+  int subdirs = 0;
+  for (fs::directory_iterator it(base, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory() && it->path().filename().string().rfind("contributor_", 0) == 0) ++subdirs;
+  const auto workers = cfg.local_workers;
+  const std::string hint = "resume with the number of contributors the run was started with (local_workers in " +
+                           cfg.run_dir() + "/config.yaml, or --local-workers N), or start over with --overwrite";
+  if (workers == 1 && subdirs > 0 && !top_files)
+    throw Error(str("the checkpoints of ", cfg.run_dir(), " were written by ", subdirs, " contributors (", base,
+                    "/contributor_*), this run has local_workers = 1"),
+                hint);
+  if (workers > 1 && top_files && subdirs == 0)
+    throw Error(str("the checkpoints of ", cfg.run_dir(), " were written by one contributor (", base,
+                    "/step_*.h5), this run has local_workers = ", workers),
+                hint);
+  if (workers > 1 && subdirs > 0 && subdirs != workers)
+    throw Error(str("the checkpoints of ", cfg.run_dir(), " were written by ", subdirs, " contributors, this run has ",
+                    "local_workers = ", workers),
+                hint);
+}
+
+// For a run that starts at step 0: every contributor's checkpoint directory must be empty
+// (or, with --overwrite, is emptied).
+void check_fresh_checkpoints(const RunConfig& cfg, const data::Dataset& dataset, bool overwrite) {
+  for (int w = 0; w < static_cast<int>(cfg.local_workers); ++w)
+    RunCheckpointer(cfg, dataset, checkpoint_dir(cfg, w)).start_fresh(overwrite);
 }
 
 }  // namespace
@@ -223,7 +365,8 @@ TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
   RunMonitor monitor(cfg, cfg.run_dir() + "/metrics.jsonl", /*append=*/true, 1, rank);
   std::mutex compute_mu;  // alone in this process
   const auto t0 = Clock::now();
-  run_worker(cfg, dataset, device, rank, *comm, compute_mu, monitor);
+  TrainOptions worker_options;  // contributor processes save checkpoints; the parent checked the directories
+  run_worker(cfg, dataset, device, rank, *comm, compute_mu, monitor, worker_options);
   if (rank == 0) monitor.finish(cfg.training.max_steps);
   TrainSummary summary;
   summary.run_dir = cfg.run_dir();
@@ -295,6 +438,7 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   if (std::filesystem::exists(metrics_path) && !options.resume && !options.overwrite)
     throw Error(str("run directory ", run_dir, " already holds a run (", metrics_path, ")"),
                 "pass --resume to continue it, --overwrite to start it over, or --set checkpointing.run_name=NEW");
+  if (options.resume) check_resume_layout(cfg);
   make_dirs(run_dir);
   const std::string yaml = to_yaml(cfg);
   write_file_atomic(run_dir + "/config.yaml", yaml);
@@ -310,8 +454,12 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
            " threads; ", workers, " contributor", workers > 1 ? "s" : "", " (", cfg.outer.algorithm, "), ",
            cfg.data.batch_size * cfg.model.max_seq_len, " tokens per step each");
 
+  if (!options.resume) check_fresh_checkpoints(cfg, *dataset, options.overwrite);
   if (options.comm == "zmq" && workers > 1) {
-    if (options.resume) throw Error("--resume is not supported with --comm zmq", "resume with the in-process communicator");
+    if (options.resume)
+      throw Error("--resume is not supported with --comm zmq",
+                  "resume with the in-process communicator (without --comm zmq): it reads the same checkpoints");
+    if (options.stop_after_step > 0) throw Error("--stop-after-step is not supported with --comm zmq", "leave it out");
     MetricsWriter(metrics_path, /*truncate=*/true);  // the contributor processes append to it
     const auto t0 = Clock::now();
     launch_zmq_workers(cfg);
@@ -331,14 +479,14 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   const auto t0 = Clock::now();
   if (workers == 1) {
     auto comm = group.communicator(0);
-    run_worker(cfg, dataset, device, 0, *comm, compute_mu, monitor);
+    run_worker(cfg, dataset, device, 0, *comm, compute_mu, monitor, options);
   } else {
     std::vector<std::thread> threads;
     for (int w = 0; w < workers; ++w) {
       threads.emplace_back([&, w] {
         try {
           auto comm = group.communicator(w);
-          run_worker(cfg, dataset, device, w, *comm, compute_mu, monitor);
+          run_worker(cfg, dataset, device, w, *comm, compute_mu, monitor, options);
         } catch (...) {
           std::lock_guard<std::mutex> lock(failure_mu);
           if (!first_failure) {
@@ -351,12 +499,14 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
     for (auto& t : threads) t.join();
     if (first_failure) std::rethrow_exception(first_failure);
   }
-  monitor.finish(cfg.training.max_steps);
+  const std::int64_t steps =
+      options.stop_after_step > 0 ? std::min(options.stop_after_step, cfg.training.max_steps) : cfg.training.max_steps;
+  monitor.finish(steps);
   log_info("metrics: ", metrics_path);
 
   TrainSummary summary;
   summary.run_dir = run_dir;
-  summary.steps = cfg.training.max_steps;
+  summary.steps = steps;
   summary.tokens = monitor.total_tokens();
   summary.loss = monitor.last_loss();
   summary.val_loss = monitor.last_val_loss();

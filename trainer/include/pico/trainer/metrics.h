@@ -28,8 +28,9 @@ class MetricsWriter {
   std::FILE* file_ = nullptr;
 };
 
-// Rewrites `path` keeping only records whose "step" is <= `step` (used on resume, so the
-// file never holds steps that the resumed run will redo). Lines that do not parse are dropped.
-void truncate_metrics_after(const std::string& path, std::int64_t step);
+// Rewrites `path` keeping only records whose "step" is <= `step` and, when round >= 0, whose
+// "round" is <= `round` (used on resume, so the file never holds steps or outer rounds that
+// the resumed run will redo). Lines that do not parse are dropped.
+void truncate_metrics_after(const std::string& path, std::int64_t step, std::int64_t round = -1);
 
 }  // namespace pico::trainer

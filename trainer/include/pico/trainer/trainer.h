@@ -11,6 +11,7 @@ namespace pico::trainer {
 struct TrainOptions {
   bool resume = false;     // continue from the latest valid checkpoint in the run directory
   bool overwrite = false;  // start over in a run directory that already holds a run
+  std::int64_t stop_after_step = 0;  // > 0: stop (and save) once this step is done; --resume continues
   // How local contributors (local_workers > 1) talk: "inprocess" (threads of this process)
   // or "zmq" (one process each, CURVE-encrypted ZeroMQ over loopback).
   std::string comm = "inprocess";
