@@ -312,13 +312,17 @@ void run_model_metrics(const AnalysisConfig& cfg, const ContributorFiles& contri
     }
   }
   // Jobs: target steps first (so that every later step can be compared), then the rest.
+  // With one target its file is analyzed in the same pass; with several (e.g. cka against
+  // step 40 and pwcca against step 20) a target file is read once for the targets and again
+  // when its step is analyzed, since every target must be built before any step is compared.
   std::set<std::int64_t> targets;
   for (auto& [i, t] : target_of) targets.insert(t);
+  const bool one_target = targets.size() == 1;
   std::vector<StepJob> jobs;
   for (auto t : targets)
-    jobs.push_back({t, contributor.files.at(t), std::binary_search(steps.begin(), steps.end(), t), true});
+    jobs.push_back({t, contributor.files.at(t), one_target && std::binary_search(steps.begin(), steps.end(), t), true});
   for (auto s : steps)
-    if (!targets.count(s)) jobs.push_back({s, contributor.files.at(s), true, false});
+    if (!one_target || !targets.count(s)) jobs.push_back({s, contributor.files.at(s), true, false});
   std::vector<std::string> paths;
   for (const auto& j : jobs) paths.push_back(j.path);
   Prefetcher prefetch(paths, needs);
@@ -396,9 +400,9 @@ void run_model_metrics(const AnalysisConfig& cfg, const ContributorFiles& contri
     ++files_done;
     if (progress) {
       const double el = since(t_start);
-      const double eta = files_done > 0 ? el / static_cast<double>(files_done) *
-                                              static_cast<double>(files_total - files_done)
-                                        : 0;
+      // Target files read besides the analyzed steps can take files_done past files_total.
+      const double left = files_total > files_done ? static_cast<double>(files_total - files_done) : 0.0;
+      const double eta = el / static_cast<double>(files_done) * left;
       progress->update(str("analyze: ", files_done, "/", files_total, " checkpoints (step ", job.step,
                            multi ? str(", contributor ", contributor.index) : std::string(), ") · ", out.size(),
                            " values · ", format_duration(el), " elapsed, ~", format_duration(eta), " left"));
@@ -561,7 +565,7 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
                             " but θ_g has ", it->second->sizes()),
                         "the file is damaged");
           const auto [g, ord] = layer_group(e->name);
-          diff.add(g, ord, sq_norm(e->tensor - *it->second));
+          diff.add(g, ord, sq_norm(e->tensor.to(torch::kDouble) - it->second->to(torch::kDouble)));
           base.add(g, ord, sq_norm(*it->second));
         }
         const auto& dm = cfg.metrics[*drift_id];

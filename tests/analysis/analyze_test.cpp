@@ -227,7 +227,9 @@ monitoring:
   for (const auto& row : json["rows"])
     if (row["metric"] == "cka") {
       EXPECT_EQ(row["target_step"], 40);
-      if (row["step"] == 40) EXPECT_NEAR(value_of(row), 1.0, 1e-12);
+      if (row["step"] == 40) {
+        EXPECT_NEAR(value_of(row), 1.0, 1e-12);
+      }
     }
 }
 

@@ -27,7 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int kLdBatch = 40;  // > d_model (32): pwcca on the residual-stream activations works
+constexpr int kLdBatch = 96;  // > d_model (32): pwcca on the residual-stream activations works
 
 double value_of(const nlohmann::json& r) {
   return r["value"].is_null() ? std::numeric_limits<double>::quiet_NaN() : r["value"].get<double>();
@@ -35,7 +35,7 @@ double value_of(const nlohmann::json& r) {
 
 std::string row_key(const nlohmann::json& r) {
   auto s = [&](const char* k) {
-    if (!r.contains(k) || r[k].is_null()) return std::string("-");
+    if (!r.contains(k) || r[k].is_null() || r[k] == "") return std::string("-");  // "" = no head
     return r[k].is_string() ? r[k].get<std::string>() : r[k].dump();
   };
   return str(s("metric"), "|", s("component"), "|", s("data_type"), "|", s("data_split"), "|", s("layer"), "|",
@@ -93,8 +93,9 @@ metrics:
     target_checkpoint: 20
     data_split: val
     components:
-      - {component_name: simple, data_type: activations, layer_suffixes: attention.o_proj, layers: all}
+      - {component_name: simple, data_type: activations, layer_suffixes: swiglu.w_2, layers: all}
       - {component_name: simple, data_type: activations, layer_suffixes: attention.v_proj, layers: [1]}
+      - {component_name: simple, data_type: activations, layer_suffixes: attention.o_proj, layers: [0]}
   - metric_name: per
     components:
       - {component_name: simple, data_type: weights, layer_suffixes: swiglu.w_2, layers: all}
@@ -126,8 +127,8 @@ monitoring:
   const auto r = run_command(pico("--config " + dir_->file("analysis.yaml")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string dir = out + "/tiny-e2e";
-  // per step: cka 2·5 + 2; pwcca 2 + 1; per 2 + 5; cond 10 + 2; gini 2 + 1; hoyer 2; fro 2; nuc 5; inf 2
-  const std::size_t expected_rows = 4 * (12 + 3 + 7 + 12 + 3 + 2 + 2 + 5 + 2);
+  // per step: cka 2·5 + 2; pwcca 2 + 1 + 1; per 2 + 5; cond 10 + 2; gini 2 + 1; hoyer 2; fro 2; nuc 5; inf 2
+  const std::size_t expected_rows = 4 * (12 + 4 + 7 + 12 + 3 + 2 + 2 + 5 + 2);
   const auto json = nlohmann::json::parse(read_text(dir + "/metrics.json"));
   ASSERT_EQ(json["rows"].size(), expected_rows);
   std::ifstream csv(dir + "/metrics.csv");
@@ -157,7 +158,9 @@ monitoring:
   spec["metrics"] = {
       metric("cka", "val", {ov("activations", {0, 1}), simple("activations", "swiglu.w_2", {0, 1})}, true),
       metric("pwcca", "val",
-             {simple("activations", "attention.o_proj", {0, 1}), simple("activations", "attention.v_proj", {1})}, true),
+             {simple("activations", "swiglu.w_2", {0, 1}), simple("activations", "attention.v_proj", {1}),
+              simple("activations", "attention.o_proj", {0})},
+             true),
       metric("per", "train", {simple("weights", "swiglu.w_2", {0, 1}), ov("gradients", {0})}),
       metric("condition_number", "train", {ov("weights", {0, 1}), simple("gradients", "attention.v_proj", {0, 1})}),
       metric("gini", "val", {simple("gradients", "swiglu.w_2", {0, 1}), simple("weights", "attention.q_proj", {0})}),
@@ -182,23 +185,35 @@ monitoring:
   // Both sides in float64 from the same float32 datasets. Tolerances (relative, floor 1):
   // elementwise metrics and CKA 1e-9; SVD metrics 1e-7 (torch's gesdd vs scipy's gesdd
   // through different BLAS calls; the condition number of a trained OV product reaches
-  // ~1e4); PWCCA 1e-6 (eigh of Σ vs eigh of pinv(Σ), Σ conditioned up to 1/ε = 1e6).
+  // ~1e4); PWCCA 1e-6 (eigh of Σ vs eigh of pinv(Σ), Σ conditioned up to 1/ε = 1e6), except on
+  // attention.o_proj: its input, the heads' outputs, has near-duplicate halves in this barely
+  // trained GQA model (two query heads share each kv head; attention is nearly uniform), so
+  // its covariance has eigenvalues near ε, the canonical correlations come in near-degenerate
+  // clusters, and PWCCA's weights (which depend on the singular vectors inside a cluster) are
+  // only determined to ~1e-4 by any LAPACK path: 1e-3 there.
   std::set<std::string> metrics_seen;
   for (const auto& e : expected) {
     const std::string key = row_key(e);
     ASSERT_TRUE(got.count(key)) << "missing row " << key;
     const std::string m = e["metric"];
     metrics_seen.insert(m);
-    const double tol = m == "pwcca" ? 1e-6 : (m == "per" || m == "condition_number" || m == "norm_nuclear") ? 1e-7 : 1e-9;
+    const bool svd = m == "per" || m == "condition_number" || m == "norm_nuclear";
+    const double tol = m == "pwcca" ? (e["component"] == "attention.o_proj" ? 1e-3 : 1e-6) : svd ? 1e-7 : 1e-9;
     const double want = value_of(e), have = got[key];
     ASSERT_TRUE(std::isfinite(want)) << key;  // real checkpoints: every value defined
     EXPECT_LE(std::abs(have - want), tol * std::max(1.0, std::abs(want))) << key << ": " << have << " vs " << want;
   }
   EXPECT_EQ(metrics_seen.size(), 9u);
-  // Sanity of what training did: the target step compared with itself.
-  for (const auto& row : json["rows"])
-    if ((row["metric"] == "cka" || row["metric"] == "pwcca") && row["step"] == 20)
-      EXPECT_NEAR(value_of(row), 1.0, 1e-6) << row;
+  // The target step compared with itself: CKA exactly 1; PWCCA 1 − O(ε/λ_min) with its ε = 1e-6
+  // regularization of the normalized covariances.
+  for (const auto& row : json["rows"]) {
+    if (row["step"] != 20) continue;
+    if (row["metric"] == "cka") {
+      EXPECT_NEAR(value_of(row), 1.0, 1e-12) << row;
+    } else if (row["metric"] == "pwcca") {
+      EXPECT_NEAR(value_of(row), 1.0, 1e-3) << row;
+    }
+  }
 }
 
 TEST_F(TrainThenAnalyze, QuickFormOnEveryDataTypeAndBothComponents) {
@@ -214,8 +229,9 @@ TEST_F(TrainThenAnalyze, QuickFormOnEveryDataTypeAndBothComponents) {
     components.insert(row["component"]);
     // Finite, except the condition number of the per-head OV gradient O_h·∂V_h + ∂O_h·V_h
     // (C × C of rank ≤ 2·head_dim < C), whose smallest singular value may be exactly 0.
-    if (!(row["metric"] == "condition_number" && row["component"] == "ov_circuit" && row["data_type"] == "gradients"))
+    if (!(row["metric"] == "condition_number" && row["component"] == "ov_circuit" && row["data_type"] == "gradients")) {
       EXPECT_TRUE(row["value"].is_number()) << row;
+    }
   }
   EXPECT_EQ(components, (std::set<std::string>{"attention.v_proj", "attention.o_proj", "swiglu.w_2", "ov_circuit"}));
   // The summary table on the terminal.
