@@ -313,7 +313,7 @@ TEST_F(Analyze, BadInputGetsAClearErrorWithAHint) {
 
 // A DiLoCo run with 3 local contributors and H = 5: checkpoints at steps 3, 5, 8, 10 with
 // known drifts and pseudo-gradients whose cosines are 1, -1 and 0 by construction.
-class Decentralized : public ::testing::Test {
+class AnalyzeDecentralized : public ::testing::Test {
  protected:
   static constexpr int kContributors = 3;
   static void SetUpTestSuite() {
@@ -364,12 +364,12 @@ class Decentralized : public ::testing::Test {
   static std::map<int, std::map<std::string, torch::Tensor>> theta_;
   static std::map<std::string, torch::Tensor> r_, z_;
 };
-TempDir* Decentralized::dir_ = nullptr;
-TinyModel Decentralized::m_;
-std::map<int, std::map<std::string, torch::Tensor>> Decentralized::theta_;
-std::map<std::string, torch::Tensor> Decentralized::r_, Decentralized::z_;
+TempDir* AnalyzeDecentralized::dir_ = nullptr;
+TinyModel AnalyzeDecentralized::m_;
+std::map<int, std::map<std::string, torch::Tensor>> AnalyzeDecentralized::theta_;
+std::map<std::string, torch::Tensor> AnalyzeDecentralized::r_, AnalyzeDecentralized::z_;
 
-TEST_F(Decentralized, DriftAndPseudoGradientCosineHaveTheKnownValues) {
+TEST_F(AnalyzeDecentralized, DriftAndPseudoGradientCosineHaveTheKnownValues) {
   const std::string out = dir_->file("out");
   const auto r = run_command(pico(dir_->file("run") + " --decentralized --output " + out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -452,7 +452,7 @@ TEST_F(Decentralized, DriftAndPseudoGradientCosineHaveTheKnownValues) {
   }
 }
 
-TEST_F(Decentralized, MissingPseudoGradientsAndSelectionsAreExplained) {
+TEST_F(AnalyzeDecentralized, MissingPseudoGradientsAndSelectionsAreExplained) {
   const std::string o = " --no-plots --output " + dir_->file("err");
   auto r = run_command(pico(dir_->file("run") + " --metrics pseudo_gradient_cosine --steps 3,8" + o));
   EXPECT_EQ(r.exit_code, 1) << r.output;

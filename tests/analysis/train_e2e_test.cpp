@@ -42,7 +42,7 @@ std::string row_key(const nlohmann::json& r) {
              s("step"), "|", s("head"));
 }
 
-class TrainThenAnalyze : public ::testing::Test {
+class AnalyzeTrained : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
@@ -74,9 +74,9 @@ class TrainThenAnalyze : public ::testing::Test {
   static std::string pico(const std::string& args) { return pico_binary() + " analyze " + args; }
   static TempDir* dir_;
 };
-TempDir* TrainThenAnalyze::dir_ = nullptr;
+TempDir* AnalyzeTrained::dir_ = nullptr;
 
-TEST_F(TrainThenAnalyze, EveryMetricOnRealCheckpointsMatchesNumpyScipy) {
+TEST_F(AnalyzeTrained, EveryMetricOnRealCheckpointsMatchesNumpyScipy) {
   for (int s : {5, 10, 15, 20}) ASSERT_TRUE(fs::exists(step_file(s))) << step_file(s);
   const std::string out = dir_->file("analysis");
   write_text(dir_->file("analysis.yaml"), str(R"(analysis_name: tiny-e2e
@@ -216,7 +216,7 @@ monitoring:
   }
 }
 
-TEST_F(TrainThenAnalyze, QuickFormOnEveryDataTypeAndBothComponents) {
+TEST_F(AnalyzeTrained, QuickFormOnEveryDataTypeAndBothComponents) {
   const std::string out = dir_->file("quick");
   const auto r = run_command(pico(run() + " --metrics gini,hoyer,per,condition_number,norm --components simple,ov_circuit "
                                           "--data-type weights,gradients --layers all --no-plots --output " + out));
@@ -239,7 +239,7 @@ TEST_F(TrainThenAnalyze, QuickFormOnEveryDataTypeAndBothComponents) {
     EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
 }
 
-TEST_F(TrainThenAnalyze, BadInputOnARealRunIsExplained) {
+TEST_F(AnalyzeTrained, BadInputOnARealRunIsExplained) {
   const std::string o = " --no-plots --output " + dir_->file("bad_out");
   // A step that was not saved: the available ones are listed.
   auto r = run_command(pico(run() + " --metrics gini --steps 5,7"));
