@@ -2,7 +2,7 @@
 """Time `pico analyze` on 20 real checkpoints against a numpy/scipy peer computing the same rows.
 
   /usr/bin/python3 experiments/analyze/run.py [--pico build/pico] [--data /tmp/kjv4096]
-                                              [--cases demo,20m] [--repeats 3]
+                                              [--jobs demo:full,20m:default,20m:full] [--repeats 3]
 
 Cases (each trains once if its 20 checkpoints are not there yet; work files under
 experiments/analyze/work/, git-ignored):
@@ -12,9 +12,11 @@ experiments/analyze/work/, git-ignored):
   20m   experiments/analyze/config_20m.yaml (d_model 384, 8 layers, 20.4M parameters), 100 steps,
         a checkpoint every 5 steps (20 files), learning dynamics on 8 samples as configured
         (pico-train's default): pwcca is left out (8 samples of ≥ 128 neurons; pico refuses it).
-For each case one analysis config with every metric (cka, pwcca, per, condition_number, gini,
-hoyer, norm frobenius/nuclear/inf) on both components (simple for every recorded module,
-ov_circuit) and every data type each metric accepts, all layers, all 20 steps, is run by
+A job is CASE:PLAN. Both plans use every metric (cka, pwcca where possible, per,
+condition_number, gini, hoyer, norm frobenius/nuclear/inf) on both components (simple for every
+recorded module, ov_circuit), all layers, all 20 steps; PLAN default uses the data type pico
+picks when none is named (weights; val activations for cka/pwcca), PLAN full every data type
+each metric accepts. Each job's config is run by
   * pico analyze --config ... --no-plots (plots timed once, separately), and
   * a numpy/scipy peer written here: h5py reads each file once (only the datasets needed),
     components built as in tests/python/analysis_reference.py, singular values computed once per
@@ -105,8 +107,12 @@ def model_shape(case):
 # ------------------------------------------------------------------------------------------
 # The analysis: the same list of (metric, split, components) for pico (as YAML) and numpy.
 
-def analysis_plan(case, shape):
-    """[(metric, norm_type, split, [components])]; components as in analysis_reference."""
+def analysis_plan(case, shape, full):
+    """[(metric, norm_type, split, [components])]; components as in analysis_reference.
+
+    default: every metric on the data `pico analyze --metrics ...` picks when none is named
+             (weights for the single-checkpoint metrics; val activations for cka/pwcca).
+    full:    every metric on every data type it accepts (weights, gradients, activations)."""
     layers = list(range(shape["n_layers"]))
     simple = lambda kind: [{"component_name": "simple", "data_type": kind, "layer_suffix": s, "layers": layers}
                            for s in SUFFIXES]
@@ -116,20 +122,22 @@ def analysis_plan(case, shape):
         # pwcca needs more samples than neurons: the simple modules (≤ d_model neurons) qualify;
         # the concatenated ov_circuit activations (n_heads·d_model neurons) do not.
         plan.append(("pwcca", None, "val", simple("activations")))
-    for kind in ("weights", "gradients"):
+    kinds = ("weights", "gradients") if full else ("weights",)
+    for kind in kinds:
         plan.append(("per", None, "train", simple(kind) + ov(kind)))
     # The per-head OV gradient O_h·∂V_h + ∂O_h·V_h (C × C) has rank ≤ 2·head_dim < d_model: its
     # smallest singular values are rounding noise, so its condition number is noise (~1e16) on
     # both sides. Left out of the condition numbers (it is in per and the norms).
-    plan.append(("condition_number", None, "train", simple("weights") + ov("weights") + simple("gradients")))
+    plan.append(("condition_number", None, "train",
+                 simple("weights") + ov("weights") + (simple("gradients") if full else [])))
     for m, nt in (("gini", None), ("hoyer", None), ("norm", "frobenius"), ("norm", "nuclear"), ("norm", "inf")):
-        for kind in ("weights", "gradients", "activations"):
+        for kind in ("weights", "gradients", "activations") if full else ("weights",):
             plan.append((m, nt, "train", simple(kind) + ov(kind)))
     return plan
 
 
-def plan_yaml(case, plan, out_dir):
-    lines = [f"analysis_name: {case}", f"run_path: {run_dir(case)}", "steps: {start: 5, end: 100, step: 5}", "metrics:"]
+def plan_yaml(name, case, plan, out_dir):
+    lines = [f"analysis_name: {name}", f"run_path: {run_dir(case)}", "steps: {start: 5, end: 100, step: 5}", "metrics:"]
     for metric, nt, split, comps in plan:
         lines.append(f"  - metric_name: {metric}")
         if nt:
@@ -321,37 +329,40 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pico", default=os.path.join(ROOT, "build", "pico"))
     ap.add_argument("--data", default="/tmp/kjv4096")
-    ap.add_argument("--cases", default="demo,20m")
+    ap.add_argument("--jobs", default="demo:full,20m:default,20m:full",
+                    help="CASE:PLAN list; CASE demo or 20m, PLAN default or full")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     results = {"machine": machine(), "cases": {}}
-    for case in args.cases.split(","):
+    for job in args.jobs.split(","):
+        case, plan_kind = job.split(":")
+        name = f"{case}-{plan_kind}"
         train_s = ensure_run(case, args.pico, args.data)
         shape = model_shape(case)
-        plan = analysis_plan(case, shape)
-        cfg_path = os.path.join(WORK, f"analysis_{case}.yaml")
-        out = os.path.join(WORK, "out", case)
+        plan = analysis_plan(case, shape, plan_kind == "full")
+        cfg_path = os.path.join(WORK, f"analysis_{name}.yaml")
+        out = os.path.join(WORK, "out", name)
         with open(cfg_path, "w") as f:
-            f.write(plan_yaml(case, plan, os.path.join(WORK, "out")))
+            f.write(plan_yaml(name, case, plan, os.path.join(WORK, "out")))
         pico_walls, numpy_walls, profiles, numpy_parts = [], [], [], []
         for i in range(args.repeats):
             subprocess.run(["cat"] + [step_file(case, s) for s in STEPS], stdout=subprocess.DEVNULL)  # warm cache
             w, prof, cmd = pico_analysis(args.pico, cfg_path, out, plots=False)
             pico_walls.append(w)
             profiles.append(prof)
-            print(f"{case} pico analyze #{i}: {w:.2f} s  {prof}", flush=True)
+            print(f"{name} pico analyze #{i}: {w:.2f} s  {prof}", flush=True)
             rows_np, w, parts = numpy_analysis(case, plan, shape)
             numpy_walls.append(w)
             numpy_parts.append(parts)
-            print(f"{case} numpy/scipy #{i}: {w:.2f} s  {parts}", flush=True)
+            print(f"{name} numpy/scipy #{i}: {w:.2f} s  {parts}", flush=True)
         rows_pico = pico_rows(out)
         worst = compare(rows_pico, rows_np)
         plot_wall, _, _ = pico_analysis(args.pico, cfg_path, out, plots=True)
         pngs = sorted(os.listdir(os.path.join(out, "plots")))
         mid = sorted(range(len(pico_walls)), key=lambda i: pico_walls[i])[len(pico_walls) // 2]
-        results["cases"][case] = {
-            "shape": shape, "train_seconds": train_s, "rows": len(rows_pico), "files": len(STEPS),
+        results["cases"][name] = {
+            "case": case, "plan": plan_kind, "shape": shape, "train_seconds": train_s, "rows": len(rows_pico), "files": len(STEPS),
             "file_mb": os.path.getsize(step_file(case, STEPS[-1])) / 1e6,
             "pico_s": pico_walls, "numpy_s": numpy_walls, "pico_median": statistics.median(pico_walls),
             "numpy_median": statistics.median(numpy_walls), "pico_profile_median_run": profiles[mid],
@@ -361,7 +372,7 @@ def main():
         }
         with open(os.path.join(HERE, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
-    write_results(results)
+        write_results(results)  # after every job, so that a long run leaves its finished jobs
 
 
 def write_results(results):
@@ -414,17 +425,19 @@ def write_results(results):
     L.append("## What was computed")
     L.append("")
     for case, c in results["cases"].items():
-        L.append(f"- **{case}**: metrics {', '.join(c['metrics'])}; every metric on components `simple` (each "
-                 "recorded module: attention.v_proj, attention.o_proj, swiglu.w_2) and `ov_circuit` (per head and "
-                 "per layer), on every data type it accepts (cka/pwcca: activations of the fixed val batch against "
-                 "step 100; per: weights and gradients; condition_number: weights and gradients except the "
-                 "rank-deficient OV gradient; gini, hoyer, norms: weights, gradients and "
-                 "activations of the train batch); every layer; steps 5, 10, …, 100. "
-                 f"{c['rows']} rows; PNGs: {', '.join(c['pngs'])}.")
-        if case == "20m":
-            L.append("  pwcca is not in this case: its checkpoints record learning dynamics on 8 samples "
-                     "(pico-train's default) and PWCCA needs more samples than neurons (≥ 129 here); pico "
-                     "refuses it with a message saying so (tested), the demo case covers it.")
+        what = ("every metric on every data type it accepts (cka/pwcca: activations of the fixed val batch against "
+                "step 100; per: weights and gradients; condition_number: weights and gradients except the "
+                "rank-deficient per-head OV gradient; gini, hoyer, norms: weights, gradients and activations of the "
+                "train batch)") if c["plan"] == "full" else (
+                "every metric on the data `pico analyze --metrics ...` uses when no --data-type is given (cka/pwcca: "
+                "activations of the fixed val batch against step 100; the others: weights)")
+        L.append(f"- **{case}**: {', '.join(c['metrics'])}; components `simple` (each recorded module: "
+                 "attention.v_proj, attention.o_proj, swiglu.w_2) and `ov_circuit` (per head and per layer); "
+                 f"{what}; every layer; steps 5, 10, …, 100. {c['rows']} rows; PNGs: {', '.join(c['pngs'])}.")
+        if c["case"] == "20m":
+            L.append("  No pwcca: these checkpoints record learning dynamics on 8 samples (pico-train's default) and "
+                     "PWCCA needs more samples than neurons (≥ 129 here); pico refuses it with a message saying so "
+                     "(tested). The demo case, recorded on 136 samples, covers it.")
     L.append("")
     L.append("Every row of pico's metrics.json was compared with the peer's; the largest relative difference per "
              "metric: " + "; ".join(f"{case}: " + ", ".join(f"{m} {d:.1e}" for m, d in sorted(c["max_rel_diff"].items()))
@@ -435,7 +448,7 @@ def write_results(results):
     L.append("`/usr/bin/python3 experiments/analyze/run.py` (after `cmake --build build --target pico`); it trains the "
              "runs once if their checkpoints are missing (`pico train --config configs/demo.yaml --set ...` and "
              "`--config experiments/analyze/config_20m.yaml`, see the top of run.py), writes the analysis configs to "
-             "`experiments/analyze/work/analysis_<case>.yaml` and runs, per case:")
+             "`experiments/analyze/work/analysis_<case>-<plan>.yaml` and runs, per case:")
     L.append("")
     for case, c in results["cases"].items():
         L.append(f"    {c['command']}")
