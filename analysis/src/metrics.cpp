@@ -1,8 +1,10 @@
 // The metric formulas (see metrics.h for the definitions and the pico-analyze sources).
 #include "pico/analysis/metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "pico/common/error.h"
 
@@ -35,14 +37,24 @@ torch::Tensor singular_values(const torch::Tensor& m) {
 }
 
 double gini(const torch::Tensor& x) {
-  const torch::Tensor a = std::get<0>(as_f64(x).abs().flatten().sort());  // ascending
-  const std::int64_t n = a.numel();
+  // std::sort of the magnitudes: several times faster than torch's sort (LibTorch 1.13 sorts
+  // on one thread through a generic path), and this sort is most of gini's time.
+  const torch::Tensor t = as_f64(x).flatten();
+  const std::int64_t n = t.numel();
   if (n == 0) return 0.0;
-  const double total = item(a.sum());
+  const double* p = t.data_ptr<double>();
+  std::vector<double> a(static_cast<std::size_t>(n));
+  for (std::int64_t k = 0; k < n; ++k) a[static_cast<std::size_t>(k)] = std::abs(p[k]);
+  std::sort(a.begin(), a.end());  // ascending
+  // Σa and Σ(2i − n − 1)·a_i, i = 1..n, accumulated in long double.
+  long double total = 0, num = 0;
+  const long double nn = static_cast<long double>(n);
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    total += a[k];
+    num += (2.0L * static_cast<long double>(k + 1) - nn - 1.0L) * a[k];
+  }
   if (total == 0) return 0.0;  // all zero: 0 by pico-analyze's convention
-  const torch::Tensor i = torch::arange(1, n + 1, torch::kDouble);
-  const double num = item(((2 * i - static_cast<double>(n) - 1) * a).sum());
-  return num / (static_cast<double>(n) * total);
+  return static_cast<double>(num / (nn * total));
 }
 
 double hoyer(const torch::Tensor& x) {
