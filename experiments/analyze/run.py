@@ -3,6 +3,7 @@
 
   /usr/bin/python3 experiments/analyze/run.py [--pico build/pico] [--data /tmp/kjv4096]
                                               [--jobs demo:full,20m:default,20m:full] [--repeats 3]
+                                              [--merge] [--report-only]
 
 Cases (each trains once if its 20 checkpoints are not there yet; work files under
 experiments/analyze/work/, git-ignored):
@@ -332,9 +333,21 @@ def main():
     ap.add_argument("--jobs", default="demo:full,20m:default,20m:full",
                     help="CASE:PLAN list; CASE demo or 20m, PLAN default or full")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
+    ap.add_argument("--merge", action="store_true", help="keep the other jobs already in results.json")
     args = ap.parse_args()
+    if args.report_only:
+        write_results(json.load(open(os.path.join(HERE, "results.json"))))
+        return
     os.makedirs(WORK, exist_ok=True)
     results = {"machine": machine(), "cases": {}}
+    if args.merge and os.path.exists(os.path.join(HERE, "results.json")):
+        old = json.load(open(os.path.join(HERE, "results.json")))
+        results["cases"] = old["cases"]  # other jobs kept
+        results["invocations"] = old.get("invocations", ["/usr/bin/python3 experiments/analyze/run.py --jobs "
+                                                          + ",".join(c["case"] + ":" + c["plan"]
+                                                                     for c in old["cases"].values())])
+    results.setdefault("invocations", []).append(" ".join(["/usr/bin/python3", "experiments/analyze/run.py"] + sys.argv[1:]))
     for job in args.jobs.split(","):
         case, plan_kind = job.split(":")
         name = f"{case}-{plan_kind}"
@@ -392,6 +405,13 @@ def write_results(results):
                  f"({s['n_kv_heads']} kv); learning dynamics on {s['ld_batch']} samples | {c['files']} × "
                  f"{c['file_mb']:.0f} MB | {c['rows']} | {c['pico_median']:.1f} s | {c['numpy_median']:.1f} s | "
                  f"{c['numpy_median'] / c['pico_median']:.2f}× | {c['with_plots_s']:.1f} s | {diff:.1e} |")
+    for case, c in results["cases"].items():
+        if c["case"] == "20m":
+            verdict = "met" if c["pico_median"] < 60 else "not met"
+            L.append("")
+            L.append(f"Issue 7's target, under one minute for 20 checkpoints of the ~20M-parameter config with all "
+                     f"metrics: **{verdict}** for {case} ({c['pico_median']:.1f} s median wall time, PNGs not "
+                     "included), on this loaded machine.")
     L.append("")
     L.append("Runs (seconds, in order): " + "; ".join(
         f"{case}: pico {', '.join(f'{x:.1f}' for x in c['pico_s'])} / numpy {', '.join(f'{x:.1f}' for x in c['numpy_s'])}"
@@ -441,11 +461,18 @@ def write_results(results):
     L.append("")
     L.append("Every row of pico's metrics.json was compared with the peer's; the largest relative difference per "
              "metric: " + "; ".join(f"{case}: " + ", ".join(f"{m} {d:.1e}" for m, d in sorted(c["max_rel_diff"].items()))
-                                    for case, c in results["cases"].items()) + ".")
+                                    for case, c in results["cases"].items()) + ". "
+             "The SVD-based metrics agree to rounding because torch and scipy call the same system LAPACK (gesdd). "
+             "PWCCA differs most where the recorded activations have nearly collinear neurons (attention.o_proj of "
+             "a briefly trained GQA model: two query heads per kv head, near-uniform attention): the covariances "
+             "then have eigenvalues near ε = 1e-6, the canonical correlations come in near-degenerate clusters, and "
+             "PWCCA's weights depend on singular vectors inside a cluster, which any two LAPACK call sequences "
+             "resolve differently; tests/analysis/train_e2e_test.cpp bounds this at 1e-3 and holds 1e-6 elsewhere.")
     L.append("")
     L.append("## Command")
     L.append("")
-    L.append("`/usr/bin/python3 experiments/analyze/run.py` (after `cmake --build build --target pico`); it trains the "
+    inv = results.get("invocations") or ["/usr/bin/python3 experiments/analyze/run.py"]
+    L.append("`" + "`, then `".join(inv) + "` (after `cmake --build build --target pico`); it trains the "
              "runs once if their checkpoints are missing (`pico train --config configs/demo.yaml --set ...` and "
              "`--config experiments/analyze/config_20m.yaml`, see the top of run.py), writes the analysis configs to "
              "`experiments/analyze/work/analysis_<case>-<plan>.yaml` and runs, per case:")
