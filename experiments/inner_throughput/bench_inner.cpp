@@ -1,0 +1,182 @@
+// bench_inner — times pico's inner training loop (Contributor::train_step: forward,
+// backward, clipping, AdamW) on the CPU, and optionally where the time goes.
+//
+// Not a test and not part of `pico`: experiments/inner_throughput/run.sh runs it beside
+// the PyTorch eager reference (bench_torch.py) and writes RESULTS.md. Prints one JSON
+// object on stdout.
+//
+//   pico_bench_inner --config small.yaml --set data.path=DIR [--steps 20] [--warmup 3]
+//                    [--profile-steps 5] [--peak]
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "pico/common/blas.h"
+#include "pico/common/cpu_env.h"
+#include "pico/common/error.h"
+#include "pico/data/manifest.h"
+#include "pico/trainer/config_io.h"
+#include "pico/trainer/contributor.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Self time per operator (time inside it minus time inside nested operators), split by
+// whether it ran inside an autograd backward node. Main thread only: LibTorch's CPU
+// backward runs on the calling thread, and intra-op workers record no scopes.
+struct Frame {
+  const char* name;
+  Clock::time_point start;
+  double child_s;
+  bool backward;
+};
+thread_local std::vector<Frame> t_stack;
+std::map<std::string, double> g_self_fwd, g_self_bwd, g_self_opt;
+bool g_in_optimizer = false;
+std::map<std::string, std::int64_t> g_calls;
+
+std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
+  const bool bwd = fn.scope() == at::RecordScope::BACKWARD_FUNCTION || (!t_stack.empty() && t_stack.back().backward);
+  t_stack.push_back({fn.name(), Clock::now(), 0.0, bwd});
+  return nullptr;
+}
+
+void on_exit(const at::RecordFunction& /*fn*/, at::ObserverContext* /*ctx*/) {
+  if (t_stack.empty()) return;
+  const Frame f = t_stack.back();
+  t_stack.pop_back();
+  const double total = seconds(f.start, Clock::now());
+  (f.backward ? g_self_bwd : g_in_optimizer ? g_self_opt : g_self_fwd)[f.name] += total - f.child_s;
+  ++g_calls[f.name];
+  if (!t_stack.empty()) t_stack.back().child_s += total;
+}
+
+// Best-of-repeats GFLOP/s of an (n × n) · (n × n) sgemm through LibTorch (→ the BLAS).
+double sgemm_gflops(std::int64_t n, int repeats) {
+  torch::NoGradGuard g;
+  auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
+  torch::mm_out(c, a, b);
+  double best = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = Clock::now();
+    torch::mm_out(c, a, b);
+    best = std::min(best, seconds(t0, Clock::now()));
+  }
+  return 2.0 * static_cast<double>(n * n * n) / best / 1e9;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n == 0 ? 0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+}
+
+int run(int argc, char** argv) {
+  std::string config;
+  std::vector<std::string> overrides;
+  int steps = 20, warmup = 3, profile_steps = 0, threads = 0;
+  bool peak = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw pico::Error(pico::str(a, " needs a value"), "see the usage at the top of bench_inner.cpp");
+      return argv[++i];
+    };
+    if (a == "--config") config = next();
+    else if (a == "--set") overrides.push_back(next());
+    else if (a == "--steps") steps = std::stoi(next());
+    else if (a == "--warmup") warmup = std::stoi(next());
+    else if (a == "--profile-steps") profile_steps = std::stoi(next());
+    else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--peak") peak = true;
+    else throw pico::Error(pico::str("unknown argument '", a, "'"), "see the usage at the top of bench_inner.cpp");
+  }
+  nlohmann::json out;
+  torch::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  out["threads"] = torch::get_num_threads();
+  const auto blas = pico::detect_blas();
+  out["blas"] = blas.name + " (" + blas.detail + ")";
+  if (peak) {
+    out["sgemm_gflops"] = {{"1024", sgemm_gflops(1024, 10)}, {"2048", sgemm_gflops(2048, 4)}};
+    if (config.empty()) {
+      std::cout << out.dump() << std::endl;
+      return 0;
+    }
+  }
+  const auto cfg = pico::trainer::load_run_config(config, overrides);
+  auto dataset = pico::data::Dataset::open(cfg.data.path, /*verify=*/false);
+  pico::trainer::Contributor c(cfg, dataset, torch::Device(torch::kCPU));
+  out["num_params"] = cfg.model.num_params();
+  out["flops_per_token"] = cfg.model.train_flops_per_token(cfg.model.max_seq_len);
+  out["tokens_per_step"] = c.tokens_per_step();
+  std::int64_t step = 0;
+  for (int i = 0; i < warmup; ++i) c.train_step(step++);
+  std::vector<double> step_s, fb_s, opt_s, losses;
+  for (int i = 0; i < steps; ++i) {
+    const auto t0 = Clock::now();
+    const double loss = c.forward_backward(step);
+    const auto t1 = Clock::now();
+    c.optimizer_step(step++, loss);
+    const auto t2 = Clock::now();
+    fb_s.push_back(seconds(t0, t1));
+    opt_s.push_back(seconds(t1, t2));
+    step_s.push_back(seconds(t0, t2));
+    losses.push_back(loss);
+  }
+  out["step_s"] = step_s;
+  out["forward_backward_s"] = median(fb_s);
+  out["optimizer_s"] = median(opt_s);
+  out["loss_first"] = losses.front();
+  out["loss_last"] = losses.back();
+  out["tok_per_s"] = static_cast<double>(c.tokens_per_step()) / median(step_s);
+  if (profile_steps > 0) {
+    auto handle = at::addGlobalCallback(at::RecordFunctionCallback(on_enter, on_exit).needsInputs(false));
+    const auto t0 = Clock::now();
+    for (int i = 0; i < profile_steps; ++i) {
+      const double loss = c.forward_backward(step);
+      g_in_optimizer = true;
+      c.optimizer_step(step++, loss);
+      g_in_optimizer = false;
+    }
+    const double total = seconds(t0, Clock::now());
+    at::removeCallback(handle);
+    nlohmann::json ops = nlohmann::json::object();
+    double recorded = 0;
+    for (auto* m : {&g_self_fwd, &g_self_bwd, &g_self_opt}) {
+      const char* phase = m == &g_self_fwd ? "forward" : m == &g_self_bwd ? "backward" : "optimizer";
+      for (const auto& [name, s] : *m) {
+        ops[std::string(phase) + " " + name] = s / profile_steps;
+        recorded += s;
+      }
+    }
+    out["profile"] = {{"step_s", total / profile_steps},
+                      {"unrecorded_s", (total - recorded) / profile_steps},
+                      {"self_s", ops}};
+  }
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  pico::ensure_cpu_environment(argv);
+  try {
+    return run(argc, argv);
+  } catch (const pico::Error& e) {
+    std::fprintf(stderr, "error: %s\nHINT: %s\n", e.what(), e.hint().c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  return 1;
+}
