@@ -5,9 +5,13 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#endif
+#if defined(__GLIBC__)
+#include <malloc.h>
 #endif
 
 namespace pico {
@@ -33,11 +37,13 @@ CpuFeatures detect_cpu_features() {
 
 namespace {
 
+// PICO_CPU_ENV=keep: change nothing. PICO_NO_REEXEC=1 (older name): no environment
+// changes, but malloc is still tuned.
 bool keep_environment() {
   const char* keep = std::getenv("PICO_CPU_ENV");
-  if (keep != nullptr && std::strcmp(keep, "keep") == 0) return true;
-  return std::getenv("PICO_NO_REEXEC") != nullptr;
+  return keep != nullptr && std::strcmp(keep, "keep") == 0;
 }
+bool no_reexec() { return keep_environment() || std::getenv("PICO_NO_REEXEC") != nullptr; }
 
 // OpenBLAS core names (OPENBLAS_CORETYPE, case-insensitive in OpenBLAS) whose sgemm
 // kernels use at most AVX2.
@@ -54,7 +60,7 @@ bool is_pre_avx512_core(std::string name) {
 
 std::vector<std::pair<std::string, std::string>> wanted_cpu_environment() {
   std::vector<std::pair<std::string, std::string>> out;
-  if (keep_environment()) return out;
+  if (no_reexec()) return out;
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) out.emplace_back("OMP_WAIT_POLICY", "passive");
   const char* core = std::getenv("OPENBLAS_CORETYPE");
   if (core != nullptr && is_pre_avx512_core(core) && detect_cpu_features().avx512)
@@ -63,14 +69,26 @@ std::vector<std::pair<std::string, std::string>> wanted_cpu_environment() {
 }
 
 void ensure_cpu_environment(char** argv) {
-  // Guard against a loop if a variable does not stick.
-  if (std::getenv("PICO_CPU_ENV_APPLIED") != nullptr) return;
-  const auto wanted = wanted_cpu_environment();
-  if (wanted.empty()) return;
-  for (const auto& [name, value] : wanted) ::setenv(name.c_str(), value.c_str(), 1);
-  ::setenv("PICO_CPU_ENV_APPLIED", "1", 1);
-  ::execv("/proc/self/exe", argv);
-  // exec failed: carry on with the slower defaults
+  // PICO_CPU_ENV_APPLIED guards against a loop if a variable does not stick.
+  if (std::getenv("PICO_CPU_ENV_APPLIED") == nullptr) {
+    const auto wanted = wanted_cpu_environment();
+    if (!wanted.empty()) {
+      for (const auto& [name, value] : wanted) ::setenv(name.c_str(), value.c_str(), 1);
+      ::setenv("PICO_CPU_ENV_APPLIED", "1", 1);
+      ::execv("/proc/self/exe", argv);
+      // exec failed: carry on with the slower defaults
+    }
+  }
+  tune_malloc_for_training();
+}
+
+void tune_malloc_for_training() {
+#if defined(__GLIBC__)
+  if (keep_environment()) return;
+  ::mallopt(M_MMAP_MAX, 0);
+  ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  ::mallopt(M_TOP_PAD, 64 << 20);
+#endif
 }
 
 }  // namespace pico

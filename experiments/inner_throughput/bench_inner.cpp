@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <functional>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -23,6 +24,7 @@
 #include "pico/common/cpu_env.h"
 #include "pico/common/error.h"
 #include "pico/data/manifest.h"
+#include "pico/models/ops.h"
 #include "pico/trainer/config_io.h"
 #include "pico/trainer/contributor.h"
 
@@ -75,6 +77,59 @@ double sgemm_gflops(std::int64_t n, int repeats) {
   return 2.0 * static_cast<double>(n * n * n) / best / 1e9;
 }
 
+double median(std::vector<double> v);
+
+// Forward + backward time of each fused op against its plain-torch reference, at the
+// shapes of `cfg` with `tokens` tokens: where the non-GEMM time went, op by op.
+nlohmann::json bench_ops(const pico::models::ModelConfig& cfg, std::int64_t batch, int repeats) {
+  namespace ops = pico::models::ops;
+  const std::int64_t T = cfg.max_seq_len, C = cfg.d_model, hd = cfg.head_dim();
+  const std::int64_t H = cfg.attention_n_heads, KV = cfg.attention_n_kv_heads;
+  const std::int64_t N = batch * T;
+  auto leaf = [](std::vector<std::int64_t> shape, double scale = 1.0) {
+    return (torch::randn(shape) * scale).requires_grad_(true);
+  };
+  auto cos = torch::randn({T, hd}), sin = torch::randn({T, hd});
+  auto targets = torch::randint(0, cfg.vocab_size, {N}, torch::kLong);
+  struct Case {
+    std::string name;
+    std::function<torch::Tensor()> run;
+  };
+  auto x = leaf({N, C}), w = leaf({C});
+  auto ab = leaf({N, 2 * cfg.activation_hidden_dim});
+  auto qkv = leaf({batch, T, (H + 2 * KV) * hd});
+  auto hid = leaf({N, C}), wout = leaf({cfg.vocab_size, C}, 0.05);
+  std::vector<Case> cases = {
+      {"rms_norm", [&] { return ops::rms_norm(x, w, 1e-6); }},
+      {"swiglu", [&] { return ops::swiglu(ab); }},
+      {"causal_attention", [&] { return ops::causal_attention(qkv, cos, sin, H, KV); }},
+      {"linear_cross_entropy", [&] { return ops::linear_cross_entropy(hid, wout, targets); }},
+  };
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& c : cases) {
+    for (bool fused : {true, false}) {
+      ops::set_fused_kernels_enabled(fused);
+      std::vector<double> fwd, bwd;
+      for (int i = 0; i < repeats + 1; ++i) {
+        const auto t0 = Clock::now();
+        auto y = c.run();
+        const auto t1 = Clock::now();
+        y.backward(torch::ones_like(y));
+        const auto t2 = Clock::now();
+        if (i > 0) {
+          fwd.push_back(seconds(t0, t1));
+          bwd.push_back(seconds(t1, t2));
+        }
+      }
+      out[c.name][fused ? "fused" : "reference"] = {{"forward_s", median(fwd)}, {"backward_s", median(bwd)},
+                                                    {"forward_min_s", *std::min_element(fwd.begin(), fwd.end())},
+                                                    {"backward_min_s", *std::min_element(bwd.begin(), bwd.end())}};
+    }
+  }
+  ops::set_fused_kernels_enabled(true);
+  return out;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const auto n = v.size();
@@ -86,6 +141,7 @@ int run(int argc, char** argv) {
   std::vector<std::string> overrides;
   int steps = 20, warmup = 3, profile_steps = 0, threads = 0;
   bool peak = false;
+  int ops_repeats = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -99,6 +155,7 @@ int run(int argc, char** argv) {
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--peak") peak = true;
+    else if (a == "--ops") ops_repeats = std::stoi(next());
     else throw pico::Error(pico::str("unknown argument '", a, "'"), "see the usage at the top of bench_inner.cpp");
   }
   nlohmann::json out;
@@ -114,6 +171,14 @@ int run(int argc, char** argv) {
     }
   }
   const auto cfg = pico::trainer::load_run_config(config, overrides);
+  out["cpu_kernels"] = pico::models::ops::cpu_kernel_isa();
+  if (ops_repeats > 0) {
+    out["ops"] = bench_ops(cfg.model, cfg.data.batch_size, ops_repeats);
+    if (steps == 0) {
+      std::cout << out.dump() << std::endl;
+      return 0;
+    }
+  }
   auto dataset = pico::data::Dataset::open(cfg.data.path, /*verify=*/false);
   pico::trainer::Contributor c(cfg, dataset, torch::Device(torch::kCPU));
   out["num_params"] = cfg.model.num_params();

@@ -11,7 +11,7 @@
 //                             the variable names an AVX2-or-older core (e.g. Haswell, set by
 //                             some environments for CPUs OpenBLAS 0.3.21 does not know, such
 //                             as AMD Zen 5): the AVX-512 sgemm kernels are ~2x faster.
-// It does nothing when PICO_CPU_ENV=keep (or the legacy PICO_NO_REEXEC=1) is set, and never
+// It changes no variable when PICO_CPU_ENV=keep or PICO_NO_REEXEC=1 is set, and never
 // overrides a variable the user set, except for raising OPENBLAS_CORETYPE (PICO_CPU_ENV=keep
 // keeps it). Not thread tuning at run time: that is torch::set_num_threads in the trainer.
 #pragma once
@@ -33,7 +33,16 @@ CpuFeatures detect_cpu_features();
 std::vector<std::pair<std::string, std::string>> wanted_cpu_environment();
 
 // Call first thing in main(): may re-execute the process (same argv) with the wanted
-// environment. Returns normally when nothing needs changing or the exec failed.
+// environment, then tunes malloc (below). Returns normally when nothing needs changing or
+// the exec failed.
 void ensure_cpu_environment(char** argv);
+
+// glibc malloc serves blocks above 128 KiB-32 MiB with fresh mmap()s and returns freed
+// memory to the OS, so every step's activations (tens of MiB) page-fault in anew: 10-30% of
+// a training step on 2 cores. This keeps freed memory in the heap for reuse (no mmap, no
+// trimming); the process keeps its peak footprint. Same as MALLOC_MMAP_MAX_=0
+// MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=67108864 in the environment.
+// No-op without glibc or under PICO_CPU_ENV=keep.
+void tune_malloc_for_training();
 
 }  // namespace pico

@@ -1,0 +1,390 @@
+#include "pico/models/ops.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "cpu/kernels.h"
+#include "pico/common/error.h"
+
+namespace pico::models::ops {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+namespace {
+
+std::atomic<bool>& fused_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* env = std::getenv("PICO_FUSED_KERNELS");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }()};
+  return flag;
+}
+
+bool use_fused(std::initializer_list<const Tensor*> tensors) {
+  if (!fused_flag().load(std::memory_order_relaxed)) return false;
+  for (const Tensor* t : tensors)
+    if (!t->device().is_cpu() || t->scalar_type() != torch::kFloat32) return false;
+  return true;
+}
+
+const cpu::KernelTable& k() { return cpu::kernels(); }
+
+// (…, C) → (rows, C) contiguous.
+Tensor rows_of(const Tensor& x) { return x.contiguous().view({-1, x.size(-1)}); }
+
+// ---------------------------------------------------------------------------------------
+
+struct RMSNormFunction : torch::autograd::Function<RMSNormFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, double eps) {
+    const Tensor x2 = rows_of(x);
+    const Tensor w = weight.contiguous();
+    const std::int64_t rows = x2.size(0), c = x2.size(1);
+    auto y = torch::empty_like(x2);
+    auto rstd = torch::empty({rows}, x2.options());
+    const float* xp = x2.data_ptr<float>();
+    const float* wp = w.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    float* rp = rstd.data_ptr<float>();
+    const auto& kt = k();
+    at::parallel_for(0, rows, std::max<std::int64_t>(1, 8192 / c), [&](std::int64_t r0, std::int64_t r1) {
+      kt.rmsnorm_forward(xp, wp, yp, rp, c, static_cast<float>(eps), r0, r1);
+    });
+    ctx->save_for_backward({x2, w, rstd});
+    return y.view(x.sizes());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x2 = saved[0], &w = saved[1], &rstd = saved[2];
+    const Tensor dy = rows_of(grads[0]);
+    const std::int64_t rows = x2.size(0), c = x2.size(1);
+    auto dx = torch::empty_like(x2);
+    // The weight's gradient is a sum over rows: fixed chunks of rows, each its own partial
+    // sum, added in chunk order, so the result does not depend on the thread count.
+    constexpr std::int64_t kChunk = 256;
+    const std::int64_t chunks = (rows + kChunk - 1) / kChunk;
+    auto partial = torch::zeros({chunks, c}, x2.options());
+    const float *xp = x2.data_ptr<float>(), *wp = w.data_ptr<float>(), *rp = rstd.data_ptr<float>();
+    const float* dyp = dy.data_ptr<float>();
+    float* dxp = dx.data_ptr<float>();
+    float* pp = partial.data_ptr<float>();
+    const auto& kt = k();
+    at::parallel_for(0, chunks, 1, [&](std::int64_t c0, std::int64_t c1) {
+      for (std::int64_t ch = c0; ch < c1; ++ch)
+        kt.rmsnorm_backward(xp, wp, rp, dyp, dxp, pp + ch * c, c, ch * kChunk, std::min(rows, (ch + 1) * kChunk));
+    });
+    return {dx.view(grads[0].sizes()), partial.sum(0), Tensor()};
+  }
+};
+
+struct SwiGLUFunction : torch::autograd::Function<SwiGLUFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& ab) {
+    const Tensor ab2 = rows_of(ab);
+    const std::int64_t rows = ab2.size(0), h = ab2.size(1) / 2;
+    auto out = torch::empty({rows, h}, ab2.options());
+    const float* abp = ab2.data_ptr<float>();
+    float* op = out.data_ptr<float>();
+    const auto& kt = k();
+    at::parallel_for(0, rows, std::max<std::int64_t>(1, 8192 / h),
+                     [&](std::int64_t r0, std::int64_t r1) { kt.swiglu_forward(abp, op, h, r0, r1); });
+    ctx->save_for_backward({ab2});
+    auto sizes = ab.sizes().vec();
+    sizes.back() = h;
+    return out.view(sizes);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor ab2 = ctx->get_saved_variables()[0];
+    const Tensor g = rows_of(grads[0]);
+    const std::int64_t rows = ab2.size(0), h = ab2.size(1) / 2;
+    auto dab = torch::empty_like(ab2);
+    const float* abp = ab2.data_ptr<float>();
+    const float* gp = g.data_ptr<float>();
+    float* dp = dab.data_ptr<float>();
+    const auto& kt = k();
+    at::parallel_for(0, rows, std::max<std::int64_t>(1, 8192 / h),
+                     [&](std::int64_t r0, std::int64_t r1) { kt.swiglu_backward(abp, gp, dp, h, r0, r1); });
+    auto sizes = grads[0].sizes().vec();
+    sizes.back() = 2 * h;
+    return {dab.view(sizes)};
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+
+std::int64_t round_up16(std::int64_t x) { return (x + 15) / 16 * 16; }
+
+struct AttentionFunction : torch::autograd::Function<AttentionFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& qkv_in, const Tensor& cos_in, const Tensor& sin_in,
+                        std::int64_t n_heads, std::int64_t n_kv_heads) {
+    const Tensor qkv = qkv_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
+    cpu::AttentionArgs a;
+    a.B = qkv.size(0);
+    a.T = qkv.size(1);
+    a.H = n_heads;
+    a.KV = n_kv_heads;
+    a.hd = qkv.size(2) / (n_heads + 2 * n_kv_heads);
+    a.Tp = round_up16(a.T);
+    a.hdp = round_up16(a.hd);
+    a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.hd)));
+    const auto opts = qkv.options();
+    // Padding (head size to hdp, positions to Tp) must read as zeros.
+    const bool padded = a.hdp != a.hd || a.Tp != a.T;
+    auto alloc = [&](at::IntArrayRef sizes) { return padded ? torch::zeros(sizes, opts) : torch::empty(sizes, opts); };
+    Tensor q = alloc({a.B, a.H, a.T, a.hdp});
+    Tensor kk = alloc({a.B, a.KV, a.Tp, a.hdp});
+    Tensor v = alloc({a.B, a.KV, a.Tp, a.hdp});
+    Tensor kt = alloc({a.B, a.KV, a.hdp, a.Tp});
+    Tensor vt = alloc({a.B, a.KV, a.hdp, a.Tp});
+    Tensor y = torch::empty({a.B, a.T, a.H * a.hd}, opts);
+    Tensor lse = torch::empty({a.B, a.H, a.T}, opts);
+    a.qkv = qkv.data_ptr<float>();
+    a.cos = cos.data_ptr<float>();
+    a.sin = sin.data_ptr<float>();
+    a.q = q.data_ptr<float>();
+    a.k = kk.data_ptr<float>();
+    a.v = v.data_ptr<float>();
+    a.kt = kt.data_ptr<float>();
+    a.vt = vt.data_ptr<float>();
+    a.y = y.data_ptr<float>();
+    a.lse = lse.data_ptr<float>();
+    const auto& kt_ = k();
+    at::parallel_for(0, a.B * a.T, 16, [&](std::int64_t t0, std::int64_t t1) { kt_.attention_pack(a, t0, t1); });
+    const std::int64_t scratch = cpu::attention_scratch_floats(a);
+    at::parallel_for(0, a.B * a.H, 1, [&](std::int64_t i0, std::int64_t i1) {
+      std::vector<float> buf(static_cast<std::size_t>(scratch));
+      kt_.attention_forward(a, i0, i1, buf.data());
+    });
+    ctx->save_for_backward({cos, sin, q, kk, kt, vt, y, lse});
+    ctx->saved_data["heads"] = torch::IValue(std::vector<std::int64_t>{n_heads, n_kv_heads, a.hd});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto heads = ctx->saved_data["heads"].toIntVector();
+    const Tensor dy = grads[0].contiguous();
+    cpu::AttentionArgs a;
+    a.B = s[2].size(0);
+    a.H = heads[0];
+    a.KV = heads[1];
+    a.hd = heads[2];
+    a.T = s[2].size(2);
+    a.hdp = s[2].size(3);
+    a.Tp = s[3].size(2);
+    a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.hd)));
+    a.cos = s[0].data_ptr<float>();
+    a.sin = s[1].data_ptr<float>();
+    a.q = s[2].data_ptr<float>();
+    a.k = s[3].data_ptr<float>();
+    a.kt = s[4].data_ptr<float>();
+    a.vt = s[5].data_ptr<float>();
+    a.y = s[6].data_ptr<float>();
+    a.lse = s[7].data_ptr<float>();
+    a.dy = dy.data_ptr<float>();
+    const auto opts = dy.options();
+    Tensor dqkv = torch::empty({a.B, a.T, (a.H + 2 * a.KV) * a.hd}, opts);
+    Tensor dk_h = torch::zeros({a.B, a.H, a.Tp, a.hdp}, opts);
+    Tensor dv_h = torch::zeros({a.B, a.H, a.Tp, a.hdp}, opts);
+    a.dqkv = dqkv.data_ptr<float>();
+    a.dk_h = dk_h.data_ptr<float>();
+    a.dv_h = dv_h.data_ptr<float>();
+    const auto& kt_ = k();
+    const std::int64_t scratch = cpu::attention_scratch_floats(a);
+    at::parallel_for(0, a.B * a.H, 1, [&](std::int64_t i0, std::int64_t i1) {
+      std::vector<float> buf(static_cast<std::size_t>(scratch));
+      kt_.attention_backward(a, i0, i1, buf.data());
+    });
+    at::parallel_for(0, a.B * a.T, 16, [&](std::int64_t t0, std::int64_t t1) { kt_.attention_unpack_kv(a, t0, t1); });
+    return {dqkv, Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+
+// Rows of logits per chunk: about 4 MiB of them, so a chunk stays in the last-level cache
+// between the product that makes it, the softmax, and the two products of the gradient.
+std::int64_t ce_chunk_rows(std::int64_t n, std::int64_t v) {
+  const std::int64_t rows = std::max<std::int64_t>(64, (std::int64_t{1} << 20) / std::max<std::int64_t>(1, v));
+  return std::min(n, rows);
+}
+
+struct LinearCrossEntropyFunction : torch::autograd::Function<LinearCrossEntropyFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& h_in, const Tensor& w_in, const Tensor& targets_in,
+                        bool need_grad) {
+    const Tensor h = h_in.contiguous(), w = w_in.contiguous(), targets = targets_in.contiguous();
+    const std::int64_t n = h.size(0), v = w.size(0);
+    const std::int64_t chunk = ce_chunk_rows(n, v);
+    auto logits = torch::empty({chunk, v}, h.options());
+    auto loss_rows = torch::empty({n}, h.options());
+    Tensor dh, dw;
+    if (need_grad) {
+      dh = torch::empty_like(h);
+      dw = torch::zeros_like(w);
+    }
+    const float grad_scale = need_grad ? static_cast<float>(1.0 / static_cast<double>(n)) : 0.0f;
+    const std::int64_t* tp = targets.data_ptr<std::int64_t>();
+    float* lp = loss_rows.data_ptr<float>();
+    const auto& kt = k();
+    for (std::int64_t r = 0; r < n; r += chunk) {
+      const std::int64_t m = std::min(chunk, n - r);
+      auto lg = logits.narrow(0, 0, m);
+      const auto hc = h.narrow(0, r, m);
+      torch::mm_out(lg, hc, w.t());  // (m, V)
+      float* lgp = lg.data_ptr<float>();
+      at::parallel_for(0, m, 16, [&](std::int64_t r0, std::int64_t r1) {
+        kt.cross_entropy_rows(lgp, tp + r, lp + r, v, grad_scale, r0, r1);
+      });
+      if (need_grad) {
+        auto dhc = dh.narrow(0, r, m);
+        torch::mm_out(dhc, lg, w);  // (m, C)
+        dw.addmm_(lg.t(), hc);      // (V, C)
+      }
+    }
+    if (need_grad) ctx->save_for_backward({dh, dw});
+    return (loss_rows.sum(torch::kFloat64) / static_cast<double>(n)).to(torch::kFloat32);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    PICO_CHECK(!s.empty(), "linear_cross_entropy: backward without gradients from the forward pass");
+    const Tensor g = grads[0];
+    // The usual case is loss.backward() (g = 1): hand the gradients over without a copy.
+    if (g.numel() == 1 && g.item<float>() == 1.0f) return {s[0], s[1], Tensor(), Tensor()};
+    return {s[0] * g, s[1] * g, Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Plain-op references (and the path for cuda and non-float32 tensors).
+
+Tensor rms_norm_reference(const Tensor& x, const Tensor& weight, double eps) {
+  // Normalize in fp32 (as HF and pico-train do), scale in the input's dtype.
+  const auto xf = x.to(torch::kFloat32);
+  const auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return normed.to(x.scalar_type()) * weight;
+}
+
+Tensor swiglu_reference(const Tensor& ab) {
+  const auto h = ab.size(-1) / 2;
+  return torch::silu(ab.narrow(-1, 0, h)) * ab.narrow(-1, h, h);
+}
+
+namespace {
+// (…, D) → (…, D): [x1, x2] ↦ [−x2, x1], the half-split rotation of HF Llama.
+Tensor rotate_half(const Tensor& x) {
+  const auto half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+}  // namespace
+
+Tensor causal_attention_reference(const Tensor& qkv, const Tensor& cos, const Tensor& sin, std::int64_t n_heads,
+                                  std::int64_t n_kv_heads) {
+  const auto B = qkv.size(0), T = qkv.size(1);
+  const auto hd = qkv.size(2) / (n_heads + 2 * n_kv_heads);
+  auto q = qkv.narrow(2, 0, n_heads * hd).view({B, T, n_heads, hd}).transpose(1, 2);  // (B, H, T, hd)
+  auto k = qkv.narrow(2, n_heads * hd, n_kv_heads * hd).view({B, T, n_kv_heads, hd}).transpose(1, 2);
+  auto v = qkv.narrow(2, (n_heads + n_kv_heads) * hd, n_kv_heads * hd).view({B, T, n_kv_heads, hd}).transpose(1, 2);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (n_kv_heads != n_heads) {
+    const auto rep = n_heads / n_kv_heads;
+    k = k.unsqueeze(2).expand({B, n_kv_heads, rep, T, hd}).reshape({B, n_heads, T, hd});
+    v = v.unsqueeze(2).expand({B, n_kv_heads, rep, T, hd}).reshape({B, n_heads, T, hd});
+  }
+  Tensor y;  // (B, H, T, hd)
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+  y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
+#else
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B, H, T, T)
+  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(qkv.device())).triu(1);
+  scores = scores.masked_fill(mask, -std::numeric_limits<double>::infinity());
+  y = torch::matmul(torch::softmax(scores, -1), v);
+#endif
+  return y.transpose(1, 2).reshape({B, T, n_heads * hd});
+}
+
+Tensor linear_cross_entropy_reference(const Tensor& h, const Tensor& weight, const Tensor& targets) {
+  return torch::nn::functional::cross_entropy(torch::matmul(h, weight.t()).to(torch::kFloat32), targets);
+}
+
+// ---------------------------------------------------------------------------------------
+// Dispatch.
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  if (!use_fused({&x, &weight})) return rms_norm_reference(x, weight, eps);
+  PICO_CHECK_EQ(x.size(-1), weight.numel(), "rms_norm: width of x vs weight");
+  RECORD_FUNCTION("pico::rms_norm", std::vector<c10::IValue>());
+  return RMSNormFunction::apply(x, weight, eps);
+}
+
+Tensor swiglu(const Tensor& ab) {
+  if (!use_fused({&ab})) return swiglu_reference(ab);
+  PICO_CHECK_EQ(ab.size(-1) % 2, 0, "swiglu: the last dimension holds [a | b]");
+  RECORD_FUNCTION("pico::swiglu", std::vector<c10::IValue>());
+  return SwiGLUFunction::apply(ab);
+}
+
+Tensor causal_attention(const Tensor& qkv, const Tensor& cos, const Tensor& sin, std::int64_t n_heads,
+                        std::int64_t n_kv_heads) {
+  const auto hd = qkv.size(2) / (n_heads + 2 * n_kv_heads);
+  if (!use_fused({&qkv, &cos, &sin}) || hd > 512) return causal_attention_reference(qkv, cos, sin, n_heads, n_kv_heads);
+  PICO_CHECK_EQ(qkv.dim(), 3, "causal_attention: qkv is (B, T, (H + 2 KV) hd)");
+  PICO_CHECK_EQ(qkv.size(2), (n_heads + 2 * n_kv_heads) * hd, "causal_attention: packed width");
+  PICO_CHECK_EQ(n_heads % n_kv_heads, 0, "causal_attention: heads per kv head");
+  PICO_CHECK_EQ(hd % 2, 0, "causal_attention: RoPE needs an even head size");
+  PICO_CHECK_EQ(cos.size(0), qkv.size(1), "causal_attention: RoPE table rows vs sequence length");
+  PICO_CHECK_EQ(cos.size(1), hd, "causal_attention: RoPE table width vs head size");
+  RECORD_FUNCTION("pico::causal_attention", std::vector<c10::IValue>());
+  return AttentionFunction::apply(qkv, cos, sin, n_heads, n_kv_heads);
+}
+
+Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets) {
+  if (!use_fused({&h, &weight})) return linear_cross_entropy_reference(h, weight, targets);
+  PICO_CHECK_EQ(h.dim(), 2, "linear_cross_entropy: h is (N, C)");
+  PICO_CHECK_EQ(targets.numel(), h.size(0), "linear_cross_entropy: one target per row");
+  PICO_CHECK_EQ(h.size(1), weight.size(1), "linear_cross_entropy: width of h vs weight");
+  const Tensor t = targets.reshape({-1}).to(torch::kLong);
+  if (t.numel() > 0) {
+    const auto lo = t.min().item<std::int64_t>(), hi = t.max().item<std::int64_t>();
+    if (lo < 0 || hi >= weight.size(0))
+      throw Error(str("target token id ", lo < 0 ? lo : hi, " is outside the vocabulary [0, ", weight.size(0), ")"),
+                  "the data was tokenized with a larger vocabulary than model.vocab_size");
+  }
+  const bool need_grad = torch::GradMode::is_enabled() && (h.requires_grad() || weight.requires_grad());
+  RECORD_FUNCTION("pico::linear_cross_entropy", std::vector<c10::IValue>());
+  return LinearCrossEntropyFunction::apply(h, weight, t, need_grad);
+}
+
+bool fused_kernels_enabled() { return fused_flag().load(); }
+void set_fused_kernels_enabled(bool enabled) { fused_flag().store(enabled); }
+
+std::string cpu_kernel_isa() { return cpu::kernels().isa; }
+
+std::vector<std::string> available_cpu_kernel_isas() {
+  std::vector<std::string> out;
+  for (const char* const* n = cpu::available_isas(); *n != nullptr; ++n) out.emplace_back(*n);
+  return out;
+}
+
+void set_cpu_kernel_isa_for_testing(const std::string& isa) {
+  if (!isa.empty()) {
+    const auto all = available_cpu_kernel_isas();
+    if (std::find(all.begin(), all.end(), isa) == all.end())
+      throw Error(str("CPU kernels for '", isa, "' are not available on this CPU"), "use one of available_cpu_kernel_isas()");
+  }
+  cpu::set_isa_for_testing(isa.c_str());
+}
+
+}  // namespace pico::models::ops
