@@ -165,8 +165,9 @@ torch::Tensor PicoDecoderImpl::loss(const torch::Tensor& inputs, const torch::Te
                                     ActivationRecorder* recorder) {
   if (recorder != nullptr && recorder->wants("de_embedding_proj")) {  // the logits are wanted: make them
     auto logits = forward(inputs, recorder);
-    return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
-                                                targets.reshape({-1}));
+    logits = logits.reshape({-1, logits.size(-1)});
+    if (logits.scalar_type() != torch::kFloat64) logits = logits.to(torch::kFloat32);
+    return torch::nn::functional::cross_entropy(logits, targets.reshape({-1}));
   }
   // The output projection and the cross-entropy in one op that never holds all the logits.
   const auto h = hidden(inputs, recorder);

@@ -316,7 +316,9 @@ Tensor causal_attention_reference(const Tensor& qkv, const Tensor& cos, const Te
 }
 
 Tensor linear_cross_entropy_reference(const Tensor& h, const Tensor& weight, const Tensor& targets) {
-  return torch::nn::functional::cross_entropy(torch::matmul(h, weight.t()).to(torch::kFloat32), targets);
+  auto logits = torch::matmul(h, weight.t());  // (N, V), at least float32 for the softmax
+  if (logits.scalar_type() != torch::kFloat64) logits = logits.to(torch::kFloat32);
+  return torch::nn::functional::cross_entropy(logits, targets);
 }
 
 // ---------------------------------------------------------------------------------------
