@@ -6,9 +6,13 @@
 // object on stdout.
 //
 //   pico_bench_inner --config small.yaml --set data.path=DIR [--steps 20] [--warmup 3]
-//                    [--profile-steps 5] [--peak]
+//                    [--profile-steps 5] [--peak] [--ops REPEATS] [--threads N]
+//   pico_bench_inner --peak            sgemm GFLOP/s only
+//   pico_bench_inner --print-cpu-env   the environment pico would give itself
 #include <ATen/record_function.h>
 #include <torch/torch.h>
+
+#include <time.h>
 
 #include <algorithm>
 #include <functional>
@@ -32,6 +36,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+// CPU time of the whole process (all threads): with one thread, the work without the time
+// spent descheduled by other processes on a shared machine.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 // Self time per operator (time inside it minus time inside nested operators), split by
 // whether it ran inside an autograd backward node. Main thread only: LibTorch's CPU
@@ -63,15 +74,20 @@ void on_exit(const at::RecordFunction& /*fn*/, at::ObserverContext* /*ctx*/) {
   if (!t_stack.empty()) t_stack.back().child_s += total;
 }
 
-// Best-of-repeats GFLOP/s of an (n × n) · (n × n) sgemm through LibTorch (→ the BLAS).
-double sgemm_gflops(std::int64_t n, int repeats) {
+// Best-of-repeats GFLOP/s of an (n × n) · (n × n) sgemm: through LibTorch (→ the system
+// BLAS, as PyTorch runs it), or through pico's linear op (oneDNN's sgemm where available).
+double sgemm_gflops(std::int64_t n, int repeats, bool via_pico) {
   torch::NoGradGuard g;
   auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
-  torch::mm_out(c, a, b);
+  auto once = [&] {
+    if (via_pico) c = pico::models::ops::linear(a, b);
+    else torch::mm_out(c, a, b);
+  };
+  once();
   double best = 1e30;
   for (int i = 0; i < repeats; ++i) {
     const auto t0 = Clock::now();
-    torch::mm_out(c, a, b);
+    once();
     best = std::min(best, seconds(t0, Clock::now()));
   }
   return 2.0 * static_cast<double>(n * n * n) / best / 1e9;
@@ -109,21 +125,28 @@ nlohmann::json bench_ops(const pico::models::ModelConfig& cfg, std::int64_t batc
   for (const auto& c : cases) {
     for (bool fused : {true, false}) {
       ops::set_fused_kernels_enabled(fused);
-      std::vector<double> fwd, bwd;
+      std::vector<double> fwd, bwd, fwd_cpu, bwd_cpu;
       for (int i = 0; i < repeats + 1; ++i) {
+        const double c0 = cpu_seconds();
         const auto t0 = Clock::now();
         auto y = c.run();
+        const double c1 = cpu_seconds();
         const auto t1 = Clock::now();
         y.backward(torch::ones_like(y));
+        const double c2 = cpu_seconds();
         const auto t2 = Clock::now();
         if (i > 0) {
           fwd.push_back(seconds(t0, t1));
           bwd.push_back(seconds(t1, t2));
+          fwd_cpu.push_back(c1 - c0);
+          bwd_cpu.push_back(c2 - c1);
         }
       }
       out[c.name][fused ? "fused" : "reference"] = {{"forward_s", median(fwd)}, {"backward_s", median(bwd)},
                                                     {"forward_min_s", *std::min_element(fwd.begin(), fwd.end())},
-                                                    {"backward_min_s", *std::min_element(bwd.begin(), bwd.end())}};
+                                                    {"backward_min_s", *std::min_element(bwd.begin(), bwd.end())},
+                                                    {"forward_cpu_s", median(fwd_cpu)},
+                                                    {"backward_cpu_s", median(bwd_cpu)}};
     }
   }
   ops::set_fused_kernels_enabled(true);
@@ -155,6 +178,7 @@ int run(int argc, char** argv) {
     else if (a == "--profile-steps") profile_steps = std::stoi(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--peak") peak = true;
+
     else if (a == "--ops") ops_repeats = std::stoi(next());
     else throw pico::Error(pico::str("unknown argument '", a, "'"), "see the usage at the top of bench_inner.cpp");
   }
@@ -164,7 +188,10 @@ int run(int argc, char** argv) {
   const auto blas = pico::detect_blas();
   out["blas"] = blas.name + " (" + blas.detail + ")";
   if (peak) {
-    out["sgemm_gflops"] = {{"1024", sgemm_gflops(1024, 10)}, {"2048", sgemm_gflops(2048, 4)}};
+    out["sgemm_gflops"] = {{"blas_1024", sgemm_gflops(1024, 10, false)},
+                           {"blas_2048", sgemm_gflops(2048, 4, false)},
+                           {"pico_1024", sgemm_gflops(1024, 10, true)},
+                           {"pico_2048", sgemm_gflops(2048, 4, true)}};
     if (config.empty()) {
       std::cout << out.dump() << std::endl;
       return 0;
@@ -174,7 +201,7 @@ int run(int argc, char** argv) {
   out["cpu_kernels"] = pico::models::ops::cpu_kernel_isa();
   if (ops_repeats > 0) {
     out["ops"] = bench_ops(cfg.model, cfg.data.batch_size, ops_repeats);
-    if (steps == 0) {
+    if (steps == 0 && profile_steps == 0) {
       std::cout << out.dump() << std::endl;
       return 0;
     }
@@ -184,6 +211,7 @@ int run(int argc, char** argv) {
   out["num_params"] = cfg.model.num_params();
   out["flops_per_token"] = cfg.model.train_flops_per_token(cfg.model.max_seq_len);
   out["tokens_per_step"] = c.tokens_per_step();
+  out["gemm"] = std::getenv("PICO_GEMM") != nullptr ? std::getenv("PICO_GEMM") : "auto";
   std::int64_t step = 0;
   for (int i = 0; i < warmup; ++i) c.train_step(step++);
   std::vector<double> step_s, fb_s, opt_s, losses;
@@ -198,12 +226,14 @@ int run(int argc, char** argv) {
     step_s.push_back(seconds(t0, t2));
     losses.push_back(loss);
   }
-  out["step_s"] = step_s;
-  out["forward_backward_s"] = median(fb_s);
-  out["optimizer_s"] = median(opt_s);
-  out["loss_first"] = losses.front();
-  out["loss_last"] = losses.back();
-  out["tok_per_s"] = static_cast<double>(c.tokens_per_step()) / median(step_s);
+  if (steps > 0) {
+    out["step_s"] = step_s;
+    out["forward_backward_s"] = median(fb_s);
+    out["optimizer_s"] = median(opt_s);
+    out["loss_first"] = losses.front();
+    out["loss_last"] = losses.back();
+    out["tok_per_s"] = static_cast<double>(c.tokens_per_step()) / median(step_s);
+  }
   if (profile_steps > 0) {
     auto handle = at::addGlobalCallback(at::RecordFunctionCallback(on_enter, on_exit).needsInputs(false));
     const auto t0 = Clock::now();
@@ -235,6 +265,11 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--print-cpu-env") {
+    // What pico sets for itself at start-up (pico/common/cpu_env.h), as shell exports.
+    for (const auto& [name, value] : pico::wanted_cpu_environment()) std::cout << "export " << name << "=" << value << "\n";
+    return 0;
+  }
   pico::ensure_cpu_environment(argv);
   try {
     return run(argc, argv);

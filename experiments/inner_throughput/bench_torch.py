@@ -181,7 +181,7 @@ def main():
     torch.set_num_threads(a.threads)
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__}
     if a.peak:
-        out["sgemm_gflops"] = {"1024": sgemm_gflops(1024, 10), "2048": sgemm_gflops(2048, 4)}
+        out["sgemm_gflops"] = {"blas_1024": sgemm_gflops(1024, 10), "blas_2048": sgemm_gflops(2048, 4)}
         if not a.config:
             print(json.dumps(out))
             return
@@ -221,8 +221,10 @@ def main():
         losses.append(step())
         times.append(time.perf_counter() - t)
     tps = batch * T
-    out.update({"num_params": sum(p.numel() for p in model.parameters()), "tokens_per_step": tps, "step_s": times,
-                "tok_per_s": tps / float(np.median(times)), "loss_first": losses[0], "loss_last": losses[-1]})
+    out.update({"num_params": sum(p.numel() for p in model.parameters()), "tokens_per_step": tps})
+    if times:
+        out.update({"step_s": times, "tok_per_s": tps / float(np.median(times)), "loss_first": losses[0],
+                    "loss_last": losses[-1]})
     if a.profile_steps > 0:
         from torch.autograd.profiler import profile
         with profile() as prof:

@@ -58,7 +58,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& cfg, std::string name)
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                      const torch::Tensor& sin, ActivationRecorder* recorder) {
   // One product for q, k and v: (B, T, C) → (B, T, (H + 2·Hkv)·hd) = [q | k | v].
-  const auto qkv = torch::matmul(x, stacked_weight({q_proj, k_proj, v_proj}).t());
+  const auto qkv = ops::linear(x, stacked_weight({q_proj, k_proj, v_proj}));
   if (recorder != nullptr) {
     const std::int64_t q_width = n_heads_ * head_dim_, kv_width = n_kv_heads_ * head_dim_;
     record(recorder, name_ + ".q_proj", qkv.narrow(-1, 0, q_width).contiguous());
@@ -66,7 +66,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     record(recorder, name_ + ".v_proj", qkv.narrow(-1, q_width + kv_width, kv_width).contiguous());
   }
   const auto y = ops::causal_attention(qkv, cos, sin, n_heads_, n_kv_heads_);  // (B, T, H·hd)
-  auto out = o_proj->forward(y);
+  auto out = ops::linear(y, o_proj->weight);
   record(recorder, name_ + ".o_proj", out);
   return out;
 }
@@ -79,8 +79,8 @@ SwiGLUImpl::SwiGLUImpl(const ModelConfig& cfg, std::string name) : name_(std::mo
 
 torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x, ActivationRecorder* recorder) {
   // w_0 and w_1 in one product: (B, T, C) → (B, T, 2·hidden) = [a | b].
-  const auto ab = torch::matmul(x, stacked_weight({w_0, w_1}).t());
-  auto out = w_2->forward(ops::swiglu(ab));
+  const auto ab = ops::linear(x, stacked_weight({w_0, w_1}));
+  auto out = ops::linear(ops::swiglu(ab), w_2->weight);
   record(recorder, name_ + ".w_2", out);
   return out;
 }
@@ -156,7 +156,7 @@ torch::Tensor PicoDecoderImpl::hidden(const torch::Tensor& tokens, ActivationRec
 }
 
 torch::Tensor PicoDecoderImpl::forward(const torch::Tensor& tokens, ActivationRecorder* recorder) {
-  auto logits = de_embedding_proj->forward(hidden(tokens, recorder));  // (B, T, V)
+  auto logits = ops::linear(hidden(tokens, recorder), de_embedding_proj->weight);  // (B, T, V)
   record(recorder, "de_embedding_proj", logits);
   return logits;
 }

@@ -3,11 +3,14 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include <dlfcn.h>
+
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include "cpu/kernels.h"
 #include "pico/common/error.h"
@@ -36,6 +39,79 @@ bool use_fused(std::initializer_list<const Tensor*> tensors) {
 }
 
 const cpu::KernelTable& k() { return cpu::kernels(); }
+
+// ---------------------------------------------------------------------------------------
+// Matrix products. LibTorch's CPU products go to the system BLAS (OpenBLAS, with its own
+// pthread pool). oneDNN's sgemm, when LibTorch brings it along as a shared library (Debian's
+// libdnnl.so.2; pip wheels link it statically and hide it), runs on the same OpenMP threads
+// as every other op, so two thread pools do not take turns at the cores between ops, and
+// it is faster on the narrow products of small models (experiments/inner_throughput).
+// PICO_GEMM=blas|dnnl chooses; the default is dnnl where found.
+
+using DnnlSgemm = int (*)(char transa, char transb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                          const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                          std::int64_t ldc);
+
+DnnlSgemm dnnl_sgemm() {
+  static const DnnlSgemm fn = [] {
+    const char* env = std::getenv("PICO_GEMM");
+    if (env != nullptr && std::strcmp(env, "blas") == 0) return DnnlSgemm{nullptr};
+    return reinterpret_cast<DnnlSgemm>(::dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
+  }();
+  return fn;
+}
+
+// A 2-D float32 operand as (transposed?, leading dimension), or nullopt if its strides fit
+// neither row-major nor transposed row-major.
+struct GemmOperand {
+  char trans;
+  std::int64_t ld;
+};
+std::optional<GemmOperand> gemm_operand(const Tensor& t) {
+  if (t.stride(1) == 1 && t.stride(0) >= std::max<std::int64_t>(1, t.size(1))) return GemmOperand{'N', t.stride(0)};
+  if (t.stride(0) == 1 && t.stride(1) >= std::max<std::int64_t>(1, t.size(0))) return GemmOperand{'T', t.stride(1)};
+  return std::nullopt;
+}
+
+// out = beta·out + a·b for 2-D float32 CPU tensors (out with unit column stride). With
+// beta = 0, out's old contents are never read.
+void gemm_into(Tensor& out, const Tensor& a, const Tensor& b, float beta) {
+  RECORD_FUNCTION("pico::gemm", std::vector<c10::IValue>());
+  const auto fn = dnnl_sgemm();
+  if (fn != nullptr && out.stride(1) == 1 && a.numel() > 0 && b.numel() > 0) {
+    const auto oa = gemm_operand(a), ob = gemm_operand(b);
+    if (oa && ob) {
+      const int status = fn(oa->trans, ob->trans, a.size(0), b.size(1), a.size(1), 1.0f, a.data_ptr<float>(), oa->ld,
+                            b.data_ptr<float>(), ob->ld, beta, out.data_ptr<float>(), out.stride(0));
+      PICO_CHECK_EQ(status, 0, "dnnl_sgemm failed");
+      return;
+    }
+  }
+  if (beta == 0.0f) torch::mm_out(out, a, b);
+  else out.addmm_(a, b, beta, 1.0f);
+}
+
+Tensor gemm(const Tensor& a, const Tensor& b) {
+  auto out = torch::empty({a.size(0), b.size(1)}, a.options());
+  gemm_into(out, a, b, 0.0f);
+  return out;
+}
+
+// y = x·wᵀ with both gradients through gemm(): x (N, in), w (out, in).
+struct LinearFunction : torch::autograd::Function<LinearFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w) {
+    ctx->save_for_backward({x, w});
+    return gemm(x, w.t());
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const Tensor dy = grads[0].contiguous();
+    Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) dx = gemm(dy, s[1]);     // (N, out)·(out, in)
+    if (ctx->needs_input_grad(1)) dw = gemm(dy.t(), s[0]);  // (out, N)·(N, in)
+    return {dx, dw};
+  }
+};
 
 // (…, C) → (rows, C) contiguous.
 Tensor rows_of(const Tensor& x) { return x.contiguous().view({-1, x.size(-1)}); }
@@ -228,7 +304,7 @@ struct LinearCrossEntropyFunction : torch::autograd::Function<LinearCrossEntropy
     Tensor dh, dw;
     if (need_grad) {
       dh = torch::empty_like(h);
-      dw = torch::zeros_like(w);
+      dw = torch::empty_like(w);  // the first chunk's product overwrites it
     }
     const float grad_scale = need_grad ? static_cast<float>(1.0 / static_cast<double>(n)) : 0.0f;
     const std::int64_t* tp = targets.data_ptr<std::int64_t>();
@@ -238,15 +314,15 @@ struct LinearCrossEntropyFunction : torch::autograd::Function<LinearCrossEntropy
       const std::int64_t m = std::min(chunk, n - r);
       auto lg = logits.narrow(0, 0, m);
       const auto hc = h.narrow(0, r, m);
-      torch::mm_out(lg, hc, w.t());  // (m, V)
+      gemm_into(lg, hc, w.t(), 0.0f);  // (m, V)
       float* lgp = lg.data_ptr<float>();
       at::parallel_for(0, m, 16, [&](std::int64_t r0, std::int64_t r1) {
         kt.cross_entropy_rows(lgp, tp + r, lp + r, v, grad_scale, r0, r1);
       });
       if (need_grad) {
         auto dhc = dh.narrow(0, r, m);
-        torch::mm_out(dhc, lg, w);  // (m, C)
-        dw.addmm_(lg.t(), hc);      // (V, C)
+        gemm_into(dhc, lg, w, 0.0f);                       // (m, C)
+        gemm_into(dw, lg.t(), hc, r == 0 ? 0.0f : 1.0f);  // (V, C), summed over chunks
       }
     }
     if (need_grad) ctx->save_for_backward({dh, dw});
@@ -323,6 +399,14 @@ Tensor linear_cross_entropy_reference(const Tensor& h, const Tensor& weight, con
 
 // ---------------------------------------------------------------------------------------
 // Dispatch.
+
+Tensor linear(const Tensor& x, const Tensor& weight) {
+  if (!use_fused({&x, &weight}) || dnnl_sgemm() == nullptr) return torch::matmul(x, weight.t());
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  RECORD_FUNCTION("pico::linear", std::vector<c10::IValue>());
+  return LinearFunction::apply(rows_of(x), weight).view(sizes);
+}
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   if (!use_fused({&x, &weight})) return rms_norm_reference(x, weight, eps);

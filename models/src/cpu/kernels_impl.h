@@ -30,7 +30,9 @@ PICO_INLINE vf vload(const float* p) {
   return v;
 }
 PICO_INLINE void vstore(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-PICO_INLINE vf vbroadcast(float x) { return vf{} + x; }
+// x − (+0) is x for every x (−0 included), so this folds to one broadcast; `vf{} + x` would
+// not (−0 + 0 = +0), nor would a loop over the lanes.
+PICO_INLINE vf vbroadcast(float x) { return x - vf{}; }
 PICO_INLINE float hsum(vf v) {
   float s = 0;
   for (int i = 0; i < kW; ++i) s += v[i];

@@ -15,6 +15,11 @@
 
 namespace pico::models::ops {
 
+// Bias-free linear layer: x (…, in), weight (out, in) → x·weightᵀ (…, out). The fused path
+// runs the products on oneDNN's sgemm where LibTorch's oneDNN is a shared library (see
+// ops.cpp); otherwise torch::matmul.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight);
+
 // RMSNorm: x (…, C), weight (C) → x / sqrt(mean(x²) + eps) · weight (normalized in fp32).
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps);
