@@ -122,7 +122,9 @@ nlohmann::json bench_ops(const pico::models::ModelConfig& cfg, std::int64_t batc
       {"linear_cross_entropy", [&] { return ops::linear_cross_entropy(hid, wout, targets); }},
   };
   nlohmann::json out = nlohmann::json::object();
+  const char* only = std::getenv("BENCH_OPS_ONLY");  // e.g. causal_attention (for perf record)
   for (const auto& c : cases) {
+    if (only != nullptr && c.name != only) continue;
     for (bool fused : {true, false}) {
       ops::set_fused_kernels_enabled(fused);
       std::vector<double> fwd, bwd, fwd_cpu, bwd_cpu;

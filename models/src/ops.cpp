@@ -199,9 +199,8 @@ struct SwiGLUFunction : torch::autograd::Function<SwiGLUFunction> {
 std::int64_t round_up16(std::int64_t x) { return (x + 15) / 16 * 16; }
 
 struct AttentionFunction : torch::autograd::Function<AttentionFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& qkv_in, const Tensor& cos_in, const Tensor& sin_in,
-                        std::int64_t n_heads, std::int64_t n_kv_heads) {
-    const Tensor qkv = qkv_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
+  static cpu::AttentionArgs args(const Tensor& qkv, const Tensor& cos, const Tensor& sin, std::int64_t n_heads,
+                                 std::int64_t n_kv_heads) {
     cpu::AttentionArgs a;
     a.B = qkv.size(0);
     a.T = qkv.size(1);
@@ -211,36 +210,33 @@ struct AttentionFunction : torch::autograd::Function<AttentionFunction> {
     a.Tp = round_up16(a.T);
     a.hdp = round_up16(a.hd);
     a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.hd)));
-    const auto opts = qkv.options();
-    // Padding (head size to hdp, positions to Tp) must read as zeros.
-    const bool padded = a.hdp != a.hd || a.Tp != a.T;
-    auto alloc = [&](at::IntArrayRef sizes) { return padded ? torch::zeros(sizes, opts) : torch::empty(sizes, opts); };
-    Tensor q = alloc({a.B, a.H, a.T, a.hdp});
-    Tensor kk = alloc({a.B, a.KV, a.Tp, a.hdp});
-    Tensor v = alloc({a.B, a.KV, a.Tp, a.hdp});
-    Tensor kt = alloc({a.B, a.KV, a.hdp, a.Tp});
-    Tensor vt = alloc({a.B, a.KV, a.hdp, a.Tp});
-    Tensor y = torch::empty({a.B, a.T, a.H * a.hd}, opts);
-    Tensor lse = torch::empty({a.B, a.H, a.T}, opts);
     a.qkv = qkv.data_ptr<float>();
     a.cos = cos.data_ptr<float>();
     a.sin = sin.data_ptr<float>();
-    a.q = q.data_ptr<float>();
-    a.k = kk.data_ptr<float>();
-    a.v = v.data_ptr<float>();
-    a.kt = kt.data_ptr<float>();
-    a.vt = vt.data_ptr<float>();
+    return a;
+  }
+
+  // Items (b, kv head) over the threads; each thread's scratch allocated once per call.
+  template <typename Kernel>
+  static void run(const cpu::AttentionArgs& a, Kernel kernel) {
+    const std::int64_t scratch = cpu::attention_scratch_floats(a);
+    at::parallel_for(0, a.B * a.KV, 1, [&](std::int64_t i0, std::int64_t i1) {
+      std::vector<float> buf(static_cast<std::size_t>(scratch));
+      kernel(a, i0, i1, buf.data());
+    });
+  }
+
+  static Tensor forward(AutogradContext* ctx, const Tensor& qkv_in, const Tensor& cos_in, const Tensor& sin_in,
+                        std::int64_t n_heads, std::int64_t n_kv_heads) {
+    const Tensor qkv = qkv_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
+    cpu::AttentionArgs a = args(qkv, cos, sin, n_heads, n_kv_heads);
+    Tensor y = torch::empty({a.B, a.T, a.H * a.hd}, qkv.options());
+    Tensor lse = torch::empty({a.B, a.H, a.T}, qkv.options());
     a.y = y.data_ptr<float>();
     a.lse = lse.data_ptr<float>();
-    const auto& kt_ = k();
-    at::parallel_for(0, a.B * a.T, 16, [&](std::int64_t t0, std::int64_t t1) { kt_.attention_pack(a, t0, t1); });
-    const std::int64_t scratch = cpu::attention_scratch_floats(a);
-    at::parallel_for(0, a.B * a.H, 1, [&](std::int64_t i0, std::int64_t i1) {
-      std::vector<float> buf(static_cast<std::size_t>(scratch));
-      kt_.attention_forward(a, i0, i1, buf.data());
-    });
-    ctx->save_for_backward({cos, sin, q, kk, kt, vt, y, lse});
-    ctx->saved_data["heads"] = torch::IValue(std::vector<std::int64_t>{n_heads, n_kv_heads, a.hd});
+    run(a, k().attention_forward);
+    ctx->save_for_backward({qkv, cos, sin, y, lse});
+    ctx->saved_data["heads"] = torch::IValue(std::vector<std::int64_t>{n_heads, n_kv_heads});
     return y;
   }
 
@@ -248,38 +244,13 @@ struct AttentionFunction : torch::autograd::Function<AttentionFunction> {
     const auto s = ctx->get_saved_variables();
     const auto heads = ctx->saved_data["heads"].toIntVector();
     const Tensor dy = grads[0].contiguous();
-    cpu::AttentionArgs a;
-    a.B = s[2].size(0);
-    a.H = heads[0];
-    a.KV = heads[1];
-    a.hd = heads[2];
-    a.T = s[2].size(2);
-    a.hdp = s[2].size(3);
-    a.Tp = s[3].size(2);
-    a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.hd)));
-    a.cos = s[0].data_ptr<float>();
-    a.sin = s[1].data_ptr<float>();
-    a.q = s[2].data_ptr<float>();
-    a.k = s[3].data_ptr<float>();
-    a.kt = s[4].data_ptr<float>();
-    a.vt = s[5].data_ptr<float>();
-    a.y = s[6].data_ptr<float>();
-    a.lse = s[7].data_ptr<float>();
+    cpu::AttentionArgs a = args(s[0], s[1], s[2], heads[0], heads[1]);
+    a.y = s[3].data_ptr<float>();
+    a.lse = s[4].data_ptr<float>();
     a.dy = dy.data_ptr<float>();
-    const auto opts = dy.options();
-    Tensor dqkv = torch::empty({a.B, a.T, (a.H + 2 * a.KV) * a.hd}, opts);
-    Tensor dk_h = torch::zeros({a.B, a.H, a.Tp, a.hdp}, opts);
-    Tensor dv_h = torch::zeros({a.B, a.H, a.Tp, a.hdp}, opts);
+    Tensor dqkv = torch::empty_like(s[0]);
     a.dqkv = dqkv.data_ptr<float>();
-    a.dk_h = dk_h.data_ptr<float>();
-    a.dv_h = dv_h.data_ptr<float>();
-    const auto& kt_ = k();
-    const std::int64_t scratch = cpu::attention_scratch_floats(a);
-    at::parallel_for(0, a.B * a.H, 1, [&](std::int64_t i0, std::int64_t i1) {
-      std::vector<float> buf(static_cast<std::size_t>(scratch));
-      kt_.attention_backward(a, i0, i1, buf.data());
-    });
-    at::parallel_for(0, a.B * a.T, 16, [&](std::int64_t t0, std::int64_t t1) { kt_.attention_unpack_kv(a, t0, t1); });
+    run(a, k().attention_backward);
     return {dqkv, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
@@ -425,7 +396,7 @@ Tensor swiglu(const Tensor& ab) {
 Tensor causal_attention(const Tensor& qkv, const Tensor& cos, const Tensor& sin, std::int64_t n_heads,
                         std::int64_t n_kv_heads) {
   const auto hd = qkv.size(2) / (n_heads + 2 * n_kv_heads);
-  if (!use_fused({&qkv, &cos, &sin}) || hd > 512) return causal_attention_reference(qkv, cos, sin, n_heads, n_kv_heads);
+  if (!use_fused({&qkv, &cos, &sin})) return causal_attention_reference(qkv, cos, sin, n_heads, n_kv_heads);
   PICO_CHECK_EQ(qkv.dim(), 3, "causal_attention: qkv is (B, T, (H + 2 KV) hd)");
   PICO_CHECK_EQ(qkv.size(2), (n_heads + 2 * n_kv_heads) * hd, "causal_attention: packed width");
   PICO_CHECK_EQ(n_heads % n_kv_heads, 0, "causal_attention: heads per kv head");

@@ -8,7 +8,7 @@
 namespace pico::models::cpu {
 
 std::int64_t attention_scratch_floats(const AttentionArgs& a) {
-  return 2 * kAttentionBlock * a.Tp + 2 * kAttentionBlock * a.hdp + kAttentionBlock;
+  return 7 * a.Tp * a.hdp + 2 * kAttentionBlock * a.Tp + 2 * kAttentionBlock * a.hdp + kAttentionBlock;
 }
 
 namespace {

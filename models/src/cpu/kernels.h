@@ -16,33 +16,27 @@ namespace pico::models::cpu {
 //   qkv   (B, T, (H + 2·KV)·hd)  [q heads | k heads | v heads] per token, unrotated
 //   cos/sin (T, hd)             RoPE tables (both halves duplicated, as rotate_half uses)
 //   y     (B, T, H·hd)          the attention output, heads side by side (o_proj's input)
-// Work buffers, written by attention_pack (zero padding is the caller's: allocate zeroed):
-//   q  (B, H, T, hdp)   k, v (B, KV, Tp, hdp)   kt, vt (B, KV, hdp, Tp)
-// hdp = hd rounded up to 16, Tp = T rounded up to 16; lse (B, H, T) = log-sum-exp per row.
+//   lse   (B, H, T)             log-sum-exp of each softmax row (saved for the backward)
+//   dy, dqkv                    gradients of y and qkv (backward)
+// Work items are (batch, kv head) pairs b·KV + g; each needs attention_scratch_floats(a)
+// floats of scratch. hdp = hd rounded up to 16, Tp = T rounded up to 16.
 struct AttentionArgs {
   std::int64_t B = 0, T = 0, Tp = 0, H = 0, KV = 0, hd = 0, hdp = 0;
   float scale = 1;  // 1/sqrt(hd)
   const float* qkv = nullptr;
   const float* cos = nullptr;
   const float* sin = nullptr;
-  float *q = nullptr, *k = nullptr, *v = nullptr, *kt = nullptr, *vt = nullptr;
   float* y = nullptr;
   float* lse = nullptr;
-  // Backward only:
-  const float* dy = nullptr;  // (B, T, H·hd)
-  float* dqkv = nullptr;      // (B, T, (H + 2·KV)·hd), fully written
-  float *dk_h = nullptr, *dv_h = nullptr;  // (B, H, Tp, hdp) per query head, zeroed by the caller
+  const float* dy = nullptr;
+  float* dqkv = nullptr;  // fully written by attention_backward
 };
 
 struct KernelTable {
   const char* isa;
-  // Tokens [t0, t1) of flat token index b·T + t: RoPE, then scatter into q/k/v/kt/vt.
-  void (*attention_pack)(const AttentionArgs& a, std::int64_t t0, std::int64_t t1);
-  // Work items [i0, i1) of b·H + h; scratch holds attention_scratch_floats(a) floats.
+  // Work items [i0, i1) of b·KV + g: forward writes y and lse, backward writes dqkv.
   void (*attention_forward)(const AttentionArgs& a, std::int64_t i0, std::int64_t i1, float* scratch);
   void (*attention_backward)(const AttentionArgs& a, std::int64_t i0, std::int64_t i1, float* scratch);
-  // Tokens [t0, t1): sum dk_h/dv_h over each group's query heads, un-rotate dk, write dqkv.
-  void (*attention_unpack_kv)(const AttentionArgs& a, std::int64_t t0, std::int64_t t1);
 
   // RMSNorm over rows [r0, r1) of width c: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
   void (*rmsnorm_forward)(const float* x, const float* w, float* y, float* rstd, std::int64_t c, float eps,

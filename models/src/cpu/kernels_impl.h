@@ -148,14 +148,16 @@ __attribute__((noinline)) void gemm(i64 m, i64 n, i64 k, const float* a, i64 a_r
 // RoPE, half-split (rotate_half): for i < D/2,
 //   out[i] = x[i]·cos[i] − x[i+D/2]·sin[i],   out[i+D/2] = x[i+D/2]·cos[i+D/2] + x[i]·sin[i+D/2]
 // and its transpose for the backward pass.
-PICO_INLINE void rope_rotate(const float* x, const float* cs, const float* sn, i64 d, float* out) {
+PICO_INLINE void rope_rotate(const float* __restrict x, const float* __restrict cs, const float* __restrict sn, i64 d,
+                             float* __restrict out) {
   const i64 half = d / 2;
   for (i64 i = 0; i < half; ++i) {
     out[i] = x[i] * cs[i] - x[i + half] * sn[i];
     out[i + half] = x[i + half] * cs[i + half] + x[i] * sn[i + half];
   }
 }
-PICO_INLINE void rope_rotate_back(const float* g, const float* cs, const float* sn, i64 d, float* out) {
+PICO_INLINE void rope_rotate_back(const float* __restrict g, const float* __restrict cs, const float* __restrict sn,
+                                  i64 d, float* __restrict out) {
   const i64 half = d / 2;
   for (i64 i = 0; i < half; ++i) {
     out[i] = g[i] * cs[i] + g[i + half] * sn[i + half];
@@ -163,73 +165,103 @@ PICO_INLINE void rope_rotate_back(const float* g, const float* cs, const float* 
   }
 }
 
-void attention_pack(const AttentionArgs& a, i64 t0, i64 t1) {
-  const i64 width = (a.H + 2 * a.KV) * a.hd;
-  for (i64 bt = t0; bt < t1; ++bt) {
-    const i64 b = bt / a.T, t = bt % a.T;
-    const float* row = a.qkv + bt * width;
-    const float* cs = a.cos + t * a.hd;
-    const float* sn = a.sin + t * a.hd;
-    for (i64 h = 0; h < a.H; ++h) rope_rotate(row + h * a.hd, cs, sn, a.hd, a.q + ((b * a.H + h) * a.T + t) * a.hdp);
-    for (i64 g = 0; g < a.KV; ++g) {
-      const i64 bg = b * a.KV + g;
-      float* kr = a.k + (bg * a.Tp + t) * a.hdp;
-      float* vr = a.v + (bg * a.Tp + t) * a.hdp;
-      rope_rotate(row + (a.H + g) * a.hd, cs, sn, a.hd, kr);
-      const float* vs = row + (a.H + a.KV + g) * a.hd;
-      for (i64 d = 0; d < a.hd; ++d) vr[d] = vs[d];
-      float* ktc = a.kt + bg * a.hdp * a.Tp + t;
-      float* vtc = a.vt + bg * a.hdp * a.Tp + t;
-      for (i64 d = 0; d < a.hd; ++d) {
-        ktc[d * a.Tp] = kr[d];
-        vtc[d * a.Tp] = vr[d];
-      }
-    }
-  }
+// Per (batch, kv head) work item, in thread-local scratch (AttentionScratch below): the
+// group's keys and values are rotated/transposed once, then each of its query heads runs
+// through query blocks of kAttentionBlock rows. Nothing but y, lse and dqkv is written to
+// shared memory.
+struct AttentionScratch {
+  float* k;    // (Tp, hdp) rotated keys
+  float* kt;   // (hdp, Tp) the same, transposed
+  float* v;    // (Tp, hdp)
+  float* vt;   // (hdp, Tp)
+  float* q;    // (Tp, hdp) rotated queries of one head
+  float* dk;   // (Tp, hdp) gradient of the rotated keys, summed over the group's heads
+  float* dv;   // (Tp, hdp)
+  float* s;    // (block, Tp) scores, then probabilities
+  float* ds;   // (block, Tp) dP, then dS
+  float* o;    // (block, hdp) output rows / dO rows
+  float* dq;   // (block, hdp)
+  float* vec;  // (block) 1/l or rowsum(dO ∘ O)
+};
+
+AttentionScratch carve(const AttentionArgs& a, float* p) {
+  const i64 th = a.Tp * a.hdp, bt = kAttentionBlock * a.Tp, bh = kAttentionBlock * a.hdp;
+  AttentionScratch s{};
+  s.k = p;
+  s.kt = s.k + th;
+  s.v = s.kt + th;
+  s.vt = s.v + th;
+  s.q = s.vt + th;
+  s.dk = s.q + th;
+  s.dv = s.dk + th;
+  s.s = s.dv + th;
+  s.ds = s.s + bt;
+  s.o = s.ds + bt;
+  s.dq = s.o + bh;
+  s.vec = s.dq + bh;
+  return s;
 }
 
-// Scratch layout per call: s (kAttentionBlock × Tp), dp (kAttentionBlock × Tp),
-// o (kAttentionBlock × hdp), d (kAttentionBlock).
+PICO_INLINE const float* qkv_row(const AttentionArgs& a, i64 b, i64 t) { return a.qkv + (b * a.T + t) * (a.H + 2 * a.KV) * a.hd; }
+
+// Rotated (rope = true) or plain head `col` (in units of hd) of every token of batch b into
+// rows (Tp, hdp), and optionally its transpose (hdp, Tp); padding zeroed.
+void load_head(const AttentionArgs& a, i64 b, i64 col, bool rope, float* __restrict rows, float* __restrict cols) {
+  for (i64 t = 0; t < a.T; ++t) {
+    const float* src = qkv_row(a, b, t) + col * a.hd;
+    float* dst = rows + t * a.hdp;
+    if (rope) rope_rotate(src, a.cos + t * a.hd, a.sin + t * a.hd, a.hd, dst);
+    else for (i64 d = 0; d < a.hd; ++d) dst[d] = src[d];
+    for (i64 d = a.hd; d < a.hdp; ++d) dst[d] = 0;
+  }
+  for (i64 t = a.T; t < a.Tp; ++t)
+    for (i64 d = 0; d < a.hdp; ++d) rows[t * a.hdp + d] = 0;
+  if (cols == nullptr) return;
+  // Column by column: sequential stores, strided loads from the (L1/L2-resident) rows.
+  for (i64 d = 0; d < a.hdp; ++d)
+    for (i64 t = 0; t < a.Tp; ++t) cols[d * a.Tp + t] = rows[t * a.hdp + d];
+}
+
 void attention_forward(const AttentionArgs& a, i64 i0, i64 i1, float* scratch) {
   const i64 Tp = a.Tp, hdp = a.hdp, group = a.H / a.KV;
-  float* s = scratch;
-  float* o = s + 2 * kAttentionBlock * Tp;
+  const AttentionScratch w = carve(a, scratch);
   const vi lanes = lane_index();
-  for (i64 bh = i0; bh < i1; ++bh) {
-    const i64 b = bh / a.H, h = bh % a.H, bg = b * a.KV + h / group;
-    const float* q = a.q + bh * a.T * hdp;
-    const float* kt = a.kt + bg * hdp * Tp;
-    const float* v = a.v + bg * Tp * hdp;
-    for (i64 r0 = 0; r0 < a.T; r0 += kAttentionBlock) {
-      const i64 rows = min_i(kAttentionBlock, a.T - r0);
-      const i64 keys = round_up(r0 + rows, kW);  // causal: later keys are never needed
-      gemm(rows, keys, hdp, q + r0 * hdp, hdp, 1, kt, Tp, s, Tp, a.scale, false);
-      for (i64 r = 0; r < rows; ++r) {
-        const i64 i = r0 + r;  // query position: keys 0..i are visible
-        float* sr = s + r * Tp;
-        vf mv = vbroadcast(-3.0e38f);
-        for (i64 j = 0; j < keys; j += kW) {
-          const vi visible = (lanes + static_cast<int>(j)) <= static_cast<int>(i);
-          mv = vmax(mv, visible ? vload(sr + j) : vbroadcast(-3.0e38f));
+  for (i64 item = i0; item < i1; ++item) {
+    const i64 b = item / a.KV, g = item % a.KV;
+    load_head(a, b, a.H + g, true, w.k, w.kt);
+    load_head(a, b, a.H + a.KV + g, false, w.v, nullptr);
+    for (i64 h = g * group; h < (g + 1) * group; ++h) {
+      load_head(a, b, h, true, w.q, nullptr);
+      for (i64 r0 = 0; r0 < a.T; r0 += kAttentionBlock) {
+        const i64 rows = min_i(kAttentionBlock, a.T - r0);
+        const i64 keys = round_up(r0 + rows, kW);  // causal: later keys are never needed
+        gemm(rows, keys, hdp, w.q + r0 * hdp, hdp, 1, w.kt, Tp, w.s, Tp, a.scale, false);
+        for (i64 r = 0; r < rows; ++r) {
+          const i64 i = r0 + r;  // query position: keys 0..i are visible
+          float* sr = w.s + r * Tp;
+          vf mv = vbroadcast(-3.0e38f);
+          for (i64 j = 0; j < keys; j += kW) {
+            const vi visible = (lanes + static_cast<int>(j)) <= static_cast<int>(i);
+            mv = vmax(mv, visible ? vload(sr + j) : vbroadcast(-3.0e38f));
+          }
+          const float m = hmax(mv);
+          vf lv = vf{};
+          for (i64 j = 0; j < keys; j += kW) {
+            const vi visible = (lanes + static_cast<int>(j)) <= static_cast<int>(i);
+            const vf p = visible ? vexp(vload(sr + j) - m) : vf{};
+            vstore(sr + j, p);
+            lv += p;
+          }
+          const float l = hsum(lv);
+          a.lse[(b * a.H + h) * a.T + i] = m + log_f(l);
+          w.vec[r] = 1.0f / l;
         }
-        const float m = hmax(mv);
-        vf lv = vf{};
-        for (i64 j = 0; j < keys; j += kW) {
-          const vi visible = (lanes + static_cast<int>(j)) <= static_cast<int>(i);
-          const vf p = visible ? vexp(vload(sr + j) - m) : vf{};
-          vstore(sr + j, p);
-          lv += p;
+        gemm(rows, hdp, keys, w.s, Tp, 1, w.v, hdp, w.o, hdp, 1.0f, false);
+        for (i64 r = 0; r < rows; ++r) {
+          float* yr = a.y + ((b * a.T + r0 + r) * a.H + h) * a.hd;
+          const float* orow = w.o + r * hdp;
+          for (i64 d = 0; d < a.hd; ++d) yr[d] = orow[d] * w.vec[r];
         }
-        const float l = hsum(lv);
-        a.lse[bh * a.T + i] = m + log_f(l);
-        s[2 * kAttentionBlock * Tp + kAttentionBlock * hdp + r] = 1.0f / l;
-      }
-      gemm(rows, hdp, keys, s, Tp, 1, v, hdp, o, hdp, 1.0f, false);
-      const float* inv_l = s + 2 * kAttentionBlock * Tp + kAttentionBlock * hdp;
-      for (i64 r = 0; r < rows; ++r) {
-        float* yr = a.y + ((b * a.T + r0 + r) * a.H + h) * a.hd;
-        const float* orow = o + r * hdp;
-        for (i64 d = 0; d < a.hd; ++d) yr[d] = orow[d] * inv_l[r];
       }
     }
   }
@@ -238,88 +270,74 @@ void attention_forward(const AttentionArgs& a, i64 i0, i64 i1, float* scratch) {
 void attention_backward(const AttentionArgs& a, i64 i0, i64 i1, float* scratch) {
   const i64 Tp = a.Tp, hdp = a.hdp, group = a.H / a.KV;
   const i64 width = (a.H + 2 * a.KV) * a.hd;
-  float* p = scratch;                       // (block, Tp) probabilities
-  float* ds = p + kAttentionBlock * Tp;     // (block, Tp) dP, then dS
-  float* dob = ds + kAttentionBlock * Tp;   // (block, hdp) dO of the block, zero-padded
-  float* dvec = dob + kAttentionBlock * hdp;  // (block) rowsum(dO ∘ O)
-  float* dq = dvec + kAttentionBlock;       // (block, hdp)
+  const AttentionScratch w = carve(a, scratch);
   const vi lanes = lane_index();
-  for (i64 bh = i0; bh < i1; ++bh) {
-    const i64 b = bh / a.H, h = bh % a.H, bg = b * a.KV + h / group;
-    const float* q = a.q + bh * a.T * hdp;
-    const float* k = a.k + bg * Tp * hdp;
-    const float* kt = a.kt + bg * hdp * Tp;
-    const float* vt = a.vt + bg * hdp * Tp;
-    float* dk = a.dk_h + bh * Tp * hdp;
-    float* dv = a.dv_h + bh * Tp * hdp;
-    for (i64 r0 = 0; r0 < a.T; r0 += kAttentionBlock) {
-      const i64 rows = min_i(kAttentionBlock, a.T - r0);
-      const i64 keys = round_up(r0 + rows, kW);
-      for (i64 r = 0; r < rows; ++r) {
-        const i64 tok = (b * a.T + r0 + r) * a.H + h;
-        const float* dyr = a.dy + tok * a.hd;
-        const float* yr = a.y + tok * a.hd;
-        float* dor = dob + r * hdp;
-        float acc = 0;
-        for (i64 d = 0; d < a.hd; ++d) {
-          dor[d] = dyr[d];
-          acc += dyr[d] * yr[d];
+  for (i64 item = i0; item < i1; ++item) {
+    const i64 b = item / a.KV, g = item % a.KV;
+    load_head(a, b, a.H + g, true, w.k, w.kt);
+    load_head(a, b, a.H + a.KV + g, false, w.v, w.vt);
+    for (i64 x = 0; x < Tp * hdp; ++x) w.dk[x] = w.dv[x] = 0;
+    for (i64 h = g * group; h < (g + 1) * group; ++h) {
+      load_head(a, b, h, true, w.q, nullptr);
+      for (i64 r0 = 0; r0 < a.T; r0 += kAttentionBlock) {
+        const i64 rows = min_i(kAttentionBlock, a.T - r0);
+        const i64 keys = round_up(r0 + rows, kW);
+        for (i64 r = 0; r < rows; ++r) {  // dO rows (zero-padded) and rowsum(dO ∘ O)
+          const i64 tok = (b * a.T + r0 + r) * a.H + h;
+          const float* dyr = a.dy + tok * a.hd;
+          const float* yr = a.y + tok * a.hd;
+          float* dor = w.o + r * hdp;
+          vf accv = vf{};
+          i64 d = 0;
+          for (; d + kW <= a.hd; d += kW) {
+            const vf dv = vload(dyr + d);
+            vstore(dor + d, dv);
+            accv += dv * vload(yr + d);
+          }
+          float acc = hsum(accv);
+          for (; d < a.hd; ++d) {
+            dor[d] = dyr[d];
+            acc += dyr[d] * yr[d];
+          }
+          for (d = a.hd; d < hdp; ++d) dor[d] = 0;
+          w.vec[r] = acc;
         }
-        for (i64 d = a.hd; d < hdp; ++d) dor[d] = 0;
-        dvec[r] = acc;
-      }
-      // P = exp(scale·Q Kᵀ − lse), zero above the diagonal
-      gemm(rows, keys, hdp, q + r0 * hdp, hdp, 1, kt, Tp, p, Tp, a.scale, false);
-      for (i64 r = 0; r < rows; ++r) {
-        const i64 i = r0 + r;
-        const float lse = a.lse[bh * a.T + i];
-        float* pr = p + r * Tp;
-        for (i64 j = 0; j < keys; j += kW) {
-          const vi visible = (lanes + static_cast<int>(j)) <= static_cast<int>(i);
-          vstore(pr + j, visible ? vexp(vload(pr + j) - lse) : vf{});
+        // P = exp(scale·Q Kᵀ − lse), zero above the diagonal
+        gemm(rows, keys, hdp, w.q + r0 * hdp, hdp, 1, w.kt, Tp, w.s, Tp, a.scale, false);
+        for (i64 r = 0; r < rows; ++r) {
+          const i64 i = r0 + r;
+          const float lse = a.lse[(b * a.H + h) * a.T + i];
+          float* pr = w.s + r * Tp;
+          for (i64 j = 0; j < keys; j += kW) {
+            const vi visible = (lanes + static_cast<int>(j)) <= static_cast<int>(i);
+            vstore(pr + j, visible ? vexp(vload(pr + j) - lse) : vf{});
+          }
         }
+        // dV += Pᵀ dO
+        gemm(keys, hdp, rows, w.s, 1, Tp, w.o, hdp, w.dv, hdp, 1.0f, true);
+        // dP = dO Vᵀ, then dS = P ∘ (dP − rowsum(dO ∘ O))
+        gemm(rows, keys, hdp, w.o, hdp, 1, w.vt, Tp, w.ds, Tp, 1.0f, false);
+        for (i64 r = 0; r < rows; ++r) {
+          float* dr = w.ds + r * Tp;
+          const float* pr = w.s + r * Tp;
+          const vf dd = vbroadcast(w.vec[r]);
+          for (i64 j = 0; j < keys; j += kW) vstore(dr + j, vload(pr + j) * (vload(dr + j) - dd));
+        }
+        // dQ = scale · dS K, un-rotated straight into dqkv; dK += scale · dSᵀ Q
+        gemm(rows, hdp, keys, w.ds, Tp, 1, w.k, hdp, w.dq, hdp, a.scale, false);
+        for (i64 r = 0; r < rows; ++r) {
+          const i64 t = r0 + r;
+          rope_rotate_back(w.dq + r * hdp, a.cos + t * a.hd, a.sin + t * a.hd, a.hd,
+                           a.dqkv + (b * a.T + t) * width + h * a.hd);
+        }
+        gemm(keys, hdp, rows, w.ds, 1, Tp, w.q + r0 * hdp, hdp, w.dk, hdp, a.scale, true);
       }
-      // dV += Pᵀ dO
-      gemm(keys, hdp, rows, p, 1, Tp, dob, hdp, dv, hdp, 1.0f, true);
-      // dP = dO Vᵀ, then dS = P ∘ (dP − rowsum(dO ∘ O))
-      gemm(rows, keys, hdp, dob, hdp, 1, vt, Tp, ds, Tp, 1.0f, false);
-      for (i64 r = 0; r < rows; ++r) {
-        float* dr = ds + r * Tp;
-        const float* pr = p + r * Tp;
-        const vf dd = vbroadcast(dvec[r]);
-        for (i64 j = 0; j < keys; j += kW) vstore(dr + j, vload(pr + j) * (vload(dr + j) - dd));
-      }
-      // dQ = scale · dS K (then un-rotate into dqkv); dK += scale · dSᵀ Q
-      gemm(rows, hdp, keys, ds, Tp, 1, k, hdp, dq, hdp, a.scale, false);
-      for (i64 r = 0; r < rows; ++r) {
-        const i64 t = r0 + r;
-        rope_rotate_back(dq + r * hdp, a.cos + t * a.hd, a.sin + t * a.hd, a.hd,
-                         a.dqkv + (b * a.T + t) * width + h * a.hd);
-      }
-      gemm(keys, hdp, rows, ds, 1, Tp, q + r0 * hdp, hdp, dk, hdp, a.scale, true);
     }
-  }
-}
-
-void attention_unpack_kv(const AttentionArgs& a, i64 t0, i64 t1) {
-  const i64 width = (a.H + 2 * a.KV) * a.hd, group = a.H / a.KV;
-  float sum_k[512], sum_v[512];  // hd <= 512 (checked by the caller)
-  for (i64 bt = t0; bt < t1; ++bt) {
-    const i64 b = bt / a.T, t = bt % a.T;
-    float* row = a.dqkv + bt * width;
-    for (i64 g = 0; g < a.KV; ++g) {
-      for (i64 d = 0; d < a.hd; ++d) sum_k[d] = sum_v[d] = 0;
-      for (i64 h = g * group; h < (g + 1) * group; ++h) {
-        const float* dk = a.dk_h + ((b * a.H + h) * a.Tp + t) * a.hdp;
-        const float* dv = a.dv_h + ((b * a.H + h) * a.Tp + t) * a.hdp;
-        for (i64 d = 0; d < a.hd; ++d) {
-          sum_k[d] += dk[d];
-          sum_v[d] += dv[d];
-        }
-      }
-      rope_rotate_back(sum_k, a.cos + t * a.hd, a.sin + t * a.hd, a.hd, row + (a.H + g) * a.hd);
+    for (i64 t = 0; t < a.T; ++t) {
+      float* row = a.dqkv + (b * a.T + t) * width;
+      rope_rotate_back(w.dk + t * hdp, a.cos + t * a.hd, a.sin + t * a.hd, a.hd, row + (a.H + g) * a.hd);
       float* vr = row + (a.H + a.KV + g) * a.hd;
-      for (i64 d = 0; d < a.hd; ++d) vr[d] = sum_v[d];
+      for (i64 d = 0; d < a.hd; ++d) vr[d] = w.dv[t * hdp + d];
     }
   }
 }
@@ -455,10 +473,8 @@ void cross_entropy_rows(float* logits, const i64* targets, float* loss, i64 v, f
 
 extern const KernelTable PICO_TABLE_NAME = {
     PICO_ISA_NAME,
-    PICO_ISA::attention_pack,
     PICO_ISA::attention_forward,
     PICO_ISA::attention_backward,
-    PICO_ISA::attention_unpack_kv,
     PICO_ISA::rmsnorm_forward,
     PICO_ISA::rmsnorm_backward,
     PICO_ISA::swiglu_forward,
