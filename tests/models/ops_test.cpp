@@ -116,6 +116,15 @@ TEST_P(FusedOps, LinearCrossEntropyMatchesFloat64) {
   }
 }
 
+TEST(FusedOpsMisc, LinearMatchesFloat64) {
+  torch::manual_seed(9);
+  for (const auto& shape : std::vector<std::vector<std::int64_t>>{{5, 3}, {2, 7, 64}, {300, 130}}) {
+    const auto x = torch::randn(shape, torch::kFloat64);
+    const auto w = torch::randn({37, shape.back()}, torch::kFloat64);
+    check_against_float64(str("linear ", x.sizes()), {x, w}, [](const auto& in) { return ops::linear(in[0], in[1]); });
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryIsa, FusedOps, ::testing::ValuesIn(ops::available_cpu_kernel_isas()),
                          [](const auto& info) { return info.param; });
 
