@@ -212,6 +212,10 @@ int run(int argc, char** argv) {
   pico::trainer::Contributor c(cfg, dataset, torch::Device(torch::kCPU));
   out["num_params"] = cfg.model.num_params();
   out["flops_per_token"] = cfg.model.train_flops_per_token(cfg.model.max_seq_len);
+  // The part of it in the projections (what goes through sgemm; the rest is attention's
+  // score and value products, inside the fused attention kernel).
+  out["matmul_flops_per_token"] = cfg.model.train_flops_per_token(cfg.model.max_seq_len) -
+                                  12.0 * static_cast<double>(cfg.model.n_layers * cfg.model.max_seq_len * cfg.model.d_model);
   out["tokens_per_step"] = c.tokens_per_step();
   out["gemm"] = std::getenv("PICO_GEMM") != nullptr ? std::getenv("PICO_GEMM") : "auto";
   std::int64_t step = 0;

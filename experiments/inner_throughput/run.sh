@@ -69,6 +69,10 @@ run_pico() {  # config round
   "$BUILD/pico_bench_inner" --config "$HERE/$1.yaml" --set "data.path=$DATA" --threads "$THREADS" \
     --steps "${STEPS[$1]}" --warmup "$WARMUP" > "$WORK/pico_$1_$2.json"
 }
+run_plain() {  # pico with its fused kernels off: the plain-op model pico had before this work
+  PICO_FUSED_KERNELS=0 PICO_GEMM=blas "$BUILD/pico_bench_inner" --config "$HERE/$1.yaml" --set "data.path=$DATA" \
+    --threads "$THREADS" --steps "${STEPS[$1]}" --warmup "$WARMUP" > "$WORK/plain_$1_$2.json"
+}
 run_torch() {
   $PY "$HERE/bench_torch.py" --config "$HERE/$1.yaml" --data "$DATA" --threads "$THREADS" \
     --steps "${STEPS[$1]}" --warmup "$WARMUP" > "$WORK/torch_$1_$2.json"
@@ -79,8 +83,29 @@ for r in $(seq "$REPEATS"); do
     echo "[inner_throughput] round $r/$REPEATS, $c"
     "$BUILD/pico_bench_inner" --peak --threads "$THREADS" > "$WORK/peak_${c}_$r.json"
     if ((r % 2)); then run_pico "$c" "$r"; run_torch "$c" "$r"; else run_torch "$c" "$r"; run_pico "$c" "$r"; fi
+    run_plain "$c" "$r"
   done
 done
+
+# Thread and library settings, one at a time, on the small model (pico; paired per round).
+declare -A ABLATION=(
+  [as_used]=""
+  [openblas_haswell]="OPENBLAS_CORETYPE=Haswell"
+  [omp_active]="OMP_WAIT_POLICY=active"
+  [malloc_default]="-u MALLOC_MMAP_MAX_ -u MALLOC_TRIM_THRESHOLD_ -u MALLOC_TOP_PAD_ PICO_CPU_ENV=keep"
+  [gemm_openblas]="PICO_GEMM=blas"
+  [openblas_1_thread]="OPENBLAS_NUM_THREADS=1"
+)
+if [[ " $CONFIGS " == *" small "* && "${ABLATE:-1}" == 1 ]]; then
+  for r in $(seq "$REPEATS"); do
+    echo "[inner_throughput] settings, round $r/$REPEATS"
+    for name in as_used openblas_haswell omp_active malloc_default gemm_openblas openblas_1_thread; do
+      # shellcheck disable=SC2086  # word splitting of the assignments is intended
+      env ${ABLATION[$name]} "$BUILD/pico_bench_inner" --config "$HERE/small.yaml" --set "data.path=$DATA" \
+        --threads "$THREADS" --steps "${STEPS[small]}" --warmup "$WARMUP" > "$WORK/ablation_${name}_$r.json"
+    done
+  done
+fi
 
 for c in $CONFIGS; do  # where the time goes (separate runs: profiling slows every op a little)
   echo "[inner_throughput] profiles, $c"

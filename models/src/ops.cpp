@@ -1,3 +1,6 @@
+// models/src/ops.cpp — the fused ops of ops.h: autograd functions around the SIMD kernels
+// (cpu/kernels.h) and oneDNN's sgemm, their dispatch, and the plain-op references. Not a
+// kernel library: anything that is not float32 on the CPU goes to the references.
 #include "pico/models/ops.h"
 
 #include <ATen/Parallel.h>

@@ -1,3 +1,4 @@
+// models/src/cpu/kernels.cpp — picks the kernel table for this CPU (cpu/kernels.h).
 #include "cpu/kernels.h"
 
 #include <atomic>
