@@ -38,7 +38,8 @@ fi
 # The environment, identical for both sides.
 unset PICO_CPU_ENV PICO_NO_REEXEC PICO_CPU_ENV_APPLIED PICO_GEMM PICO_FUSED_KERNELS
 ENV_BEFORE=$(env | grep -E '^(OMP_|GOMP_|OPENBLAS_|MALLOC_)' | sort | tr '\n' ' ' || true)
-eval "$("$BUILD/pico_bench_inner" --print-cpu-env)"
+CPU_ENV=$("$BUILD/pico_bench_inner" --print-cpu-env)  # fails the script if the driver does not run
+eval "$CPU_ENV"
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=67108864
 export PICO_NO_REEXEC=1  # pico must not change it again (its malloc tuning is the same as above)
 ENV_USED=$(env | grep -E '^(OMP_|GOMP_|OPENBLAS_|MALLOC_)' | sort | tr '\n' ' ')
