@@ -1,0 +1,38 @@
+// pico/comm/curve_keys.h — long-term CURVE key pairs: created once, stored 0600, reloaded.
+//
+// A contributor (and later the broker) identifies itself on every socket by a Curve25519
+// key pair. The pair is generated on first use and kept in `<dir>/<name>.key` (mode 0600,
+// the directory 0700); the public half is what rendezvous and the broker hand to peers and
+// what the ZAP handler admits. Keys travel as Z85 text (40 characters for 32 bytes).
+// This file does not talk to the network.
+#pragma once
+
+#include <string>
+
+namespace pico::comm {
+
+struct CurveKeyPair {
+  std::string public_key;  // Z85, 40 characters
+  std::string secret_key;  // Z85, 40 characters; never logged, never sent
+};
+
+// Throws pico::Error with a HINT when this libzmq was built without CURVE (libsodium).
+void curve_require_available();
+
+// The key directory used when none is configured: pico_home()/keys.
+std::string curve_default_key_dir();
+
+// Loads `<dir>/<name>.key`, or creates it (and `dir`, mode 0700) with a fresh key pair when
+// it does not exist. Two processes racing to create the same name end up with the same pair.
+// Throws pico::Error naming the path when the file is unreadable, malformed, its public key
+// does not belong to its secret key, or it is readable by group/others (HINT: chmod 600).
+// `name` may contain [A-Za-z0-9._-] only.
+CurveKeyPair curve_load_or_create_keypair(const std::string& dir, const std::string& name);
+
+// A fresh pair that is never stored (tests, throw-away clients).
+CurveKeyPair curve_generate_keypair();
+
+// True when `key` is 40 characters of valid Z85.
+bool curve_is_valid_key(const std::string& key);
+
+}  // namespace pico::comm

@@ -1,0 +1,141 @@
+#include "pico/comm/curve_keys.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <array>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+
+#include "pico/common/error.h"
+#include "pico/common/fs.h"
+
+namespace pico::comm {
+
+void curve_require_available() {
+  if (!zmq_has("curve")) {
+    int major = 0, minor = 0, patch = 0;
+    zmq_version(&major, &minor, &patch);
+    throw Error(str("libzmq ", major, ".", minor, ".", patch, " was built without CURVE security"),
+                "install a libzmq built with libsodium (Debian's libzmq5 is), or rebuild libzmq with "
+                "--with-libsodium; pico never talks to peers unencrypted");
+  }
+}
+
+std::string curve_default_key_dir() { return pico_home() + "/keys"; }
+
+bool curve_is_valid_key(const std::string& key) {
+  if (key.size() != 40) return false;
+  std::array<std::uint8_t, 32> bin{};
+  return zmq_z85_decode(bin.data(), key.c_str()) != nullptr;
+}
+
+CurveKeyPair curve_generate_keypair() {
+  curve_require_available();
+  std::array<char, 41> pub{}, sec{};
+  if (zmq_curve_keypair(pub.data(), sec.data()) != 0)
+    throw Error(str("zmq_curve_keypair failed: ", zmq_strerror(zmq_errno())));
+  return {pub.data(), sec.data()};
+}
+
+namespace {
+
+bool valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 128 || name[0] == '.') return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
+  return true;
+}
+
+std::string format_keyfile(const CurveKeyPair& k) {
+  return str("# pico CURVE key pair. Keep this file secret (mode 0600).\n", "public-key = ", k.public_key, "\n",
+             "secret-key = ", k.secret_key, "\n");
+}
+
+CurveKeyPair parse_keyfile(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw Error(str("cannot stat key file ", path, ": ", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode)) throw Error(str("key file ", path, " is not a regular file"));
+  if (st.st_mode & 077)
+    throw Error(str("key file ", path, " is accessible by group or others (mode 0", std::oct, (st.st_mode & 0777),
+                    ")"),
+                str("chmod 600 ", path, " (and consider the secret key leaked: delete the file to get a new pair)"));
+  if (st.st_size > 4096) throw Error(str("key file ", path, " is ", st.st_size, " bytes, expected about 150"));
+  const std::string text = read_file(path);
+  CurveKeyPair k;
+  std::istringstream in(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.empty() || line[0] == '#') continue;
+    const auto eq = line.find(" = ");
+    const std::string key = eq == std::string::npos ? "" : line.substr(0, eq);
+    const std::string value = eq == std::string::npos ? "" : line.substr(eq + 3);
+    if (key == "public-key") {
+      k.public_key = value;
+    } else if (key == "secret-key") {
+      k.secret_key = value;
+    } else {
+      throw Error(str("key file ", path, " line ", lineno, ": expected 'public-key = …' or 'secret-key = …'"),
+                  str("delete ", path, " to generate a new key pair"));
+    }
+  }
+  if (!curve_is_valid_key(k.public_key) || !curve_is_valid_key(k.secret_key))
+    throw Error(str("key file ", path, " lacks a valid 40-character Z85 public-key or secret-key"),
+                str("delete ", path, " to generate a new key pair"));
+  std::array<char, 41> derived{};
+  if (zmq_curve_public(derived.data(), k.secret_key.c_str()) != 0 || k.public_key != derived.data())
+    throw Error(str("key file ", path, ": the public key does not belong to the secret key"),
+                str("delete ", path, " to generate a new key pair"));
+  return k;
+}
+
+void make_private_dir(const std::string& dir) {
+  make_dirs(dir);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0 && (st.st_mode & 077) && ::chmod(dir.c_str(), 0700) != 0)
+    throw Error(str("cannot restrict key directory ", dir, " to mode 0700: ", std::strerror(errno)));
+}
+
+}  // namespace
+
+CurveKeyPair curve_load_or_create_keypair(const std::string& dir, const std::string& name) {
+  curve_require_available();
+  if (!valid_name(name))
+    throw Error(str("bad key name '", name, "'"), "use letters, digits, '.', '_' and '-' (e.g. worker-0)");
+  const std::string path = dir + "/" + name + ".key";
+  if (::access(path.c_str(), F_OK) == 0) return parse_keyfile(path);
+
+  make_private_dir(dir);
+  const CurveKeyPair fresh = curve_generate_keypair();
+  const std::string text = format_keyfile(fresh);
+  // Write a private temporary, fsync, then link() it into place: link fails if another process
+  // created the file first, and then both use that one.
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp = str(dir, "/.", name, ".key.tmp.", ::getpid(), ".", counter.fetch_add(1));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw Error(str("cannot create ", tmp, ": ", std::strerror(errno)), "check permissions of " + dir);
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                       ::fchmod(fd, 0600) == 0 && ::fsync(fd) == 0;
+  const int write_errno = errno;
+  ::close(fd);
+  if (!written) {
+    ::unlink(tmp.c_str());
+    throw Error(str("cannot write key file ", tmp, ": ", std::strerror(write_errno)), "check free disk space");
+  }
+  const int linked = ::link(tmp.c_str(), path.c_str());
+  const int link_errno = errno;
+  ::unlink(tmp.c_str());
+  if (linked != 0 && link_errno != EEXIST)
+    throw Error(str("cannot create key file ", path, ": ", std::strerror(link_errno)));
+  fsync_path(dir);
+  return parse_keyfile(path);
+}
+
+}  // namespace pico::comm

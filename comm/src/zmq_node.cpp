@@ -1,0 +1,169 @@
+// ZmqNode, options and membership: everything about the group but the collectives.
+#include <malloc.h>
+
+#include <algorithm>
+#include <mutex>
+#include <set>
+
+#include "pico/common/error.h"
+#include "pico/common/log.h"
+#include "zmq_node_impl.h"
+
+namespace pico::comm {
+
+namespace {
+constexpr std::size_t kCurveFrameOverhead = 64;
+}
+
+std::size_t zmq_segment_elements(WireDtype wire, std::size_t segment_bytes) {
+  if (wire == WireDtype::kUInt8) {
+    const std::size_t block_bytes = encoded_size(WireDtype::kUInt8, kUInt8Block);
+    return std::max<std::size_t>(1, segment_bytes / block_bytes) * kUInt8Block;
+  }
+  return std::max<std::size_t>(1, segment_bytes / encoded_size(wire, 1));
+}
+
+void ZmqOptions::validate() const {
+  if (connections_per_peer < 1 || connections_per_peer > 64)
+    throw Error(str("comm.connections_per_peer = ", connections_per_peer, " is out of range"), "use 1..64");
+  if (segment_bytes < 1024 || segment_bytes > (std::size_t{256} << 20))
+    throw Error(str("comm.segment_bytes = ", segment_bytes, " is out of range"), "use 1 KiB .. 256 MiB (e.g. 1 MiB)");
+  if (io_threads < 1 || io_threads > 64)
+    throw Error(str("comm.io_threads = ", io_threads, " is out of range"), "use 1..64");
+  if (disconnect_grace.count() < 0 || heartbeat_interval.count() < 0 || heartbeat_timeout.count() < 0 ||
+      close_linger.count() < 0)
+    throw Error("comm timeouts must not be negative");
+  if (bind_host.empty()) throw Error("comm.bind_host is empty", "use 127.0.0.1 for one machine, 0.0.0.0 for all");
+  if ((bind_host == "0.0.0.0" || bind_host == "*") && advertise_host.empty())
+    throw Error(str("comm.bind_host = ", bind_host, " needs comm.advertise_host"),
+                "set advertise_host to the address peers can dial");
+}
+
+std::size_t zmq_max_message_bytes(const ZmqOptions& o) {
+  std::size_t payload = std::max<std::size_t>(o.segment_bytes, kWireMaxReasonBytes);
+  for (WireDtype w : {WireDtype::kFloat32, WireDtype::kFloat16, WireDtype::kBFloat16, WireDtype::kUInt8})
+    payload = std::max(payload, encoded_size(w, zmq_segment_elements(w, o.segment_bytes)));
+  return kWireHeaderBytes + payload;
+}
+
+void Membership::validate(bool require_keys) const {
+  const int w = world_size();
+  if (w < 1 || w > 65535) throw Error(str("membership of ", w, " members"), "a group has 1..65535 members");
+  if (rank < 0 || rank >= w) throw Error(str("membership rank ", rank, " outside [0, ", w, ")"));
+  std::set<std::string> keys, endpoints;
+  for (int i = 0; i < w; ++i) {
+    const Member& m = members[i];
+    if (m.rank != i) throw Error(str("membership entry ", i, " has rank ", m.rank), "members must be in ring order");
+    if (m.endpoint.empty()) throw Error(str("member ", i, " has no endpoint"));
+    if (!endpoints.insert(m.endpoint).second) throw Error(str("members share the endpoint ", m.endpoint));
+    if (require_keys) {
+      if (!curve_is_valid_key(m.public_key))
+        throw Error(str("member ", i, " has an invalid CURVE public key '", m.public_key, "'"),
+                    "keys are 40 characters of Z85");
+      if (!keys.insert(m.public_key).second)
+        throw Error(str("members share the public key ", m.public_key),
+                    "every member needs its own key pair (ZmqOptions::key_name, e.g. worker-<i>)");
+    }
+  }
+}
+
+Membership membership_of_survivors(const Membership& old, const std::vector<int>& surviving_old_ranks) {
+  std::vector<int> s = surviving_old_ranks;
+  std::sort(s.begin(), s.end());
+  if (std::adjacent_find(s.begin(), s.end()) != s.end()) throw Error("survivor list names a rank twice");
+  for (int r : s)
+    if (r < 0 || r >= old.world_size()) throw Error(str("survivor ", r, " is not a rank of the old group"));
+  const auto me = std::find(s.begin(), s.end(), old.rank);
+  if (me == s.end())
+    throw Error(str("rank ", old.rank, " is not among the survivors"), "a rank that was dropped must rejoin afresh");
+  Membership m;
+  m.run_id = old.run_id;
+  m.epoch = old.epoch + 1;
+  m.rank = static_cast<int>(me - s.begin());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    Member member = old.members[s[i]];
+    member.rank = static_cast<int>(i);
+    m.members.push_back(std::move(member));
+  }
+  return m;
+}
+
+ZmqNode::Impl::~Impl() {
+  pull.close();
+  zap.reset();
+  ctx.close();
+}
+
+ZmqNode::ZmqNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ZmqNode::~ZmqNode() = default;
+
+std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
+  options.validate();
+  if (options.tune_malloc) {
+    static std::once_flag once;
+    std::call_once(once, [] {
+#if defined(__GLIBC__)
+      mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum; also stops the dynamic threshold
+      mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+    });
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  const bool curve = options.security == ZmqSecurity::kCurve;
+  if (curve) {
+    curve_require_available();
+    impl->keys = curve_load_or_create_keypair(options.key_dir.empty() ? curve_default_key_dir() : options.key_dir,
+                                              options.key_name);
+  } else {
+    log_warn("[zmq] PLAINTEXT mode: no encryption and no authentication. This mode exists only to measure "
+             "what CURVE costs; never use it for training.");
+  }
+  impl->ctx.set(zmq::ctxopt::io_threads, options.io_threads);
+  impl->ctx.set(zmq::ctxopt::blocky, 0);  // sockets default to linger 0; we set linger explicitly
+  if (curve) impl->zap = std::make_unique<ZapHandler>(impl->ctx);
+
+  impl->pull = zmq::socket_t(impl->ctx, zmq::socket_type::pull);
+  zmq::socket_t& s = impl->pull;
+  s.set(zmq::sockopt::linger, 0);
+  // libzmq checks the size of the frame on the wire, which CURVE makes larger than the message
+  // by its command name, nonce and MAC (33 bytes in ZMTP 3.x); allow for that, no more.
+  s.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(zmq_max_message_bytes(options) + kCurveFrameOverhead));
+  s.set(zmq::sockopt::rcvhwm, 1000);
+  if (curve) {
+    s.set(zmq::sockopt::curve_server, true);
+    s.set(zmq::sockopt::curve_secretkey, impl->keys.secret_key);
+    s.set(zmq::sockopt::zap_domain, kZapDomain);
+  }
+  if (options.heartbeat_interval.count() > 0) {
+    s.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(options.heartbeat_interval.count()));
+    s.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(options.heartbeat_timeout.count()));
+  }
+  const std::string bind = str("tcp://", options.bind_host, ":*");
+  try {
+    s.bind(bind);
+  } catch (const zmq::error_t& e) {
+    throw Error(str("cannot bind the receive socket to ", bind, ": ", e.what()),
+                "check comm.bind_host names an address of this machine");
+  }
+  std::string last = s.get(zmq::sockopt::last_endpoint);
+  if (!options.advertise_host.empty()) {
+    const auto colon = last.rfind(':');
+    last = str("tcp://", options.advertise_host, last.substr(colon));
+  }
+  impl->endpoint = last;
+  log_debug("[zmq] node listening on ", impl->endpoint, curve ? " (CURVE)" : " (PLAINTEXT)");
+  return std::shared_ptr<ZmqNode>(new ZmqNode(std::move(impl)));
+}
+
+const ZmqOptions& ZmqNode::options() const { return impl_->options; }
+std::string ZmqNode::endpoint() const { return impl_->endpoint; }
+std::string ZmqNode::public_key() const { return impl_->keys.public_key; }
+
+void ZmqNode::admit(const std::vector<std::string>& public_keys) {
+  if (impl_->zap) impl_->zap->admit(public_keys);
+}
+
+std::uint64_t ZmqNode::zap_refusals() const { return impl_->zap ? impl_->zap->refusals() : 0; }
+
+}  // namespace pico::comm
