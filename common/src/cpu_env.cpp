@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -82,13 +83,20 @@ void ensure_cpu_environment(char** argv) {
   tune_malloc_for_training();
 }
 
+namespace {
+std::atomic<bool> g_malloc_tuned{false};
+}  // namespace
+
 void tune_malloc_for_training() {
 #if defined(__GLIBC__)
   if (keep_environment()) return;
   ::mallopt(M_MMAP_MAX, 0);
   ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
   ::mallopt(M_TOP_PAD, 64 << 20);
+  g_malloc_tuned = true;
 #endif
 }
+
+bool malloc_tuned_for_training() { return g_malloc_tuned; }
 
 }  // namespace pico

@@ -96,6 +96,7 @@ TEST(CpuEnv, TunedMallocServesLargeBlocksFromTheHeap) {
   EnvGuard env;
   env.set("PICO_CPU_ENV", nullptr);
   tune_malloc_for_training();
+  EXPECT_TRUE(malloc_tuned_for_training());
   const std::size_t mapped_before = mallinfo2().hblkhd;
   void* p = std::malloc(std::size_t{48} << 20);  // above glibc's largest mmap threshold
   ASSERT_NE(p, nullptr);

@@ -41,8 +41,11 @@ void ensure_cpu_environment(char** argv);
 // memory to the OS, so every step's activations (tens of MiB) page-fault in anew: 10-30% of
 // a training step on 2 cores. This keeps freed memory in the heap for reuse (no mmap, no
 // trimming); the process keeps its peak footprint. Same as MALLOC_MMAP_MAX_=0
-// MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=67108864 in the environment.
+// MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=67108864 in the environment.
 // No-op without glibc or under PICO_CPU_ENV=keep.
 void tune_malloc_for_training();
+// Whether tune_malloc_for_training() has changed malloc's settings in this process. Code that
+// would set other malloc thresholds (comm::ZmqOptions::tune_malloc) should then leave them.
+bool malloc_tuned_for_training();
 
 }  // namespace pico
