@@ -295,9 +295,10 @@ TEST_F(Networked, RefusalsAreClear) {
 }
 
 TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
-  // outer.round_seconds: each contributor trains for ~1 s per round, however many steps that
+  // outer.round_seconds: each contributor trains for ~3 s per round, however many steps that
   // is; Δ is weighted by tokens, θ_g still agrees, and the ledger counts the real tokens.
-  Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=120 --set outer.round_seconds=1" +
+  // (With 1 s rounds, a busy machine could start b after a had finished all 4 rounds alone.)
+  Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=120 --set outer.round_seconds=3" +
                      " --identity a --overwrite --member-timeout 10" + common(),
                  dir_.file("a.log"));
   std::smatch m;
@@ -314,6 +315,8 @@ TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
   EXPECT_EQ(a.wait(), 0) << slurp(a.log);
   EXPECT_EQ(b.wait(), 0) << slurp(b.log);
   const auto ra = rounds_of(dir_.file("runs/net/metrics.jsonl")), rb = rounds_of(dir_.file("runs/net-b/metrics.jsonl"));
+  ASSERT_FALSE(ra.empty()) << slurp(a.log);
+  ASSERT_FALSE(rb.empty()) << "b took part in no round\n" << slurp(a.log) << slurp(b.log);
   ASSERT_EQ(ra.back()["round"].get<int>(), 4);  // 120 steps / H = 30
   EXPECT_EQ(ra.back()["theta_hash"], rb.back()["theta_hash"]);
   const std::int64_t per_h = 30 * 4 * 32;  // tokens in H steps of 4 sequences of 32
