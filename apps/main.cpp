@@ -1,33 +1,18 @@
 // pico — the command-line entry point: parse, dispatch, and turn errors into exit codes.
 #include <c10/util/Exception.h>
 
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
 #include "commands.h"
+#include "pico/common/cpu_env.h"
 #include "pico/common/error.h"
 
-namespace {
-
-// LibTorch's OpenMP threads and OpenBLAS's pthreads share the cores. With libgomp's default
-// wait policy, idle OpenMP threads spin for a while after every parallel op and steal the
-// cores OpenBLAS is about to use: 3x slower training on 2 cores (measured in
-// experiments/inner_throughput). libgomp reads OMP_WAIT_POLICY when it is loaded, before
-// main(), so set it and re-execute once. PICO_NO_REEXEC=1 disables this.
-void ensure_thread_environment(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("PICO_NO_REEXEC") != nullptr) return;
-  ::setenv("OMP_WAIT_POLICY", "passive", 1);
-  ::execv("/proc/self/exe", argv);
-  // exec failed: carry on with the slower default
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  ensure_thread_environment(argv);
+  // OpenMP and OpenBLAS read their settings when they are loaded: set them and re-execute
+  // once if needed (pico/common/cpu_env.h; measured in experiments/inner_throughput).
+  pico::ensure_cpu_environment(argv);
   CLI::App app{
       "pico — decentralized, low-communication training of language models.\n"
       "Many contributors train a LLaMA-style decoder on their own data shards and meet every\n"

@@ -2,6 +2,9 @@
 
 #include <dlfcn.h>
 
+#include <climits>
+#include <cstdlib>
+
 #include "pico/common/log.h"
 
 namespace pico {
@@ -15,7 +18,12 @@ BlasInfo detect_blas() {
     return info;
   }
   Dl_info dl{};
-  if (::dladdr(sgemm, &dl) != 0 && dl.dli_fname != nullptr) info.library = dl.dli_fname;
+  if (::dladdr(sgemm, &dl) != 0 && dl.dli_fname != nullptr) {
+    // dladdr names the object as loaded (/lib/x86_64-linux-gnu/libblas.so.3); the
+    // alternatives system makes that a symlink, so resolve it to see which BLAS it is.
+    char resolved[PATH_MAX];
+    info.library = ::realpath(dl.dli_fname, resolved) != nullptr ? resolved : dl.dli_fname;
+  }
 
   using CharFn = char* (*)();
   using IntFn = int (*)();

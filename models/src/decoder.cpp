@@ -6,6 +6,7 @@
 
 #include "pico/common/error.h"
 #include "pico/common/strings.h"
+#include "pico/models/ops.h"
 
 namespace pico::models {
 
@@ -25,10 +26,14 @@ torch::nn::Linear make_linear(std::int64_t in, std::int64_t out) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
 }
 
-// (…, D) → (…, D): [x1, x2] ↦ [−x2, x1], the half-split rotation of HF Llama.
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  const auto half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+// The weights of several bias-free projections stacked into one (Σ out, in) matrix, so one
+// matrix product computes them all (larger products run closer to the BLAS's peak). The
+// parameters stay separate (checkpoint names and shapes are pico-train's); autograd splits
+// the stacked weight's gradient back onto them.
+torch::Tensor stacked_weight(std::initializer_list<torch::nn::Linear> projections) {
+  std::vector<torch::Tensor> ws;
+  for (const auto& p : projections) ws.push_back(p->weight);
+  return torch::cat(ws, 0);
 }
 
 }  // namespace
@@ -37,12 +42,7 @@ RMSNormImpl::RMSNormImpl(std::int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
-torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  // Normalize in fp32 (as HF and pico-train do), scale in the input's dtype.
-  const auto xf = x.to(torch::kFloat32);
-  const auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-  return normed.to(x.scalar_type()) * weight;
-}
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return ops::rms_norm(x, weight, eps_); }
 
 AttentionImpl::AttentionImpl(const ModelConfig& cfg, std::string name)
     : n_heads_(cfg.attention_n_heads),
@@ -57,35 +57,16 @@ AttentionImpl::AttentionImpl(const ModelConfig& cfg, std::string name)
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                      const torch::Tensor& sin, ActivationRecorder* recorder) {
-  const auto B = x.size(0), T = x.size(1);
-  auto q = q_proj->forward(x);  // (B, T, H*hd)
-  auto k = k_proj->forward(x);  // (B, T, Hkv*hd)
-  auto v = v_proj->forward(x);  // (B, T, Hkv*hd)
-  record(recorder, name_ + ".q_proj", q);
-  record(recorder, name_ + ".k_proj", k);
-  record(recorder, name_ + ".v_proj", v);
-  q = q.view({B, T, n_heads_, head_dim_}).transpose(1, 2);     // (B, H, T, hd)
-  k = k.view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hkv, T, hd)
-  v = v.view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);  // (B, Hkv, T, hd)
-  q = q * cos + rotate_half(q) * sin;
-  k = k * cos + rotate_half(k) * sin;
-  if (n_kv_heads_ != n_heads_) {
-    const auto rep = n_heads_ / n_kv_heads_;
-    k = k.unsqueeze(2).expand({B, n_kv_heads_, rep, T, head_dim_}).reshape({B, n_heads_, T, head_dim_});
-    v = v.unsqueeze(2).expand({B, n_kv_heads_, rep, T, head_dim_}).reshape({B, n_heads_, T, head_dim_});
+  // One product for q, k and v: (B, T, C) → (B, T, (H + 2·Hkv)·hd) = [q | k | v].
+  const auto qkv = ops::linear(x, stacked_weight({q_proj, k_proj, v_proj}));
+  if (recorder != nullptr) {
+    const std::int64_t q_width = n_heads_ * head_dim_, kv_width = n_kv_heads_ * head_dim_;
+    record(recorder, name_ + ".q_proj", qkv.narrow(-1, 0, q_width).contiguous());
+    record(recorder, name_ + ".k_proj", qkv.narrow(-1, q_width, kv_width).contiguous());
+    record(recorder, name_ + ".v_proj", qkv.narrow(-1, q_width + kv_width, kv_width).contiguous());
   }
-  torch::Tensor y;  // (B, H, T, hd)
-#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
-  y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
-#else
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B, H, T, T)
-  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
-  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  y = torch::matmul(torch::softmax(scores, -1), v);
-#endif
-  y = y.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_});
-  auto out = o_proj->forward(y);
+  const auto y = ops::causal_attention(qkv, cos, sin, n_heads_, n_kv_heads_);  // (B, T, H·hd)
+  auto out = ops::linear(y, o_proj->weight);
   record(recorder, name_ + ".o_proj", out);
   return out;
 }
@@ -97,7 +78,9 @@ SwiGLUImpl::SwiGLUImpl(const ModelConfig& cfg, std::string name) : name_(std::mo
 }
 
 torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x, ActivationRecorder* recorder) {
-  auto out = w_2->forward(torch::silu(w_0->forward(x)) * w_1->forward(x));
+  // w_0 and w_1 in one product: (B, T, C) → (B, T, 2·hidden) = [a | b].
+  const auto ab = ops::linear(x, stacked_weight({w_0, w_1}));
+  auto out = ops::linear(ops::swiglu(ab), w_2->weight);
   record(recorder, name_ + ".w_2", out);
   return out;
 }
@@ -160,7 +143,7 @@ std::pair<torch::Tensor, torch::Tensor> PicoDecoderImpl::rope_tables(std::int64_
   return {rope_cos_dev_.narrow(0, 0, seq_len), rope_sin_dev_.narrow(0, 0, seq_len)};
 }
 
-torch::Tensor PicoDecoderImpl::forward(const torch::Tensor& tokens, ActivationRecorder* recorder) {
+torch::Tensor PicoDecoderImpl::hidden(const torch::Tensor& tokens, ActivationRecorder* recorder) {
   PICO_CHECK_EQ(tokens.dim(), 2, "tokens must be (B, T)");
   const auto T = tokens.size(1);
   if (T > cfg_.max_seq_len)
@@ -169,14 +152,26 @@ torch::Tensor PicoDecoderImpl::forward(const torch::Tensor& tokens, ActivationRe
   auto x = embedding_proj->forward(tokens);  // (B, T, C)
   auto [cos, sin] = rope_tables(T, x.device(), x.scalar_type());
   for (const auto& layer : *layers) x = layer->as<DecoderBlock>()->forward(x, cos, sin, recorder);
-  return de_embedding_proj->forward(output_norm->forward(x));  // (B, T, V)
+  return output_norm->forward(x);  // (B, T, C)
+}
+
+torch::Tensor PicoDecoderImpl::forward(const torch::Tensor& tokens, ActivationRecorder* recorder) {
+  auto logits = ops::linear(hidden(tokens, recorder), de_embedding_proj->weight);  // (B, T, V)
+  record(recorder, "de_embedding_proj", logits);
+  return logits;
 }
 
 torch::Tensor PicoDecoderImpl::loss(const torch::Tensor& inputs, const torch::Tensor& targets,
                                     ActivationRecorder* recorder) {
-  auto logits = forward(inputs, recorder);
-  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat32),
-                                              targets.reshape({-1}));
+  if (recorder != nullptr && recorder->wants("de_embedding_proj")) {  // the logits are wanted: make them
+    auto logits = forward(inputs, recorder);
+    logits = logits.reshape({-1, logits.size(-1)});
+    if (logits.scalar_type() != torch::kFloat64) logits = logits.to(torch::kFloat32);
+    return torch::nn::functional::cross_entropy(logits, targets.reshape({-1}));
+  }
+  // The output projection and the cross-entropy in one op that never holds all the logits.
+  const auto h = hidden(inputs, recorder);
+  return ops::linear_cross_entropy(h.reshape({-1, h.size(-1)}), de_embedding_proj->weight, targets.reshape({-1}));
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> PicoDecoderImpl::named_params() const {

@@ -15,6 +15,7 @@
 #include "pico/comm/zmq_communicator.h"
 #include "pico/common/blas.h"
 #include "pico/common/codec.h"
+#include "pico/common/cpu_env.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
 #include "pico/common/hash.h"
@@ -469,6 +470,7 @@ std::shared_ptr<comm::ZmqNode> make_node(const NetworkOptions& net) {
   o.advertise_host = net.advertise_host;
   o.key_dir = net.key_dir;
   o.key_name = net.identity;
+  o.tune_malloc = !malloc_tuned_for_training();  // pico's own tuning (cpu_env.h) is stronger: keep it
   return comm::ZmqNode::create(o);
 }
 

@@ -24,6 +24,7 @@
 #include "pico/comm/zmq_communicator.h"
 #include "pico/common/hash.h"
 #include "pico/common/blas.h"
+#include "pico/common/cpu_env.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
 #include "pico/common/log.h"
@@ -353,6 +354,7 @@ TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
   comm::ZmqOptions zo;
   zo.key_dir = cfg.run_dir() + "/keys";
   zo.key_name = str("worker-", rank);
+  zo.tune_malloc = !malloc_tuned_for_training();  // pico's own tuning (cpu_env.h) is stronger: keep it
   auto node = comm::ZmqNode::create(zo);
   comm::FileRendezvousOptions ro;
   ro.dir = options.rendezvous_dir;

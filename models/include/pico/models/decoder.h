@@ -90,7 +90,10 @@ class PicoDecoderImpl : public torch::nn::Module {
 
   // tokens (B, T) int64, T <= max_seq_len → logits (B, T, V) in the parameters' dtype.
   torch::Tensor forward(const torch::Tensor& tokens, ActivationRecorder* recorder = nullptr);
-  // Mean next-token cross-entropy: inputs (B, T), targets (B, T) → scalar.
+  // The final hidden states, after output_norm: tokens (B, T) → (B, T, C).
+  torch::Tensor hidden(const torch::Tensor& tokens, ActivationRecorder* recorder = nullptr);
+  // Mean next-token cross-entropy: inputs (B, T), targets (B, T) → scalar (float32; float64
+  // for a float64 model).
   torch::Tensor loss(const torch::Tensor& inputs, const torch::Tensor& targets,
                      ActivationRecorder* recorder = nullptr);
 

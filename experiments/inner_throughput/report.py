@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Turns a run.sh work directory into RESULTS.md (markdown on stdout). No numbers are typed
+in here: every figure comes from the JSON files of that run."""
+import datetime
+import glob
+import json
+import os
+import statistics as st
+import sys
+
+HERE = "experiments/inner_throughput"
+NAMES = {"small": "~2M", "medium": "~20M"}
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def rng(values, fmt="{:.0f}"):
+    return (fmt + " [" + fmt + "–" + fmt + "]").format(st.median(values), min(values), max(values))
+
+
+def pct(values):
+    return rng([100 * v for v in values], "{:.0f}%")
+
+
+def machine(work):
+    out = {}
+    for line in open(os.path.join(work, "machine.txt")):
+        k, _, v = line.rstrip("\n").partition("=")
+        out[k] = v
+    return out
+
+
+def categorize_pico(name):
+    phase, _, op = name.partition(" ")
+    if phase == "optimizer":
+        return "optimizer (grad-norm clip + AdamW)"
+    if op in ("pico::gemm", "aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm"):
+        return "matrix products (GEMM)"
+    if "Attention" in op or op == "pico::causal_attention":
+        return "attention kernel (fused, non-GEMM)"
+    if op == "pico::linear_cross_entropy":
+        return "cross-entropy (fused softmax/grad; its GEMMs are above)"
+    if "SwiGLU" in op or op == "pico::swiglu":
+        return "SwiGLU (fused)"
+    if "RMSNorm" in op or op == "pico::rms_norm":
+        return "RMSNorm (fused)"
+    if op in ("aten::add", "aten::add_"):
+        return "residual adds, gradient accumulation"
+    return "everything else (embedding, cat of stacked weights, fills, autograd bookkeeping)"
+
+
+def categorize_torch(op):
+    if op in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"):
+        return "matrix products (GEMM)"
+    if op.startswith("aten::_foreach") or "Optimizer" in op or op in ("aten::norm", "aten::linalg_vector_norm",
+                                                                         "aten::stack", "aten::clamp", "aten::addcdiv_",
+                                                                         "aten::addcmul_", "aten::lerp_"):
+        return "optimizer (grad-norm clip + AdamW)"
+    if "softmax" in op or "nll_loss" in op:
+        return "softmax, log-softmax, NLL (attention and loss)"
+    if op in ("aten::mul", "aten::add", "aten::add_", "aten::neg", "aten::cat", "aten::masked_fill", "aten::masked_fill_",
+              "aten::copy_", "aten::silu", "aten::silu_backward", "aten::pow", "aten::mean", "aten::rsqrt", "aten::sum",
+              "aten::div", "aten::fill_", "aten::zero_", "aten::repeat_interleave", "aten::index_select",
+              "aten::pow_backward", "aten::mul_", "aten::clone", "aten::contiguous"):
+        return "elementwise (RMSNorm, RoPE, SwiGLU, masks, copies, residuals)"
+    return "everything else (framework overhead, embedding, views)"
+
+
+def breakdown(self_s, categorize, step_s):
+    cats = {}
+    for name, s in self_s.items():
+        c = categorize(name)
+        cats[c] = cats.get(c, 0.0) + s
+    recorded = sum(cats.values())
+    if step_s > recorded:
+        cats["not inside any operator (Python/C++ glue)"] = step_s - recorded
+    return sorted(cats.items(), key=lambda kv: -kv[1])
+
+
+def main(work):
+    m = machine(work)
+    configs = [c for c in ("small", "medium") if glob.glob(os.path.join(work, f"pico_{c}_*.json"))]
+    rows, peaks_all, details = [], {}, {}
+    for c in configs:
+        rounds = sorted(int(p.rsplit("_", 1)[1].split(".")[0]) for p in glob.glob(os.path.join(work, f"pico_{c}_*.json")))
+        pico = [load(os.path.join(work, f"pico_{c}_{r}.json")) for r in rounds]
+        torch = [load(os.path.join(work, f"torch_{c}_{r}.json")) for r in rounds]
+        plain = [load(os.path.join(work, f"plain_{c}_{r}.json")) for r in rounds
+                 if os.path.exists(os.path.join(work, f"plain_{c}_{r}.json"))]
+        peak_files = [load(os.path.join(work, f"peak_{c}_{r}.json")) for r in rounds]
+        peaks = [p["sgemm_gflops"] for p in peak_files]
+        sustained = [max(p.get("sgemm_gflops_median", p["sgemm_gflops"]).values()) for p in peak_files]
+        peaks_all[c] = (peaks, [p.get("sgemm_gflops_median", {}) for p in peak_files])
+        peak = [max(p.values()) for p in peaks]
+        fpt = pico[0]["flops_per_token"]
+        tp = [p["tok_per_s"] for p in pico]
+        tt = [t["tok_per_s"] for t in torch]
+        ratio = [a / b for a, b in zip(tp, tt)]
+        mfu_p = [a * fpt / 1e9 / pk for a, pk in zip(tp, peak)]
+        mfu_t = [b * fpt / 1e9 / pk for b, pk in zip(tt, peak)]
+        sus_p = [a * fpt / 1e9 / pk for a, pk in zip(tp, sustained)]
+        sus_t = [b * fpt / 1e9 / pk for b, pk in zip(tt, sustained)]
+        rows.append((c, pico[0], torch[0], fpt, tp, tt, ratio, mfu_p, mfu_t, peak, sus_p, sus_t))
+        details[c] = (pico, torch, plain, peak)
+
+    print("# inner_throughput — pico's CPU inner loop vs PyTorch eager\n")
+    print("Generated by `experiments/inner_throughput/run.sh` (report.py); raw JSON in "
+          f"`{os.path.relpath(work)}` (git-ignored). Every number below is from that one run.\n")
+    print("## Result\n")
+    print("| model | params | tokens/step | FLOPs/token | pico tok/s | PyTorch eager tok/s | pico / PyTorch | "
+          "pico MFU | PyTorch MFU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for c, p0, t0, fpt, tp, tt, ratio, mfu_p, mfu_t, peak, _, _ in rows:
+        print(f"| {c} ({NAMES[c]}) | {p0['num_params'] / 1e6:.2f}M | {p0['tokens_per_step']} | {fpt / 1e6:.1f}M | "
+              f"{rng(tp)} | {rng(tt)} | **{rng(ratio, '{:.2f}')}×** | **{pct(mfu_p)}** | {pct(mfu_t)} |")
+    print("\nMedian over rounds [min–max]. Each round runs pico and PyTorch back to back (alternating which goes "
+          "first) right after measuring the sgemm peak; a round's tokens/s is the median over its timed steps. "
+          "The ratio is the median of the per-round ratios. MFU = tokens/s × model FLOPs per token (6 × matmul "
+          "parameters + 12·L·T·d for attention, causal masking not discounted: `ModelConfig::train_flops_per_token`) "
+          "÷ that round's sgemm peak (the best of the four measurements below).\n")
+    print("Targets from the issue: ≥ 1.15× PyTorch eager, ≥ 60% MFU. In this run:\n")
+    for c, _, _, _, _, _, ratio, mfu_p, _, _, sus_p, _ in rows:
+        r, mp, ms = st.median(ratio), st.median(mfu_p), st.median(sus_p)
+        print(f"- {c}: ratio {r:.2f}× ({'met' if r >= 1.15 else 'not met'}); MFU {100 * mp:.0f}% against the best "
+              f"sgemm burst ({'met' if mp >= 0.60 else 'not met'}), {100 * ms:.0f}% against the sustained sgemm rate "
+              f"({'met' if ms >= 0.60 else 'not met'}).")
+    print()
+    print("The peak is a best-of-repeats burst; on this busy machine a multi-second training step meets more "
+          "contention than a 10 ms product does. Against the *sustained* sgemm rate (the median of the same "
+          "repeats, right before the round):\n")
+    print("| model | pico MFU vs sustained sgemm | PyTorch MFU vs sustained sgemm |\n|---|---|---|")
+    for c, *_, sus_p, sus_t in rows:
+        print(f"| {c} | {pct(sus_p)} | {pct(sus_t)} |")
+    print()
+    if all(details[c][2] for c in configs):
+        print("Ablation in the same rounds — pico with its fused kernels off (`PICO_FUSED_KERNELS=0 PICO_GEMM=blas`: "
+              "the plain torch-op model pico had before this work, same environment):\n")
+        print("| model | pico plain-op tok/s | pico plain-op / PyTorch | pico fused / plain-op | plain-op MFU |")
+        print("|---|---|---|---|---|")
+        for c in configs:
+            pico, torch, plain, peak = details[c]
+            fpt = pico[0]["flops_per_token"]
+            tl = [p["tok_per_s"] for p in plain]
+            print(f"| {c} | {rng(tl)} | {rng([a / b['tok_per_s'] for a, b in zip(tl, torch)], '{:.2f}')}× | "
+                  f"{rng([a['tok_per_s'] / b for a, b in zip(pico, tl)], '{:.2f}')}× | "
+                  f"{pct([a * fpt / 1e9 / pk for a, pk in zip(tl, peak)])} |")
+        print()
+    ablation = sorted(glob.glob(os.path.join(work, "ablation_as_used_*.json")))
+    if ablation:
+        names = ["as_used", "openblas_haswell", "omp_active", "malloc_default", "gemm_openblas", "openblas_1_thread"]
+        what = {"as_used": "the environment above (pico's own choices)",
+                "openblas_haswell": "`OPENBLAS_CORETYPE=Haswell` (this environment's original AVX2 setting)",
+                "omp_active": "`OMP_WAIT_POLICY=active` (libgomp's spinning default)",
+                "malloc_default": "glibc malloc defaults (no `MALLOC_*`, `PICO_CPU_ENV=keep`)",
+                "gemm_openblas": "`PICO_GEMM=blas`: products on OpenBLAS instead of oneDNN",
+                "openblas_1_thread": "`OPENBLAS_NUM_THREADS=1`"}
+        rounds = sorted(int(p.rsplit("_", 1)[1].split(".")[0]) for p in ablation)
+        print("## Thread and library settings (small model, pico, one change at a time)\n")
+        print("Paired per round with the first row; same run, right after the main rounds.\n")
+        print("| setting | tok/s | relative to the first row |\n|---|---|---|")
+        base = [load(os.path.join(work, f"ablation_as_used_{r}.json"))["tok_per_s"] for r in rounds]
+        for n in names:
+            files = [os.path.join(work, f"ablation_{n}_{r}.json") for r in rounds]
+            if not all(os.path.exists(f) for f in files):
+                continue
+            v = [load(f)["tok_per_s"] for f in files]
+            print(f"| {what[n]} | {rng(v)} | {rng([a / b for a, b in zip(v, base)], '{:.2f}')}× |")
+        print()
+
+    print("## sgemm peak, measured in the same run\n")
+    print("16 (n = 1024) or 6 (n = 2048) square products per round and path, all threads; best and median of "
+          "them. `blas` = "
+          "`torch::mm` → OpenBLAS (what PyTorch uses); `pico` = pico's linear op (oneDNN's `dnnl_sgemm` from "
+          "LibTorch's libdnnl.so.2, which pico uses where it exists).\n")
+    keys = sorted(next(iter(peaks_all.values()))[0][0].keys())
+    print("| rounds of | statistic | " + " | ".join(keys) + " |")
+    print("|---|---|" + "---|" * len(keys))
+    for c, (peaks, medians) in peaks_all.items():
+        print(f"| {c} | best | " + " | ".join(rng([p[k] for p in peaks]) for k in keys) + " |")
+        if all(medians):
+            print(f"| {c} | median | " + " | ".join(rng([p[k] for p in medians]) for k in keys) + " |")
+    print("\nGFLOP/s, median over rounds [min–max].")
+
+    print("\n## Machine and command\n")
+    print(f"- CPU: {m.get('cpu')} ({m.get('cores')} cores, AVX-512: {m.get('flags_avx512')}), {m.get('mem')}, "
+          f"{m.get('os')}, kernel {m.get('kernel')}")
+    print(f"- LibTorch / python3-torch {m.get('torch')} (Debian), OpenBLAS {m.get('openblas')} (pthreads), "
+          f"pico CPU kernels: {details[configs[0]][0][0].get('cpu_kernels')}, commit {m.get('git')}")
+    files = glob.glob(os.path.join(work, "*.json"))
+    start = datetime.datetime.strptime(m.get("date"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    minutes = (max(os.path.getmtime(f) for f in files) - start.timestamp()) / 60
+    print(f"- Started {m.get('date')}; the last result was written {minutes:.0f} minutes later.")
+    spread = {c: max(r[4]) / min(r[4]) for c, r in zip(configs, rows)}
+    print(f"- **Shared machine**: other helpers were compiling on the same {m.get('cores')} cores during this run "
+          f"(load average {m.get('loadavg_start')} at the start, {m.get('loadavg_end')} at the end; 1, 5 and 15 "
+          "minutes). pico's own tokens/s varied between rounds by "
+          + ", ".join(f"{spread[c]:.2f}× ({c})" for c in configs)
+          + " (max/min). Absolute numbers depend on that load; the medians and the per-round ratios are what to compare.")
+    cmd = m.get("command") or (f"REPEATS={m.get('repeats')} WARMUP={m.get('warmup')} "
+                               + " ".join(f"STEPS_{c.upper()}={m.get('steps_' + c)}" for c in configs)
+                               + f" {HERE}/run.sh")
+    print(f"- Command: `{cmd}` — "
+          + ", ".join(f"{c}: {m.get('steps_' + c)} timed steps" for c in configs)
+          + f" after {m.get('warmup')} warm-up steps per process, {m.get('repeats')} rounds, {m.get('threads')} threads on "
+          f"both sides; data: `{m.get('data', '?')}` (the demo's King James Bible dataset, vocabulary 4096)")
+    print(f"- Environment before: `{m.get('env_before').strip() or '(none of OMP_*, OPENBLAS_*, MALLOC_*)'}`")
+    print(f"- Environment for both sides: `{m.get('env_used').strip()}` — what pico sets for itself at start-up "
+          "(`pico/common/cpu_env.h`: passive OpenMP waiting; OpenBLAS's AVX-512 kernels where the CPU has them; "
+          "malloc keeps freed memory), so PyTorch gets pico's best settings too.")
+    print("- PyTorch side (`bench_torch.py`): the same architecture written as a PyTorch user would (HF-Llama-style "
+          "modules, `repeat_interleave` for GQA, masked softmax attention since 1.13 has no SDPA, "
+          "`F.cross_entropy`), `torch.optim.AdamW(foreach=True)` (foreach on/off measured equal within noise), "
+          "`zero_grad(set_to_none=True)`, `clip_grad_norm_`, batches sampled from the same shards.")
+    print("- pico side (`pico_bench_inner`): `Contributor::forward_backward` + `optimizer_step` exactly as "
+          "`pico train` runs them, without checkpoints or logging.\n")
+
+    print("## Where the time goes\n")
+    print("Self time per operator (time in the operator minus time in operators it calls), from one extra "
+          "profiled run per side (3 steps; the profiler adds a little overhead). pico: a RecordFunction "
+          "observer in `bench_inner.cpp`; PyTorch: `torch.autograd.profiler`.\n")
+    for c in configs:
+        pp = load(os.path.join(work, f"profile_pico_{c}.json"))
+        tp_ = load(os.path.join(work, f"profile_torch_{c}.json"))
+        bp = breakdown(pp["profile"]["self_s"], categorize_pico, pp["profile"]["step_s"])
+        bt = breakdown(tp_["profile"]["self_s"], categorize_torch, tp_["profile"]["step_s"])
+        print(f"### {c} ({NAMES[c]})\n")
+        print(f"pico, {pp['profile']['step_s'] * 1e3:.0f} ms per profiled step:\n")
+        print("| where | ms/step | share |\n|---|---|---|")
+        for k, v in bp:
+            print(f"| {k} | {v * 1e3:.1f} | {100 * v / pp['profile']['step_s']:.0f}% |")
+        gemm_s = dict(bp).get("matrix products (GEMM)", 0.0)
+        if gemm_s > 0 and "matmul_flops_per_token" in pp:
+            rate = pp["matmul_flops_per_token"] * pp["tokens_per_step"] / gemm_s / 1e9
+            peak = st.median(details[c][3])  # median over rounds of each round's best
+            print(f"\npico's products ran at {rate:.0f} GFLOP/s in this profile ({100 * rate / peak:.0f}% of the median "
+                  f"sgemm peak of the {c} rounds, {peak:.0f} GFLOP/s); {100 * (1 - gemm_s / pp['profile']['step_s']):.0f}% "
+                  "of the step is outside them. With every non-GEMM cost at zero and the products at this rate, MFU "
+                  f"would be {100 * rate / peak * pp['flops_per_token'] / pp['matmul_flops_per_token']:.0f}%.")
+        print(f"\nPyTorch eager, {tp_['profile']['step_s'] * 1e3:.0f} ms per profiled step:\n")
+        print("| where | ms/step | share |\n|---|---|---|")
+        for k, v in bt:
+            print(f"| {k} | {v * 1e3:.1f} | {100 * v / tp_['profile']['step_s']:.0f}% |")
+        top = sorted(tp_["profile"]["self_s"].items(), key=lambda kv: -kv[1])[:8]
+        print("\nPyTorch's top operators: " + ", ".join(f"`{k}` {v * 1e3:.0f} ms" for k, v in top) + ".\n")
+        if "ops" in pp:
+            print("Each fused op alone (forward + backward at this model's shapes, median of 5, ms), against its "
+                  "plain-torch reference (the PyTorch-style composition of ops):\n")
+            print("| op | fused fwd | fused bwd | plain fwd | plain bwd | speed-up |\n|---|---|---|---|---|---|")
+            for op, v in pp["ops"].items():
+                f, r = v["fused"], v["reference"]
+                sp = (r["forward_s"] + r["backward_s"]) / (f["forward_s"] + f["backward_s"])
+                print(f"| {op} | {f['forward_s'] * 1e3:.1f} | {f['backward_s'] * 1e3:.1f} | {r['forward_s'] * 1e3:.1f} | "
+                      f"{r['backward_s'] * 1e3:.1f} | {sp:.1f}× |")
+            print()
+
+    print("## Both sides train\n")
+    print("| model | pico loss (first → last timed step, round 1) | PyTorch loss |\n|---|---|---|")
+    for c in configs:
+        pico, torch = details[c][0], details[c][1]
+        print(f"| {c} | {pico[0]['loss_first']:.3f} → {pico[0]['loss_last']:.3f} | "
+              f"{torch[0]['loss_first']:.3f} → {torch[0]['loss_last']:.3f} |")
+    print()
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+    if os.path.exists(notes):
+        print(open(notes).read())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
