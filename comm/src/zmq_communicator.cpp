@@ -54,7 +54,8 @@ struct PeerSocket {
   std::string role;  // "data 2", "control (right)", …
   bool control = false;
   enum class State { kConnecting, kUp, kDown } state = State::kConnecting;
-  Clock::time_point down_since;
+  Clock::time_point down_since;  // when it first dropped since the last completed collective
+  bool disrupted = false;          // dropped since the last completed collective
   std::string last_error;
   std::deque<zmq::message_t> outbox;  // messages libzmq would not take yet (high-water mark)
 };
@@ -656,16 +657,22 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
         std::memcpy(&id, ev.data(), 2);
         switch (id) {
           case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+            if (p->disrupted) log_warn(tag_, "connection to rank ", p->peer, " (", p->role, ") re-established");
             p->state = PeerSocket::State::kUp;
             p->last_error.clear();
             break;
           case ZMQ_EVENT_DISCONNECTED:
             // Only a connection that was up can be lost; failed handshakes are retried by
-            // libzmq and surface, if they persist, in the timeout's message.
+            // libzmq and surface, if they persist, in the timeout's message. A connection that
+            // dropped may have lost messages in flight even if libzmq reconnects at once: it
+            // counts as disrupted until a collective completes.
             if (p->state == PeerSocket::State::kUp) {
               p->state = PeerSocket::State::kDown;
-              p->down_since = Clock::now();
               p->last_error = "disconnected";
+              if (!p->disrupted) p->down_since = Clock::now();
+              p->disrupted = true;
+              log_warn(tag_, "connection to rank ", p->peer, " (", m_.members[p->peer].endpoint, ", ", p->role,
+                       ") dropped");
             }
             break;
           case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
@@ -685,11 +692,14 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   void check_connections() {
     const auto grace = n_.options.disconnect_grace;
     for (PeerSocket* p : all_sockets()) {
-      if (p->state != PeerSocket::State::kDown || departed_[p->peer]) continue;
+      if (!p->disrupted || departed_[p->peer]) continue;
       if (Clock::now() - p->down_since >= grace)
         return fail(Status::kPeerFailed,
-                    str("lost the connection to rank ", p->peer, " (", m_.members[p->peer].endpoint, ", ", p->role,
-                        ") ", static_cast<long>(ms_since(p->down_since)), " ms ago"));
+                    str(p->state == PeerSocket::State::kDown ? "lost the connection to rank "
+                                                             : "messages may have been lost: the connection to rank ",
+                        p->peer, " (", m_.members[p->peer].endpoint, ", ", p->role, ") ",
+                        p->state == PeerSocket::State::kDown ? "dropped " : "dropped and came back, ",
+                        static_cast<long>(ms_since(p->down_since)), " ms ago"));
     }
   }
 
@@ -798,6 +808,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
                     broken_reason_);
     }
     flush_outboxes();
+    // Everything this round needed arrived: earlier drops lost nothing that mattered.
+    for (PeerSocket* p : sockets) p->disrupted = false;
     // Early messages of later rounds may add up to a few rounds' traffic.
     stash_limit_ = std::max<std::uint64_t>(stash_limit_, 4 * result_.bytes_received);
     ++round_;

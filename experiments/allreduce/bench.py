@@ -68,9 +68,10 @@ def run_ranks(cmds, timeout):
                 q.kill()
             raise RuntimeError(f"ranks did not finish within {timeout} s: {cmds[0]}")
         outs.append(out)
-    for p, out, c in zip(procs, outs, cmds):
-        if p.returncode != 0:
-            raise RuntimeError(f"rank failed ({p.returncode}): {' '.join(c)}\n{out[-3000:]}")
+    failed = [(p.returncode, c, out) for p, out, c in zip(procs, outs, cmds) if p.returncode != 0]
+    if failed:
+        report = "\n".join(f"--- rank {cmds.index(c)} exited {rc}: {' '.join(c)}\n{out[-2500:]}" for rc, c, out in failed)
+        raise RuntimeError(f"{len(failed)} rank(s) failed\n{report}")
 
 
 def collect(paths):
@@ -195,12 +196,14 @@ SW = "pico-sw"
 def netns_setup(rate_mbit, relay):
     netns_teardown()
     sh(f"ip netns add {SW}")
+    sh(f"ip netns exec {SW} sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
     sh(f"ip -n {SW} link add br0 type bridge")
     sh(f"ip -n {SW} link set br0 up")
     sh(f"ip -n {SW} link set lo up")
     relays = []
     for i, ns in enumerate(NS):
         sh(f"ip netns add {ns}")
+        sh(f"ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
         sh(f"ip -n {ns} link set lo up")
         if not relay:
             # host eth0 <-> switch port
@@ -210,7 +213,7 @@ def netns_setup(rate_mbit, relay):
             sh(f"ip link add eth0 netns {ns} type veth peer name r0 netns {ns}")
             sh(f"ip link add up0 netns {ns} type veth peer name p{i} netns {SW}")
             for dev in ("r0", "up0"):
-                sh(f"ip -n {ns} link set {dev} up")
+                sh(f"ip -n {ns} link set {dev} up promisc on")
                 sh(f"ip netns exec {ns} ethtool -K {dev} tso off gso off gro off tx off rx off", check=False)
         sh(f"ip -n {ns} addr add 10.77.0.{i + 1}/24 dev eth0")
         sh(f"ip -n {ns} link set eth0 up")
@@ -230,10 +233,39 @@ def netns_setup(rate_mbit, relay):
     for p in relays:
         if p.poll() is not None:
             raise RuntimeError("delay_relay exited; see /tmp/pico-relay-*.log")
-    # Connectivity and RTT check.
-    out = sh(f"ip netns exec {NS[0]} ping -c 3 -i 0.2 -q 10.77.0.2", check=False).stdout
+    # Connectivity and RTT check (after ARP has settled), and one TCP stream's goodput.
+    sh(f"ip netns exec {NS[0]} ping -c 2 -i 0.2 -q 10.77.0.2", check=False)
+    out = sh(f"ip netns exec {NS[0]} ping -c 5 -i 0.2 -q 10.77.0.2", check=False).stdout
     rtt = out.strip().splitlines()[-1] if out else "?"
-    return relays, rtt
+    goodput = link_check()
+    return relays, rtt, goodput
+
+
+def link_check(seconds=5):
+    """Goodput of one TCP stream pico-h0 → pico-h1 over the emulated link, in Mbit/s."""
+    server = subprocess.Popen(["ip", "netns", "exec", NS[1], PYTHON, "-c", TCP_SINK], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    sh(f"ip netns exec {NS[0]} {PYTHON} -c '{TCP_SOURCE}' {seconds}")
+    out, _ = server.communicate(timeout=30)
+    return float(out.strip())
+
+
+TCP_SINK = """
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.2", 5999)); s.listen(1); c, _ = s.accept()
+n, t0, t1 = 0, None, None
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    if t0 is None: t0 = time.time()
+    n += len(b); t1 = time.time()
+print(n * 8 / (t1 - t0) / 1e6)
+"""
+TCP_SOURCE = """import socket, sys, time
+s = socket.create_connection(("10.77.0.2", 5999)); b = bytes(1 << 20); end = time.time() + float(sys.argv[1])
+while time.time() < end: s.sendall(b)
+s.close()"""
 
 
 def netns_teardown(relays=()):
@@ -255,7 +287,7 @@ def shaped():
     rate = args.rate_mbit * 1e6 / 8  # bytes/s
     sections = []
     for label, relay in (("no added delay", False), (f"+{args.delay_ms} ms one-way (delaying relay)", True)):
-        relays, rtt = netns_setup(args.rate_mbit, relay)
+        relays, rtt, goodput = netns_setup(args.rate_mbit, relay)
         try:
             arms = [Arm("gloo", "gloo", netns=nets)]
             for k in args.shaped_connections:
@@ -275,7 +307,8 @@ def shaped():
         head = " | ".join(["Gloo"] + [f"pico CURVE on, {k} conn." for k in args.shaped_connections])
         sections.append(f"""### {label}
 
-ping {hosts[0]} → {hosts[1]}: `{rtt}`
+ping {hosts[0]} → {hosts[1]}: `{rtt}`; one TCP stream (Python, 5 s) {goodput:.1f} Mbit/s
+({goodput / args.rate_mbit * 100:.1f}% of the link)
 
 | size | {head} |
 | --- | {' | '.join(['---'] * len(arms))} |
