@@ -407,7 +407,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   bool broken() const override { return broken_ != Status::kOk; }
 
   CollectiveResult all_reduce(float* data, std::size_t n, const AllreduceOptions& o) override {
-    AllReduce op(data, n, o, w_, r_, n_.options.segment_bytes);
+    AllReduce op(data, n, o, w_, r_, zmq_message_payload_bytes(n_.options));
     return run(op, o.timeout);
   }
 
@@ -416,7 +416,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     out.assign(static_cast<std::size_t>(w_), {});
     std::vector<std::vector<std::uint8_t>*> outs;
     for (auto& v : out) outs.push_back(&v);
-    Gather op(Gather::Mode::kAllGather, w_, r_, o.tag, n_.options.segment_bytes, n_.options.max_gather_bytes, 0,
+    Gather op(Gather::Mode::kAllGather, w_, r_, o.tag, zmq_message_payload_bytes(n_.options), n_.options.max_gather_bytes, 0,
               outs, &mine);
     CollectiveResult r = run(op, o.timeout);
     if (r.ok()) out[r_] = mine;
@@ -432,7 +432,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       return r;
     }
     std::vector<std::uint8_t> received;
-    Gather op(Gather::Mode::kBroadcast, w_, r_, o.tag, n_.options.segment_bytes, n_.options.max_broadcast_bytes,
+    Gather op(Gather::Mode::kBroadcast, w_, r_, o.tag, zmq_message_payload_bytes(n_.options), n_.options.max_broadcast_bytes,
               o.root, {&received}, &data);
     CollectiveResult r = run(op, o.timeout);
     if (r.ok() && r_ != o.root) data = std::move(received);
@@ -440,7 +440,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   }
 
   CollectiveResult barrier(const BarrierOptions& o) override {
-    Gather op(Gather::Mode::kBarrier, w_, r_, o.tag, n_.options.segment_bytes, 0, 0, {}, nullptr);
+    Gather op(Gather::Mode::kBarrier, w_, r_, o.tag, zmq_message_payload_bytes(n_.options), 0, 0, {}, nullptr);
     return run(op, o.timeout);
   }
 

@@ -26,8 +26,10 @@ std::size_t zmq_segment_elements(WireDtype wire, std::size_t segment_bytes) {
 void ZmqOptions::validate() const {
   if (connections_per_peer < 1 || connections_per_peer > 64)
     throw Error(str("comm.connections_per_peer = ", connections_per_peer, " is out of range"), "use 1..64");
-  if (segment_bytes < 1024 || segment_bytes > (std::size_t{256} << 20))
-    throw Error(str("comm.segment_bytes = ", segment_bytes, " is out of range"), "use 1 KiB .. 256 MiB (e.g. 1 MiB)");
+  if (segment_bytes > (std::size_t{256} << 20) || zmq_message_payload_bytes(*this) < 1024)
+    throw Error(str("comm.segment_bytes = ", segment_bytes, " is out of range for ", connections_per_peer,
+                    " connections per peer"),
+                "use 1 KiB × connections_per_peer .. 256 MiB (e.g. 1 MiB)");
   if (io_threads < 1 || io_threads > 64)
     throw Error(str("comm.io_threads = ", io_threads, " is out of range"), "use 1..64");
   if (disconnect_grace.count() < 0 || heartbeat_interval.count() < 0 || heartbeat_timeout.count() < 0 ||
@@ -39,10 +41,15 @@ void ZmqOptions::validate() const {
                 "set advertise_host to the address peers can dial");
 }
 
+std::size_t zmq_message_payload_bytes(const ZmqOptions& o) {
+  return o.segment_bytes / static_cast<std::size_t>(std::max(1, o.connections_per_peer));
+}
+
 std::size_t zmq_max_message_bytes(const ZmqOptions& o) {
-  std::size_t payload = std::max<std::size_t>(o.segment_bytes, kWireMaxReasonBytes);
+  const std::size_t message = zmq_message_payload_bytes(o);
+  std::size_t payload = std::max<std::size_t>(message, kWireMaxReasonBytes);
   for (WireDtype w : {WireDtype::kFloat32, WireDtype::kFloat16, WireDtype::kBFloat16, WireDtype::kUInt8})
-    payload = std::max(payload, encoded_size(w, zmq_segment_elements(w, o.segment_bytes)));
+    payload = std::max(payload, encoded_size(w, zmq_segment_elements(w, message)));
   return kWireHeaderBytes + payload;
 }
 

@@ -67,8 +67,11 @@ struct ZmqOptions {
   // Data connections to the right neighbour. Several TCP streams fill long-RTT links that
   // one stream (window-limited) cannot; segments are dealt round-robin over them.
   int connections_per_peer = 4;
-  // Target payload bytes per message: the unit of pipelining. Rounded to whole uint8 blocks
-  // for the uint8 wire. Every member of a group must use the same value.
+  // The unit of pipelining: payload bytes in flight per turn of the data connections. Each
+  // message carries segment_bytes / connections_per_peer (zmq_message_payload_bytes), so that
+  // a message crosses a shared link as fast as with one connection (a ring hop forwards only
+  // whole messages). Rounded to whole uint8 blocks for the uint8 wire. Every member of a group
+  // must use the same value (and the same connections_per_peer).
   std::size_t segment_bytes = std::size_t{1} << 20;
   // libzmq I/O threads of the node (they do the socket I/O and CURVE encryption).
   int io_threads = 2;
@@ -97,6 +100,8 @@ struct ZmqOptions {
   void validate() const;  // throws pico::Error naming the bad field and value
 };
 
+// Target payload bytes of one message: segment_bytes / connections_per_peer.
+std::size_t zmq_message_payload_bytes(const ZmqOptions& options);
 // The largest message (header + payload) a node with these options sends or accepts: the
 // receive socket's ZMQ_MAXMSGSIZE.
 std::size_t zmq_max_message_bytes(const ZmqOptions& options);
