@@ -65,8 +65,8 @@ Member parse_member(const std::string& path, const FileRendezvousOptions& o, int
     throw Error(str("rendezvous file ", path, " expects ", world, " ranks, this process ", o.world_size),
                 "start every worker with the same world size");
   if (m.rank != expected_rank) throw Error(str("rendezvous file ", path, " names rank ", m.rank));
-  if (m.endpoint.rfind("tcp://", 0) != 0)
-    throw Error(str("rendezvous file ", path, " has endpoint '", m.endpoint, "', expected tcp://HOST:PORT"));
+  if (m.endpoint.rfind("tcp://", 0) != 0 && m.endpoint.rfind("ipc://", 0) != 0)
+    throw Error(str("rendezvous file ", path, " has endpoint '", m.endpoint, "', expected tcp://HOST:PORT or ipc://PATH"));
   if (curve && !curve_is_valid_key(m.public_key))
     throw Error(str("rendezvous file ", path, " has no valid CURVE public key"),
                 "every worker must run with CURVE on (or all in the benchmark-only plaintext mode)");

@@ -1,11 +1,13 @@
 // ZmqNode, options and membership: everything about the group but the collectives.
 #include <malloc.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <mutex>
 #include <set>
 
 #include "pico/common/error.h"
+#include "pico/common/fs.h"
 #include "pico/common/log.h"
 #include "zmq_node_impl.h"
 
@@ -36,6 +38,8 @@ void ZmqOptions::validate() const {
       close_linger.count() < 0)
     throw Error("comm timeouts must not be negative");
   if (bind_host.empty()) throw Error("comm.bind_host is empty", "use 127.0.0.1 for one machine, 0.0.0.0 for all");
+  if (ipc_dir.size() > 80)
+    throw Error(str("comm.ipc_dir '", ipc_dir, "' is too long for a Unix socket path"), "use a short directory");
   if ((bind_host == "0.0.0.0" || bind_host == "*") && advertise_host.empty())
     throw Error(str("comm.bind_host = ", bind_host, " needs comm.advertise_host"),
                 "set advertise_host to the address peers can dial");
@@ -146,15 +150,20 @@ std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
     s.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(options.heartbeat_interval.count()));
     s.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(options.heartbeat_timeout.count()));
   }
-  const std::string bind = str("tcp://", options.bind_host, ":*");
+  static std::atomic<int> ipc_counter{0};
+  const bool ipc = !options.ipc_dir.empty();
+  const std::string bind = ipc ? str("ipc://", options.ipc_dir, "/pico-", ::getpid(), "-", ipc_counter.fetch_add(1), ".sock")
+                               : str("tcp://", options.bind_host, ":*");
+  if (ipc) make_dirs(options.ipc_dir);
   try {
     s.bind(bind);
   } catch (const zmq::error_t& e) {
     throw Error(str("cannot bind the receive socket to ", bind, ": ", e.what()),
-                "check comm.bind_host names an address of this machine");
+                ipc ? "use a short, writable comm.ipc_dir (Unix socket paths are limited to ~100 characters)"
+                    : "check comm.bind_host names an address of this machine");
   }
   std::string last = s.get(zmq::sockopt::last_endpoint);
-  if (!options.advertise_host.empty()) {
+  if (!ipc && !options.advertise_host.empty()) {
     const auto colon = last.rfind(':');
     last = str("tcp://", options.advertise_host, last.substr(colon));
   }

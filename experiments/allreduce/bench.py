@@ -149,18 +149,23 @@ def loopback():
     world = 4
     pico = ["--connections", str(args.connections), "--segment-bytes", str(args.segment_bytes), "--io-threads",
             str(args.io_threads)]
+    ipc = ["--ipc-dir", "/tmp/pico-bench-ipc"]
     arms = [Arm("gloo", "gloo"), Arm("pico-plain", "pico", pico + ["--curve", "off"]),
-            Arm("pico-curve", "pico", pico + ["--curve", "on"])]
+            Arm("pico-curve", "pico", pico + ["--curve", "on"]),
+            Arm("pico-ipc-plain", "pico", pico + ipc + ["--curve", "off"]),
+            Arm("pico-ipc-curve", "pico", pico + ipc + ["--curve", "on"])]
     load0 = loadavg()
     t0 = time.time()
     res = bench(arms, world, args.sizes_mb, args.iters, args.warmup, args.reps, ["127.0.0.1"] * world, 1800)
     load1 = loadavg()
     rows = []
     for b in sorted(res["gloo"]):
-        g, p, c = (statistics.median(res[a][b]) for a in ("gloo", "pico-plain", "pico-curve"))
+        g, p, c, ip, ic = (statistics.median(res[a][b])
+                           for a in ("gloo", "pico-plain", "pico-curve", "pico-ipc-plain", "pico-ipc-curve"))
         busbw = lambda t: b / t * 2 * (world - 1) / world / 1e9
-        rows.append(f"| {b / (1 << 20):g} MB | {fmt_ms(g)} | {fmt_ms(p)} | {g / p:.2f}× | {fmt_ms(c)} | "
-                    f"{c / p:.2f}× | {busbw(g):.2f} / {busbw(p):.2f} / {busbw(c):.2f} |")
+        rows.append(f"| {b / (1 << 20):g} MB | {fmt_ms(g)} | {fmt_ms(p)} | {g / p:.2f}× | {fmt_ms(c)} | {c / p:.2f}× | "
+                    f"{fmt_ms(ip)} | {g / ip:.2f}× | {fmt_ms(ic)} | {ic / ip:.2f}× | "
+                    f"{busbw(g):.2f} / {busbw(p):.2f} / {busbw(ip):.2f} |")
     n_it = len(res["gloo"][next(iter(res["gloo"]))])
     body = f"""## Loopback: 4 ranks on 127.0.0.1, fp32
 
@@ -171,11 +176,13 @@ pico: ZeroMQ ring, {args.connections} connection(s) per neighbour, {args.segment
 segments, {args.io_threads} libzmq I/O thread(s) per rank, CRC-32C on every message; "CURVE off"
 is the benchmark-only plaintext mode.
 
-| size | Gloo ms | pico CURVE off ms | Gloo/pico | pico CURVE on ms | CURVE cost | busbw GB/s Gloo / off / on |
-| --- | --- | --- | --- | --- | --- | --- |
+| size | Gloo ms | pico TCP, CURVE off | Gloo/pico | pico TCP, CURVE on | CURVE cost | pico ipc, CURVE off | Gloo/pico | pico ipc, CURVE on | CURVE cost | busbw GB/s Gloo / TCP / ipc (CURVE off) |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
-Gloo/pico > 1 means pico is faster. CURVE cost = time with CURVE / time without.
+Times in ms. Gloo/pico > 1 means pico is faster. CURVE cost = time with CURVE / time without.
+"TCP" is pico over 127.0.0.1 like Gloo; "ipc" is pico over Unix sockets (ZmqOptions::ipc_dir,
+for members on one machine), which Gloo does not offer.
 Machine: {machine()}. Shared with other jobs (compilers of other sessions on the same 2 cores):
 load average {load0} at start, {load1} at the end; the run took {time.time() - t0:.0f} s.
 Command: `{' '.join(sys.argv)}`

@@ -216,6 +216,30 @@ TEST(ZmqCollectives, AllGatherBroadcastAndBarrierMoveEveryPayload) {
   });
 }
 
+TEST(ZmqCollectives, UnixSocketsGiveTheSameBitsAsTcp) {
+  ScratchDir keys;
+  ZmqOptions o = test_options(keys.path());
+  o.ipc_dir = keys.path() + "/ipc";
+  o.segment_bytes = 64 << 10;
+  const int world = 3;
+  const std::size_t n = 200'003;
+  ThreadGroup g(world, o, keys.path());
+  EXPECT_EQ(g.base.members[0].endpoint.rfind("ipc://", 0), 0u) << g.base.members[0].endpoint;
+  std::vector<std::vector<float>> inputs, results(world);
+  for (int r = 0; r < world; ++r) inputs.push_back(rank_input(r, n));
+  g.run([&](int r, ZmqCommunicator& c) {
+    auto data = inputs[r];
+    AllreduceOptions ao;
+    ao.wire = WireDtype::kBFloat16;
+    const auto res = c.all_reduce(data.data(), n, ao);
+    ASSERT_TRUE(res.ok()) << res.error;
+    results[r] = std::move(data);
+  });
+  const auto expected = reference(WireDtype::kBFloat16, inputs, n);
+  for (int r = 0; r < world; ++r)
+    ASSERT_EQ(std::memcmp(results[r].data(), expected.data(), n * sizeof(float)), 0) << "rank " << r;
+}
+
 TEST(ZmqCollectives, ManyRoundsWithSkewedRanksStayInStep) {
   ScratchDir keys;
   ZmqOptions o = test_options(keys.path());

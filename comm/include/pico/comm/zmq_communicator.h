@@ -60,6 +60,11 @@ struct ZmqOptions {
   std::string bind_host = "127.0.0.1";
   // The host peers dial to reach this node ("" = bind_host); e.g. a public address when binding 0.0.0.0.
   std::string advertise_host = "";
+  // Members on one machine only: listen on a Unix socket in this directory instead of TCP
+  // (ipc://DIR/pico-<pid>-<n>.sock; "" = TCP). Skips the TCP stack (no ACK clocking or
+  // retransmission timers), about twice the loopback throughput on a busy machine. CURVE and
+  // ZAP apply as over TCP. The path must stay under ~100 characters.
+  std::string ipc_dir = "";
   // Where the key pair lives ("" = curve_default_key_dir(), i.e. pico_home()/keys) and its name.
   // Processes on one machine that join the same group need different names (e.g. worker-0, worker-1).
   std::string key_dir = "";
