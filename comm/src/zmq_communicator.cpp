@@ -40,6 +40,8 @@ using Clock = std::chrono::steady_clock;
 
 // How long a closing communicator tries to deliver its goodbye or abort.
 constexpr std::chrono::milliseconds kControlLinger{200};
+// Send buffer towards loopback peers when ZmqOptions::tcp_send_buffer_bytes is auto (-1).
+constexpr int kLoopbackSendBuffer = 256 << 10;
 // At most this many messages of later rounds are held (besides the byte bound).
 constexpr std::size_t kMaxStashMessages = std::size_t{1} << 20;
 
@@ -455,6 +457,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     zmq::socket_t& s = p->sock;
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::sndhwm, 0);  // our own messages, bounded by the collective's size
+    if (const int sndbuf = send_buffer_bytes(m_.members[peer].endpoint); sndbuf > 0)
+      s.set(zmq::sockopt::sndbuf, sndbuf);
     s.set(zmq::sockopt::reconnect_ivl, 100);
     s.set(zmq::sockopt::reconnect_ivl_max, 1000);
     if (n_.options.heartbeat_interval.count() > 0) {
@@ -476,6 +480,14 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     p->monitor.connect(mon);
     s.connect(m_.members[peer].endpoint);
     return p;
+  }
+
+  int send_buffer_bytes(const std::string& endpoint) const {
+    const int configured = n_.options.tcp_send_buffer_bytes;
+    if (configured >= 0) return configured;
+    const bool loopback = endpoint.rfind("tcp://127.", 0) == 0 || endpoint.rfind("tcp://localhost:", 0) == 0 ||
+                          endpoint.rfind("tcp://[::1]:", 0) == 0;
+    return loopback ? kLoopbackSendBuffer : 0;
   }
 
   std::vector<PeerSocket*> all_sockets() {

@@ -32,6 +32,9 @@ void ZmqOptions::validate() const {
     throw Error(str("comm.segment_bytes = ", segment_bytes, " is out of range for ", connections_per_peer,
                     " connections per peer"),
                 "use 1 KiB × connections_per_peer .. 256 MiB (e.g. 1 MiB)");
+  if (tcp_send_buffer_bytes < -1)
+    throw Error(str("comm.tcp_send_buffer_bytes = ", tcp_send_buffer_bytes, " is out of range"),
+                "use -1 (auto), 0 (OS autotuning) or a size in bytes");
   if (io_threads < 1 || io_threads > 64)
     throw Error(str("comm.io_threads = ", io_threads, " is out of range"), "use 1..64");
   if (disconnect_grace.count() < 0 || heartbeat_interval.count() < 0 || heartbeat_timeout.count() < 0 ||

@@ -25,7 +25,7 @@ struct Args {
   int rank = 0, world = 4;
   std::string dir, out, bind_host = "127.0.0.1", wire = "fp32", ipc_dir;
   std::vector<double> sizes_mb = {1, 4, 16, 64, 256};
-  int iters = 10, warmup = 2, connections = 4, io_threads = 2, heartbeat_ms = 1000;
+  int iters = 10, warmup = 2, connections = 4, io_threads = 2, heartbeat_ms = 1000, sndbuf = -1;
   std::size_t segment_bytes = 1 << 20;
   bool curve = true;
   std::uint64_t run_id = 1;
@@ -61,6 +61,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--segment-bytes") a.segment_bytes = std::stoull(v);
     else if (k == "--io-threads") a.io_threads = std::stoi(v);
     else if (k == "--heartbeat-ms") a.heartbeat_ms = std::stoi(v);
+    else if (k == "--tcp-send-buffer") a.sndbuf = std::stoi(v);
     else if (k == "--curve") a.curve = v == "on";
     else if (k == "--wire") a.wire = v;
     else if (k == "--run-id") a.run_id = std::stoull(v);
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
     o.segment_bytes = a.segment_bytes;
     o.io_threads = a.io_threads;
     o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
+    o.tcp_send_buffer_bytes = a.sndbuf;
     auto node = ZmqNode::create(o);
     FileRendezvousOptions ro;
     ro.dir = a.dir + "/rendezvous";

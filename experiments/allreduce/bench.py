@@ -353,7 +353,7 @@ if __name__ == "__main__":
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--sizes-mb", default=None)
     p.add_argument("--connections", type=int, default=1, help="loopback: pico connections per neighbour")
-    p.add_argument("--io-threads", type=int, default=1)
+    p.add_argument("--io-threads", type=int, default=2)
     p.add_argument("--segment-bytes", type=int, default=1 << 20)
     p.add_argument("--rate-mbit", type=int, default=100)
     p.add_argument("--delay-ms", type=int, default=25)

@@ -78,8 +78,15 @@ struct ZmqOptions {
   // whole messages). Rounded to whole uint8 blocks for the uint8 wire. Every member of a group
   // must use the same value (and the same connections_per_peer).
   std::size_t segment_bytes = std::size_t{1} << 20;
-  // libzmq I/O threads of the node (they do the socket I/O and CURVE encryption).
+  // libzmq I/O threads of the node (they do the socket I/O and CURVE encryption). Two let the
+  // connection that receives and the ones that send run in parallel.
   int io_threads = 2;
+  // SO_SNDBUF of the sending TCP connections. -1 (auto): 256 KiB towards loopback peers
+  // (127.0.0.0/8, localhost), the OS's autotuning otherwise; 0: always autotuning; > 0: bytes.
+  // On loopback an autotuned send queue grows to megabytes, a busy machine then inflates the
+  // RTT until TCP's loss probes fire spuriously and throughput halves; a shallow queue keeps
+  // the ring pipelined. Over a WAN the window must cover bandwidth × RTT: keep autotuning.
+  int tcp_send_buffer_bytes = -1;
   // A neighbour connection that drops during a collective may stay down this long (a peer
   // that finished and left says goodbye within it) before the collective fails with kPeerFailed.
   std::chrono::milliseconds disconnect_grace{300};
