@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "pico/comm/rendezvous.h"
 #include "pico/comm/ring.h"
 #include "zmq_test_inputs.h"
 #include "zmq_test_util.h"
@@ -104,8 +105,7 @@ TEST(ZmqProcesses, SigkillOfOneRankMidAllReduceFailsTheOthersAndTheSurvivorsRetr
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
     auto args = peer_args(dir.path(), r, world, n);
-    args.insert(args.end(), {"--timeout-ms", std::to_string(timeout.count() * 1000), "--survivors-file",
-                             dir.path() + "/survivors"});
+    args.insert(args.end(), {"--timeout-ms", std::to_string(timeout.count() * 1000), "--retry", "1"});
     if (r == victim) args.insert(args.end(), {"--pause-after", "2"});
     pids.push_back(spawn(args));
   }
@@ -115,9 +115,8 @@ TEST(ZmqProcesses, SigkillOfOneRankMidAllReduceFailsTheOthersAndTheSurvivorsRetr
   const long long killed_at = unix_ms();
   ASSERT_EQ(::kill(pids[victim], SIGKILL), 0);
   EXPECT_EQ(reap(pids[victim], 10s), 128 + SIGKILL);
-  // The supervisor (this test) tells the survivors who is left.
-  { std::ofstream(dir.path() + "/survivors.tmp") << "0 1 3\n"; }
-  std::filesystem::rename(dir.path() + "/survivors.tmp", dir.path() + "/survivors");
+  // The supervisor (this test) tells the survivors who is left: the group of epoch 1.
+  publish_survivors(dir.path() + "/rendezvous", 1, {0, 1, 3});
   for (int r : {0, 1, 3}) EXPECT_EQ(reap(pids[r], 60s), 0) << "survivor " << r;
 
   for (int r : {0, 1, 3}) {

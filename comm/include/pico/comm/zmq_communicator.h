@@ -33,6 +33,21 @@
 // every message carries a checksummed, versioned header (wire.h). The plaintext mode exists
 // only for the benchmark's "CURVE off" arm.
 //
+// Local workers (pico train --local-workers N --comm zmq), in each worker process i:
+//
+//   ZmqOptions o;  o.key_name = "worker-" + std::to_string(i);  o.ipc_dir = run_dir + "/sock";
+//   auto node = ZmqNode::create(o);                                         // does not block
+//   Membership m = rendezvous_files(*node, {.dir = run_dir + "/rdv", .world_size = N,
+//                                           .rank = i, .run_id = run_id}); // blocks for all N
+//   auto comm = make_zmq_communicator(node, m);                             // does not block
+//   … comm->all_reduce(…) on every worker, same order …
+//   on failure: the supervisor reaps the dead worker and calls publish_survivors(rdv, m.epoch + 1,
+//   old ranks); each survivor: m = membership_of_survivors(m, wait_for_survivors(rdv, m.epoch + 1,
+//   timeout)); comm.reset(); comm = make_zmq_communicator(node, m); retry (rendezvous.h).
+//
+// A communicator is used by one thread at a time. A failed all_reduce leaves `data` a mix of
+// inputs and partial sums: keep a copy of the input to retry with.
+//
 // Not here: the broker protocol, relays for peers behind NAT, choosing the ring order.
 #pragma once
 
