@@ -8,21 +8,24 @@
 // connection that breaks when it dies.
 //
 // Engine. A collective is a state machine fed with messages: start() sends what needs no
-// input, handle() consumes one accepted message (and may send), complete() says when done.
+// input, handle() consumes one accepted message (and may send), complete() says when this
+// rank has everything. It then tells its left neighbour "done", and the round is over for it
+// once its right neighbour has said "done" too: nothing of the round is left in flight.
 // The loop receives without blocking, validates (wire_decode, then run/epoch/sender/round,
 // then the collective's own checks), dispatches, flushes send queues, and polls. Sends
 // never block: a full socket queues in an outbox. libzmq's I/O threads move bytes while
 // this thread sums, so receiving, summing and sending overlap segment by segment.
 //
-// Messages of the next round (a fast neighbour may start it before this rank finished the
-// current one) wait in a bounded stash; earlier rounds and epochs are dropped as stale.
+// Messages of later rounds (a fast neighbour may start the next round before this rank has
+// finished the current one; a broadcast root may run several rounds ahead) wait in a bounded
+// stash; earlier rounds and epochs are dropped as stale.
 #include <zmq.h>
 
 #include <algorithm>
 #include <cstring>
 #include <deque>
 #include <map>
-#include <optional>
+#include <set>
 #include <string_view>
 #include <unordered_map>
 #include <zmq.hpp>
@@ -65,8 +68,6 @@ struct PeerSocket {
 // The message being sent: header fields + payload size; payload written by the caller.
 zmq::message_t new_message(std::size_t payload_bytes) { return zmq::message_t(kWireHeaderBytes + payload_bytes); }
 std::uint8_t* payload_of(zmq::message_t& m) { return m.data<std::uint8_t>() + kWireHeaderBytes; }
-
-class ZmqCommunicatorImpl;
 
 // ---- collectives as state machines --------------------------------------------------------
 
@@ -391,6 +392,13 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     const int control_linger = static_cast<int>(std::min(n_.options.close_linger, kControlLinger).count());
     for (PeerSocket* p : all_sockets()) {
       try {
+        // Messages libzmq did not take yet (never with an unlimited high-water mark) get the
+        // linger time to go too.
+        if (clean && !p->outbox.empty()) {
+          p->sock.set(zmq::sockopt::sndtimeo, p->control ? control_linger : data_linger);
+          for (auto& m : p->outbox)
+            if (!p->sock.send(m, zmq::send_flags::none)) break;
+        }
         p->outbox.clear();
         zmq_socket_monitor(p->sock.handle(), nullptr, 0);
         p->sock.set(zmq::sockopt::linger, p->control ? control_linger : data_linger);
@@ -574,6 +582,13 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     }
   }
 
+  void send_done() {
+    zmq::message_t msg = new_message(0);
+    MessageHeader h = header(MessageKind::kDone);
+    wire_seal(h, payload_of(msg), msg.data<std::uint8_t>());
+    push(*ctl_left_, std::move(msg));
+  }
+
   // Breaks the group: this collective and all later ones fail; both neighbours are told.
   void fail(Status s, const std::string& why) {
     if (broken_ != Status::kOk) return;
@@ -625,6 +640,18 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       } else {
         fail(Status::kPeerFailed, str("neighbour rank ", sender, " reports the group broke: ", text));
       }
+      return;
+    }
+    if (h.kind == MessageKind::kDone) {
+      if (sender != right_)
+        return count_reject("sender", str("done from rank ", sender, ", expected only the right neighbour ", right_));
+      if (h.round < round_) {
+        ++stats_.messages_stale;
+        return;
+      }
+      if (done_rounds_.size() >= 1024)
+        return count_reject("round", str("done for round ", h.round, " beyond the bound of 1024 rounds held"));
+      done_rounds_.insert(h.round);
       return;
     }
     if (sender != left_)
@@ -765,7 +792,18 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     std::vector<PeerSocket*> sockets = all_sockets();
     bool monitor_ready = true;
     auto last_monitor_read = Clock::now();
-    while (broken_ == Status::kOk && !op.complete()) {
+    // A round is over for this rank when it has everything it needs and its right neighbour
+    // says it has everything it needed from this rank: nothing of the round is then in flight,
+    // so closing or failing later cannot lose a message someone still waits for.
+    bool done_sent = false;
+    auto finished = [&] {
+      if (!done_sent && op.complete() && broken_ == Status::kOk && w_ > 1) {
+        send_done();
+        done_sent = true;
+      }
+      return op.complete() && (w_ == 1 || done_rounds_.count(round_) > 0);
+    };
+    while (broken_ == Status::kOk && !finished()) {
       // Drain what has arrived (bounded, so that queued sends keep moving). Everything queued
       // is read, even once the collective is complete: aborts and garbage are dealt with now,
       // and the next round's early messages wait in the stash.
@@ -789,11 +827,13 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
         monitor_ready = false;
       }
       check_connections();
-      if (broken_ != Status::kOk || op.complete()) break;
+      if (broken_ != Status::kOk || finished()) break;
       const auto now = Clock::now();
       if (now >= deadline) {
         fail(Status::kTimeout, str(op.name(), " round ", round_, " did not complete within ", timeout.count(),
-                                   " ms: ", op.progress(), connection_report()));
+                                   " ms: ", op.progress(),
+                                   op.complete() ? " (the right neighbour has not confirmed receipt)" : "",
+                                   connection_report()));
         break;
       }
       items.clear();
@@ -819,6 +859,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
                         : Status::kPeerFailed,
                     broken_reason_);
     }
+    done_rounds_.erase(round_);
     flush_outboxes();
     // Everything this round needed arrived: earlier drops lost nothing that mattered.
     for (PeerSocket* p : sockets) p->disrupted = false;
@@ -845,6 +886,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   std::string broken_reason_;
   std::vector<std::uint8_t> departed_;
   std::map<std::uint64_t, std::vector<zmq::message_t>> stash_;  // round → messages
+  std::set<std::uint64_t> done_rounds_;  // rounds the right neighbour has received everything of
   std::uint64_t stash_bytes_ = 0, stash_limit_ = std::uint64_t{1} << 30;
   std::size_t stash_count_ = 0;
   CollectiveResult result_;

@@ -18,6 +18,10 @@
 // InProcessGroup) for every wire dtype; segments start at multiples of kUInt8Block from
 // their chunk's start.
 //
+// Blocking: every collective returns when this rank has received all it needs AND its right
+// neighbour has confirmed it received all it needed from this rank (so a successful return
+// means nothing of the collective is still in flight), or on failure (see below).
+//
 // Failures are values. A collective fails (kTimeout, kPeerFailed, kInvalid) when it does not
 // complete within its timeout, when a connection to a neighbour drops and stays down longer
 // than `disconnect_grace`, or when a neighbour reports that its group broke (the failing rank
