@@ -2,7 +2,8 @@
 """All-reduce benchmark: pico's ZeroMQ ring (CURVE on and off) against Gloo (c10d), in one run.
 
   experiments/allreduce/bench.py loopback [--reps 5] [--sizes-mb 1,4,16,64,256]
-  experiments/allreduce/bench.py shaped   [--reps 3] [--rate-mbit 100] [--delay-ms 25]   (root)
+  experiments/allreduce/bench.py shaped   [--reps 3] [--rate-mbit 100] [--delay-ms 25]
+                                          [--shaped-arms 1/1024,1/256,4/1024]             (root)
 
 loopback: W=4 ranks on 127.0.0.1. Each repetition runs every arm once (pico CURVE off,
 pico CURVE on, Gloo), in a rotating order, each arm being W fresh processes that all-reduce
@@ -183,7 +184,7 @@ is the benchmark-only plaintext mode.
 Times in ms. Gloo/pico > 1 means pico is faster. CURVE cost = time with CURVE / time without.
 "TCP" is pico over 127.0.0.1 like Gloo; "ipc" is pico over Unix sockets (ZmqOptions::ipc_dir,
 for members on one machine), which Gloo does not offer.
-Machine: {machine()}. Shared with other jobs (compilers of other sessions on the same 2 cores):
+Machine: {machine()}: a shared, noisy 2-core box (other sessions compile on the same 2 cores):
 load average {load0} at start, {load1} at the end; the run took {time.time() - t0:.0f} s.
 Command: `{' '.join(sys.argv)}`
 """
@@ -297,9 +298,9 @@ def shaped():
         relays, rtt, goodput = netns_setup(args.rate_mbit, relay)
         try:
             arms = [Arm("gloo", "gloo", netns=nets)]
-            for k in args.shaped_connections:
-                arms.append(Arm(f"pico-c{k}", "pico", ["--connections", str(k), "--segment-bytes",
-                                                       str(args.segment_bytes), "--curve", "on"], netns=nets))
+            for k, seg in args.shaped_arms:
+                arms.append(Arm(f"pico-c{k}-s{seg}", "pico", ["--connections", str(k), "--segment-bytes",
+                                                              str(seg << 10), "--curve", "on"], netns=nets))
             res = bench(arms, world, sizes, args.shaped_iters, 1, args.reps, hosts, 3600)
         finally:
             netns_teardown(relays)
@@ -311,7 +312,7 @@ def shaped():
                 busbw = b / t * 2 * (world - 1) / world
                 cells.append(f"{t:.2f} s, {busbw / rate * 100:.1f}%")
             rows.append(f"| {b >> 20} MB | " + " | ".join(cells) + " |")
-        head = " | ".join(["Gloo"] + [f"pico CURVE on, {k} conn." for k in args.shaped_connections])
+        head = " | ".join(["Gloo"] + [f"pico, {k} conn., {seg} KiB segments" for k, seg in args.shaped_arms])
         sections.append(f"""### {label}
 
 ping {hosts[0]} → {hosts[1]}: `{rtt}`; one TCP stream (Python, 5 s) {goodput:.1f} Mbit/s
@@ -324,7 +325,7 @@ ping {hosts[0]} → {hosts[1]}: `{rtt}`; one TCP stream (Python, 5 s) {goodput:.
     body = f"""## Shaped links: 4 hosts, {args.rate_mbit} Mbit/s egress each, fp32
 
 Cells: median time of one all-reduce (slowest rank) over {args.reps} repetitions × {args.shaped_iters}
-iterations, and bus bandwidth busbw = (S/t)·2(n−1)/n as a fraction of the {args.rate_mbit} Mbit/s link
+iterations (pico with CURVE on, "K conn." = connections per neighbour), and bus bandwidth busbw = (S/t)·2(n−1)/n as a fraction of the {args.rate_mbit} Mbit/s link
 (REFERENCE.md "Bounds"; 100% is the ring bound; TCP/IP over Ethernet with MTU 1500 carries at most
 1448/1514 ≈ 95.6% of the line rate as payload). Gloo: c10d ProcessGroupGloo (torch {torch_version()}).
 
@@ -338,7 +339,8 @@ sends for {args.delay_ms} ms (frames towards the host pass at once): host-to-hos
 delay {args.delay_ms} ms, RTT {2 * args.delay_ms} ms.
 
 {chr(10).join(sections)}
-Machine: {machine()} (shared; load average {loadavg()} at the end).
+Machine: {machine()}: a shared, noisy 2-core box (other sessions compile on the same
+2 cores; load average {loadavg()} at the end).
 Command: `{' '.join(sys.argv)}`
 """
     write_section("shaped", body)
@@ -358,7 +360,9 @@ if __name__ == "__main__":
     p.add_argument("--rate-mbit", type=int, default=100)
     p.add_argument("--delay-ms", type=int, default=25)
     p.add_argument("--shaped-iters", type=int, default=3)
-    p.add_argument("--shaped-connections", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])
+    p.add_argument("--shaped-arms", default=[(1, 1024), (1, 256), (4, 1024)],
+                   type=lambda s: [tuple(int(v) for v in a.split("/")) for a in s.split(",")],
+                   help="pico arms as CONNECTIONS/SEGMENT_KIB, comma-separated (CURVE on)")
     args = p.parse_args()
     if args.sizes_mb is None:
         args.sizes_mb = "1,4,16,64,256" if args.mode == "loopback" else "32,64"
