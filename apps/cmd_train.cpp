@@ -1,10 +1,12 @@
-// pico train — start a run from a YAML config.
+// pico train — start a run from a YAML config, or join one with a join code.
 #include <iostream>
 #include <memory>
 
 #include "commands.h"
 #include "pico/common/error.h"
+#include "pico/common/log.h"
 #include "pico/trainer/config_io.h"
+#include "pico/trainer/distributed.h"
 #include "pico/trainer/trainer.h"
 
 namespace pico::apps {
@@ -16,35 +18,95 @@ struct TrainArgs {
   bool resume = false;
   bool overwrite = false;
   bool help_config = false;
+  bool local = false;
+  int local_workers = 0;
+  std::string join;
+  std::string comm = "inprocess";
+  int worker_rank = -1;
+  std::string rendezvous;
+  trainer::NetworkOptions net;
 };
 
-void run_train(const TrainArgs& a) {
+void run_train(TrainArgs a) {
   if (a.help_config) {
     std::cout << "Config keys (YAML sections, or --set section.key=value):\n";
     for (const auto& line : trainer::describe_keys()) std::cout << "  " << line << "\n";
     return;
   }
-  if (a.config.empty()) throw Error("pico train needs --config FILE", "e.g. pico train --config configs/demo.yaml");
-  const trainer::RunConfig cfg = trainer::load_run_config(a.config, a.overrides);
+  if (!a.join.empty()) {
+    if (!a.config.empty()) throw Error("--join and --config exclude each other", "a joiner takes the run's config from its broker");
+    trainer::join_networked(a.join, a.overrides, a.net);
+    return;
+  }
+  if (a.config.empty())
+    throw Error("pico train needs --config FILE (start a run) or --join CODE (join one)",
+                "e.g. pico train --config configs/demo.yaml");
+  std::vector<std::string> overrides = a.overrides;
+  if (a.local_workers > 0) overrides.push_back(str("local_workers=", a.local_workers));
+  const trainer::RunConfig cfg = trainer::load_run_config(a.config, overrides);
   trainer::TrainOptions opts;
   opts.resume = a.resume || cfg.checkpointing.auto_resume;
   opts.overwrite = a.overwrite;
-  trainer::run_training(cfg, opts);
+  opts.comm = a.comm;
+  opts.worker_rank = a.worker_rank;
+  opts.rendezvous_dir = a.rendezvous;
+  // A DiLoCo run with one contributor here is joinable: it hosts (or registers with) a
+  // broker. Local simulations (--local-workers) and ddp/demo runs train in this process only.
+  const bool networked = cfg.outer.algorithm == "diloco" && cfg.local_workers == 1 && !a.local && a.worker_rank < 0;
+  if (networked) {
+    trainer::run_networked(cfg, a.net, opts);
+  } else {
+    if (!a.net.broker.empty())
+      throw Error("--broker needs a joinable run: outer.algorithm diloco without --local-workers or --local",
+                  "set outer.algorithm: diloco in the config");
+    trainer::run_training(cfg, opts);
+  }
 }
-
-}  // namespace
-
-namespace {
 
 void register_train(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
-  auto* sub = app.add_subcommand("train", "Train a model: start a run from a YAML config.");
+  auto* sub = app.add_subcommand(
+      "train",
+      "Train a model. With --config, start a run; a DiLoCo run prints a join code that other\n"
+      "machines pass to --join. --local-workers N simulates N contributors in this process.");
   sub->add_option("--config,-c", args->config, "YAML run config (see configs/demo.yaml)");
+  sub->add_option("--join", args->join, "Join a running run: the pico://HOST:PORT/RUN?key=… code it printed");
   sub->add_option("--set", args->overrides,
-                  "Override a config key, e.g. --set training.max_steps=100 (repeatable)")
+                  "Override a config key, e.g. --set training.max_steps=100 (repeatable). When joining, only "
+                  "local keys (data.path, device, checkpointing.runs_dir, …)")
       ->take_all();
   sub->add_flag("--resume", args->resume, "Continue from the latest valid checkpoint of the run");
   sub->add_flag("--overwrite", args->overwrite, "Start over in a run directory that already holds a run");
+  sub->add_option("--local-workers", args->local_workers,
+                  "Simulate N contributors in this process, each on its own data shard (sets local_workers)")
+      ->check(CLI::Range(1, 64));
+  sub->add_flag("--local", args->local, "Train a DiLoCo config in this process only, without a broker");
+  sub->add_option("--comm", args->comm,
+                  "How --local-workers talk: inprocess (threads) or zmq (one process each, ZeroMQ over loopback)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"inprocess", "zmq"}));
+  sub->add_option("--worker-rank", args->worker_rank, "(internal: a contributor process of --comm zmq)")->group("");
+  sub->add_option("--rendezvous", args->rendezvous, "(internal: the rendezvous directory of --comm zmq)")->group("");
+  sub->add_option("--broker", args->net.broker,
+                  "Register the run on a standing broker (its join code or tcp://HOST:PORT) instead of hosting one");
+  sub->add_option("--broker-key", args->net.broker_key, "The standing broker's public key (Z85) with tcp://…");
+  sub->add_option("--listen", args->net.listen_host,
+                  "Interface for this contributor's peer socket and the embedded broker")
+      ->capture_default_str();
+  sub->add_option("--advertise", args->net.advertise_host, "Address other machines dial to reach this one (default: --listen)");
+  sub->add_option("--broker-port", args->net.broker_port, "Port of the embedded broker (0 = any free port)")
+      ->capture_default_str();
+  sub->add_option("--http", args->net.broker_http, "Embedded broker: serve JSON status at ADDR:PORT/status");
+  sub->add_option("--identity", args->net.identity,
+                  "Name of this contributor's key pair; give each process on one machine its own")
+      ->capture_default_str();
+  sub->add_option("--key-dir", args->net.key_dir, "Where key pairs are kept (default: the pico home)");
+  sub->add_flag("--private", args->net.is_private,
+                "Admit only allow-listed keys and holders of the join token (printed in the join code)");
+  sub->add_option("--allow", args->net.allow_keys, "Allow-list a contributor's public key (Z85) in a private run")
+      ->take_all();
+  sub->add_option("--member-timeout", args->net.member_timeout_s, "Embedded broker: evict members silent this long (s)")
+      ->capture_default_str();
   sub->add_flag("--help-config", args->help_config, "List every config key with its type and meaning");
   sub->callback([args] { run_train(*args); });
 }

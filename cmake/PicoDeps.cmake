@@ -16,6 +16,7 @@ find_package(OpenMP REQUIRED)
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 find_path(CPPZMQ_INCLUDE_DIR zmq.hpp REQUIRED)
 
 set(HDF5_PREFER_PARALLEL OFF)

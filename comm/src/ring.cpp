@@ -6,11 +6,14 @@
 
 namespace pico::comm {
 
+// n·c may exceed 64 bits for huge n; the product is formed in 128 bits.
+__extension__ typedef unsigned __int128 Wide;
+
 std::pair<std::size_t, std::size_t> ring_chunk(std::size_t n, int world_size, int c) {
   PICO_CHECK(world_size > 0 && c >= 0 && c < world_size, "chunk ", c, " of ", world_size);
-  const auto w = static_cast<unsigned __int128>(world_size);
-  const auto b = static_cast<std::size_t>(static_cast<unsigned __int128>(n) * static_cast<unsigned>(c) / w);
-  const auto e = static_cast<std::size_t>(static_cast<unsigned __int128>(n) * static_cast<unsigned>(c + 1) / w);
+  const auto w = static_cast<Wide>(world_size);
+  const auto b = static_cast<std::size_t>(static_cast<Wide>(n) * static_cast<unsigned>(c) / w);
+  const auto e = static_cast<std::size_t>(static_cast<Wide>(n) * static_cast<unsigned>(c + 1) / w);
   return {b, e};
 }
 

@@ -21,6 +21,7 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  if (std::getenv("PICO_TEST_KEEP_TMP") != nullptr) return;  // keep logs for debugging a failure
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

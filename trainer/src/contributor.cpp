@@ -36,19 +36,48 @@ Contributor::Contributor(const RunConfig& cfg, std::shared_ptr<const data::Datas
     throw Error(str("model.vocab_size (", cfg_.model.vocab_size, ") is smaller than the tokenizer's vocabulary (",
                     manifest.vocab_size, ") of ", dataset_->dir()),
                 str("set model.vocab_size to at least ", manifest.vocab_size));
-  shards_ = data::assign_shards(index, count, dataset_->num_train_shards());
+  // With same_data_for_all_contributors everyone reads what a lone contributor would.
+  const bool same = cfg_.data.same_data_for_all_contributors;
+  const std::size_t data_index = same ? 0 : index, data_count = same ? 1 : count;
+  shards_ = data::assign_shards(data_index, data_count, dataset_->num_train_shards());
   // Every contributor starts from the same weights (seed), but reads its own sample order.
   model_ = models::PicoDecoder(cfg_.model, static_cast<std::uint64_t>(cfg_.seed));
   model_->to(device_);
   optimizer_ = std::make_unique<optim::AdamW>(model_->named_params(), cfg_.training.optimization.adamw);
   sampler_ = std::make_unique<data::BatchSampler>(data::train_stream(*dataset_, shards_), cfg_.model.max_seq_len,
-                                                  static_cast<std::uint64_t>(cfg_.seed), mix64(index, count));
+                                                  static_cast<std::uint64_t>(cfg_.seed), mix64(data_index, data_count));
   if (dataset_->num_val_shards() > 0)
     val_sampler_ = std::make_unique<data::BatchSampler>(data::val_stream(*dataset_), cfg_.model.max_seq_len,
                                                         static_cast<std::uint64_t>(cfg_.seed), 0);
+  for (const auto& [name, p] : model_->named_params()) numel_ += p.numel();
   const auto& o = cfg_.training.optimization;
   schedule_ = {optim::parse_lr_schedule(o.lr_scheduler), o.lr, o.lr_warmup_steps, cfg_.training.max_steps,
                o.min_lr_ratio};
+}
+
+void Contributor::grads_to(float* flat) const {
+  torch::NoGradGuard no_grad;
+  std::int64_t off = 0;
+  for (const auto& [name, p] : optimizer_->params()) {
+    const auto n = p.numel();
+    auto dst = torch::from_blob(flat + off, {n}, torch::kFloat32);
+    if (p.grad().defined()) dst.copy_(p.grad().reshape({n}));
+    else dst.zero_();
+    off += n;
+  }
+}
+
+void Contributor::grads_from(const float* flat, float scale) {
+  torch::NoGradGuard no_grad;
+  std::int64_t off = 0;
+  for (auto& [name, p] : optimizer_->params()) {
+    const auto n = p.numel();
+    auto src = torch::from_blob(const_cast<float*>(flat + off), p.sizes(), torch::kFloat32);
+    auto& g = p.mutable_grad();
+    if (!g.defined()) g = torch::zeros_like(p);
+    g.copy_(scale == 1.0f ? src : src * scale);
+    off += n;
+  }
 }
 
 double Contributor::forward_backward(std::int64_t step) {
@@ -74,27 +103,28 @@ double Contributor::forward_backward(std::int64_t step) {
   return loss;
 }
 
+double Contributor::grad_norm() const {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& [name, p] : optimizer_->params())
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat64));
+  return norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
+}
+
 StepResult Contributor::optimizer_step(std::int64_t step, double loss) {
   StepResult r;
   r.loss = loss;
   r.tokens = tokens_per_step();
-  std::vector<torch::Tensor> grads;
-  for (auto& [name, p] : optimizer_->params())
-    if (p.grad().defined()) grads.push_back(p.grad());
+  r.grad_norm = grad_norm();
+  if (!std::isfinite(r.grad_norm))
+    throw Error(str("the gradient norm became ", r.grad_norm, " at step ", step + 1),
+                "lower training.optimization.lr or enable clipping (max_grad_norm)");
   const double max_norm = cfg_.training.optimization.max_grad_norm;
-  {
+  if (max_norm > 0 && r.grad_norm > max_norm) {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> norms;
-    for (const auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat64));
-    const double total = torch::stack(norms).norm(2).item<double>();
-    r.grad_norm = total;
-    if (!std::isfinite(total))
-      throw Error(str("the gradient norm became ", total, " at step ", step + 1),
-                  "lower training.optimization.lr or enable clipping (max_grad_norm)");
-    if (max_norm > 0 && total > max_norm) {
-      const double coef = max_norm / (total + 1e-6);
-      for (auto& g : grads) g.mul_(coef);
-    }
+    const double coef = max_norm / (r.grad_norm + 1e-6);
+    for (auto& [name, p] : optimizer_->params())
+      if (p.grad().defined()) p.mutable_grad().mul_(coef);
   }
   r.lr = optim::lr_at(schedule_, step);
   optimizer_->step(r.lr);

@@ -1,5 +1,6 @@
 #include "pico/trainer/run_config.h"
 
+#include "pico/common/codec.h"
 #include "pico/common/error.h"
 #include "pico/common/log.h"
 #include "pico/optim/schedule.h"
@@ -52,6 +53,22 @@ void RunConfig::validate() const {
           "auto, cpu, cuda or cuda:N");
   require(threads >= 0, "threads", threads, ">= 0 (0 = all cores)");
   require(seed >= 0, "seed", seed, ">= 0");
+  require(local_workers >= 1 && local_workers <= 64, "local_workers", local_workers, "in [1, 64]");
+  require(outer.algorithm == "ddp" || outer.algorithm == "diloco" || outer.algorithm == "demo", "outer.algorithm",
+          outer.algorithm, "ddp, diloco or demo");
+  require(outer.inner_steps >= 1, "outer.inner_steps", outer.inner_steps, ">= 1");
+  require(outer.lr > 0 && outer.lr <= 10, "outer.lr", outer.lr, "in (0, 10]");
+  require(outer.momentum >= 0 && outer.momentum < 1, "outer.momentum", outer.momentum, "in [0, 1)");
+  parse_wire_dtype(outer.compression);
+  require(outer.timeout_s > 0, "outer.timeout_s", outer.timeout_s, "> 0");
+  require(outer.round_seconds >= 0, "outer.round_seconds", outer.round_seconds, ">= 0 (0 = inner_steps per round)");
+  require(outer.demo_compression_decay > 0 && outer.demo_compression_decay < 1, "outer.demo.compression_decay",
+          outer.demo_compression_decay, "in (0, 1)");
+  require(outer.demo_compression_topk >= 1, "outer.demo.compression_topk", outer.demo_compression_topk, ">= 1");
+  require(outer.demo_compression_chunk >= 1, "outer.demo.compression_chunk", outer.demo_compression_chunk, ">= 1");
+  if (outer.error_feedback && outer.compression == "none")
+    throw Error("outer.error_feedback is on but outer.compression is none",
+                "error feedback only matters with lossy compression: set outer.compression (fp16, bf16, uint8)");
 }
 
 }  // namespace pico::trainer

@@ -1,10 +1,23 @@
+// The run: set-up, one worker thread per local contributor, metrics and progress.
 #include "pico/trainer/trainer.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <thread>
 
+#include "algorithms.h"
+#include "pico/comm/in_process.h"
+#include "pico/comm/rendezvous.h"
+#include "pico/comm/zmq_communicator.h"
+#include "pico/common/hash.h"
 #include "pico/common/blas.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
@@ -34,13 +47,248 @@ std::string format_rate(double tokens_per_s) {
   return buf;
 }
 
+// Collects every contributor's reports: metrics.jsonl lines and the live progress line.
+class RunMonitor {
+ public:
+  // `workers` contributors report to this monitor: indices first_worker … first_worker + workers − 1.
+  RunMonitor(const RunConfig& cfg, const std::string& metrics_path, bool append, int workers, int first_worker = 0)
+      : cfg_(cfg), metrics_(metrics_path, !append), workers_(workers), first_(first_worker), start_(Clock::now()),
+        per_worker_(static_cast<std::size_t>(workers)) {}
+
+  // Called by worker `w` after each step; writes a record on logging steps.
+  void on_step(int w, std::int64_t step, const StepReport& rep, std::uint64_t bytes_sent,
+               std::uint64_t bytes_received, double val_loss) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& s = per_worker_[static_cast<std::size_t>(w - first_)];
+    s.tokens += rep.inner.tokens;
+    s.interval_loss += rep.inner.loss;
+    s.interval_steps += 1;
+    s.interval_tokens += rep.inner.tokens;
+    total_tokens_ += rep.inner.tokens;
+    if (rep.round_done) on_round(w, rep.round);
+    const bool last = step == cfg_.training.max_steps;
+    const bool has_val = std::isfinite(val_loss);
+    if (!(last || has_val || step % cfg_.monitoring.log_every_n_steps == 0)) return;
+    const double dt = seconds_since(s.interval_start);
+    const double loss = s.interval_loss / static_cast<double>(s.interval_steps);
+    nlohmann::json rec = {{"step", step},
+                          {"contributor", w},
+                          {"tokens", s.tokens},
+                          {"loss", loss},
+                          {"lr", rep.inner.lr},
+                          {"grad_norm", rep.inner.grad_norm},
+                          {"tok_per_s", dt > 0 ? static_cast<double>(s.interval_tokens) / dt : 0.0},
+                          {"bytes_sent", bytes_sent},
+                          {"bytes_received", bytes_received},
+                          {"elapsed_s", seconds_since(start_)}};
+    if (has_val) {
+      rec["val_loss"] = val_loss;
+      last_val_ = val_loss;
+    }
+    metrics_.write(rec);
+    if (w == 0) {
+      last_loss_ = loss;
+      update_progress(step, rep.inner.lr, bytes_sent, has_val || last);
+    }
+    s.interval_loss = 0;
+    s.interval_steps = 0;
+    s.interval_tokens = 0;
+    s.interval_start = Clock::now();
+  }
+
+  void finish(std::int64_t steps) {
+    const auto n = cfg_.local_workers;
+    std::string done = str("done: ", steps, " steps × ", n, " contributor", n > 1 ? "s" : "", ", ",
+                           total_tokens_, " tokens in ", format_duration(seconds_since(start_)), " | loss ", last_loss_);
+    if (std::isfinite(last_val_)) done += str(" | val_loss ", last_val_);
+    progress_.finish(done);
+  }
+
+  double last_loss() const { return last_loss_; }
+  double last_val_loss() const { return last_val_; }
+  std::int64_t total_tokens() const { return total_tokens_; }
+
+ private:
+  struct WorkerStats {
+    std::int64_t tokens = 0;
+    double interval_loss = 0;
+    std::int64_t interval_steps = 0, interval_tokens = 0;
+    Clock::time_point interval_start = Clock::now();
+  };
+
+  // Every contributor reports its θ_g hash; once all have, one record for the round.
+  void on_round(int w, const RoundReport& r) {
+    auto& pending = rounds_[r.round];
+    if (w == first_) pending.report = r;
+    pending.hashes.push_back(r.theta_hash);
+    if (static_cast<int>(pending.hashes.size()) < workers_) return;
+    bool in_sync = true;
+    for (const auto& h : pending.hashes) in_sync = in_sync && h == pending.hashes.front();
+    if (!in_sync) log_error("contributors disagree on θ_g after round ", r.round, ": this is a bug in pico");
+    const RoundReport& rep = pending.report;
+    metrics_.write({{"round", rep.round},
+                    {"contributor", first_},
+                    {"contributors", rep.contributors},
+                    {"pseudo_grad_norm", rep.pseudo_grad_norm},
+                    {"outer_step_s", rep.outer_step_s},
+                    {"comm_s", rep.comm_s},
+                    {"round_bytes_sent", rep.bytes_sent},
+                    {"round_bytes_received", rep.bytes_received},
+                    {"round_tokens", rep.tokens},
+                    {"theta_hash", rep.theta_hash},
+                    {"contributors_in_sync", in_sync},
+                    {"elapsed_s", seconds_since(start_)}});
+    rounds_.erase(r.round);
+  }
+
+  void update_progress(std::int64_t step, double lr, std::uint64_t bytes_sent, bool force) {
+    const double elapsed = seconds_since(start_);
+    const std::int64_t max_steps = cfg_.training.max_steps;
+    const double eta = elapsed / static_cast<double>(step) * static_cast<double>(max_steps - step);
+    std::string line = str("step ", step, "/", max_steps, " | loss ", std::round(last_loss_ * 1000) / 1000);
+    if (std::isfinite(last_val_)) line += str(" | val ", std::round(last_val_ * 1000) / 1000);
+    char lr_buf[16];
+    std::snprintf(lr_buf, sizeof lr_buf, "%.2e", lr);
+    line += str(" | ", format_rate(static_cast<double>(total_tokens_) / elapsed), " tok/s | lr ", lr_buf);
+    if (workers_ > 1) line += str(" | sent ", format_bytes(static_cast<double>(bytes_sent)));
+    line += str(" | ETA ", format_duration(eta));
+    progress_.update(line, force);
+  }
+
+  const RunConfig& cfg_;
+  std::mutex mu_;
+  MetricsWriter metrics_;
+  int workers_;
+  int first_;
+  Clock::time_point start_;
+  std::vector<WorkerStats> per_worker_;
+  struct PendingRound {
+    RoundReport report;
+    std::vector<std::string> hashes;
+  };
+  std::map<std::int64_t, PendingRound> rounds_;
+  std::int64_t total_tokens_ = 0;
+  double last_loss_ = std::nan(""), last_val_ = std::nan("");
+  ProgressLine progress_;
+};
+
+// One contributor's whole run, on its own thread.
+void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> dataset, torch::Device device, int w,
+                comm::Communicator& comm, std::mutex& compute_mu, RunMonitor& monitor) {
+  if (cfg.local_workers > 1) set_log_thread_tag(str("[w", w, "] "));
+  std::unique_ptr<Contributor> contributor;
+  {
+    std::lock_guard<std::mutex> lock(compute_mu);
+    contributor = std::make_unique<Contributor>(cfg, dataset, device, static_cast<std::size_t>(w),
+                                                static_cast<std::size_t>(cfg.local_workers));
+  }
+  auto algorithm = make_algorithm(cfg, *contributor, comm, compute_mu);
+  const std::int64_t max_steps = cfg.training.max_steps;
+  const std::int64_t eval_every = cfg.evaluation.every_n_steps;
+  for (std::int64_t step = 0; step < max_steps;) {
+    const StepReport rep = algorithm->step(step);
+    ++step;
+    double val = std::nan("");
+    if (w == 0 && (step == max_steps || (eval_every > 0 && step % eval_every == 0))) {
+      std::lock_guard<std::mutex> lock(compute_mu);
+      val = contributor->evaluate();
+    }
+    monitor.on_step(w, step, rep, algorithm->bytes_sent(), algorithm->bytes_received(), val);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// --comm zmq, in a contributor process: meet the others through the rendezvous directory,
+// then train as contributor `rank` with a ZeroMQ communicator.
+TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
+  const int rank = options.worker_rank, workers = static_cast<int>(cfg.local_workers);
+  set_log_thread_tag(str("[w", rank, "] "));
+  const torch::Device device = resolve_device(cfg.device);
+  auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
+  comm::ZmqOptions zo;
+  zo.key_dir = cfg.run_dir() + "/keys";
+  zo.key_name = str("worker-", rank);
+  auto node = comm::ZmqNode::create(zo);
+  comm::FileRendezvousOptions ro;
+  ro.dir = options.rendezvous_dir;
+  ro.world_size = workers;
+  ro.rank = rank;
+  ro.run_id = mix64(std::hash<std::string>{}(cfg.run_dir()));
+  ro.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.outer.timeout_s * 1000));
+  const comm::Membership membership = comm::rendezvous_files(*node, ro);
+  auto comm = comm::make_zmq_communicator(node, membership);
+  RunMonitor monitor(cfg, cfg.run_dir() + "/metrics.jsonl", /*append=*/true, 1, rank);
+  std::mutex compute_mu;  // alone in this process
+  const auto t0 = Clock::now();
+  run_worker(cfg, dataset, device, rank, *comm, compute_mu, monitor);
+  if (rank == 0) monitor.finish(cfg.training.max_steps);
+  TrainSummary summary;
+  summary.run_dir = cfg.run_dir();
+  summary.steps = cfg.training.max_steps;
+  summary.tokens = monitor.total_tokens();
+  summary.loss = monitor.last_loss();
+  summary.val_loss = monitor.last_val_loss();
+  summary.seconds = seconds_since(t0);
+  return summary;
+}
+
+// --comm zmq, in the parent: one process per contributor (this binary, re-executed on the
+// resolved config), waited for; if one fails the others are stopped and its error reported.
+void launch_zmq_workers(const RunConfig& cfg) {
+  const int workers = static_cast<int>(cfg.local_workers);
+  const std::string rendezvous = cfg.run_dir() + "/rendezvous";
+  std::filesystem::remove_all(rendezvous);
+  make_dirs(rendezvous);
+  const std::string config = cfg.run_dir() + "/config.yaml";
+  // Each process gets its share of the cores unless the config says otherwise.
+  const int threads = cfg.threads > 0 ? static_cast<int>(cfg.threads)
+                                      : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / workers);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < workers; ++r) {
+    const pid_t pid = ::fork();
+    if (pid < 0) throw Error(str("cannot start contributor process ", r, ": fork failed"), "check the process limit");
+    if (pid == 0) {
+      const std::string rank = std::to_string(r), th = str("threads=", threads);
+      ::execl("/proc/self/exe", "pico", "train", "--config", config.c_str(), "--comm", "zmq", "--worker-rank",
+              rank.c_str(), "--rendezvous", rendezvous.c_str(), "--set", th.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int failed_rank = -1, failed_status = 0;
+  for (std::size_t done = 0; done < pids.size(); ++done) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    const auto it = std::find(pids.begin(), pids.end(), pid);
+    if (it == pids.end()) continue;
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok && failed_rank < 0) {
+      failed_rank = static_cast<int>(it - pids.begin());
+      failed_status = status;
+      for (pid_t other : pids)
+        if (other != pid) ::kill(other, SIGTERM);
+    }
+  }
+  if (failed_rank >= 0)
+    throw Error(str("contributor process ", failed_rank, " ",
+                    WIFEXITED(failed_status) ? str("exited with status ", WEXITSTATUS(failed_status))
+                                             : str("was killed by signal ", WTERMSIG(failed_status))),
+                "its error is printed above (lines tagged [w" + std::to_string(failed_rank) + "])");
+}
+
 }  // namespace
 
 TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   cfg.validate();
   set_log_level(parse_log_level(cfg.monitoring.log_level));
-  warn_if_slow_blas();
   set_threads(cfg.threads);
+  if (options.comm != "inprocess" && options.comm != "zmq")
+    throw Error(str("unknown --comm '", options.comm, "'"), "use inprocess or zmq");
+  if (options.worker_rank >= 0) return run_zmq_worker(cfg, options);
+  warn_if_slow_blas();
 
   const std::string run_dir = cfg.run_dir();
   const std::string metrics_path = run_dir + "/metrics.jsonl";
@@ -54,84 +302,65 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
 
   const torch::Device device = resolve_device(cfg.device);
   auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
-  log_info("dataset ", cfg.data.path, ": ", dataset->manifest().train_tokens(), " train tokens, ",
-           dataset->manifest().val_tokens(), " validation tokens (", dataset->manifest().dataset_hash.substr(0, 12), ")");
-  Contributor contributor(cfg, dataset, device);
+  const auto& m = dataset->manifest();
+  log_info("dataset ", cfg.data.path, ": ", m.train_tokens(), " train tokens in ", m.train.size(), " shards, ",
+           m.val_tokens(), " validation tokens (", m.dataset_hash.substr(0, 12), ")");
+  const int workers = static_cast<int>(cfg.local_workers);
   log_info("model: ", cfg.model.num_params() / 1e6, "M parameters on ", device.str(), ", ", torch::get_num_threads(),
-           " threads; ", contributor.tokens_per_step(), " tokens per step");
+           " threads; ", workers, " contributor", workers > 1 ? "s" : "", " (", cfg.outer.algorithm, "), ",
+           cfg.data.batch_size * cfg.model.max_seq_len, " tokens per step each");
 
-  MetricsWriter metrics(metrics_path, /*truncate=*/!options.resume);
-  TrainSummary summary;
-  summary.run_dir = run_dir;
-  summary.val_loss = std::nan("");
-
-  const std::int64_t max_steps = cfg.training.max_steps;
-  const std::int64_t log_every = cfg.monitoring.log_every_n_steps;
-  const std::int64_t eval_every = cfg.evaluation.every_n_steps;
-  std::int64_t step = 0;  // completed optimizer steps
-  std::int64_t tokens = 0;
-  double interval_loss = 0;
-  std::int64_t interval_steps = 0, interval_tokens = 0;
-  const auto t_start = Clock::now();
-  auto t_interval = Clock::now();
-  double tok_per_s = 0;
-  ProgressLine progress;
-
-  while (step < max_steps) {
-    const StepResult r = contributor.train_step(step);
-    ++step;
-    tokens += r.tokens;
-    interval_loss += r.loss;
-    ++interval_steps;
-    interval_tokens += r.tokens;
-
-    const bool last = step == max_steps;
-    const bool do_eval = last || (eval_every > 0 && step % eval_every == 0);
-    const bool do_log = last || do_eval || step % log_every == 0;
-    if (!do_log) continue;
-
-    const double dt = seconds_since(t_interval);
-    tok_per_s = dt > 0 ? static_cast<double>(interval_tokens) / dt : 0;
-    nlohmann::json rec = {{"step", step},
-                          {"tokens", tokens},
-                          {"loss", interval_loss / static_cast<double>(interval_steps)},
-                          {"lr", r.lr},
-                          {"grad_norm", r.grad_norm},
-                          {"tok_per_s", tok_per_s},
-                          {"elapsed_s", seconds_since(t_start)}};
-    summary.loss = interval_loss / static_cast<double>(interval_steps);
-    if (do_eval) {
-      const double v = contributor.evaluate();
-      if (std::isfinite(v)) {
-        rec["val_loss"] = v;
-        summary.val_loss = v;
-      }
-    }
-    metrics.write(rec);
-
-    const double elapsed = seconds_since(t_start);
-    const double eta = elapsed / static_cast<double>(step) * static_cast<double>(max_steps - step);
-    std::string line = str("step ", step, "/", max_steps, " | loss ", std::round(summary.loss * 1000) / 1000);
-    if (std::isfinite(summary.val_loss)) line += str(" | val ", std::round(summary.val_loss * 1000) / 1000);
-    char lr_buf[16];
-    std::snprintf(lr_buf, sizeof lr_buf, "%.2e", r.lr);
-    line += str(" | ", format_rate(tok_per_s), " tok/s | lr ", lr_buf, " | ETA ", format_duration(eta));
-    progress.update(line, /*force=*/do_eval);
-
-    interval_loss = 0;
-    interval_steps = 0;
-    interval_tokens = 0;
-    t_interval = Clock::now();
+  if (options.comm == "zmq" && workers > 1) {
+    if (options.resume) throw Error("--resume is not supported with --comm zmq", "resume with the in-process communicator");
+    MetricsWriter(metrics_path, /*truncate=*/true);  // the contributor processes append to it
+    const auto t0 = Clock::now();
+    launch_zmq_workers(cfg);
+    TrainSummary summary;
+    summary.run_dir = run_dir;
+    summary.steps = cfg.training.max_steps;
+    summary.seconds = seconds_since(t0);
+    log_info("metrics: ", metrics_path);
+    return summary;
   }
 
-  summary.steps = step;
-  summary.tokens = tokens;
-  summary.seconds = seconds_since(t_start);
-  std::string done = str("done: ", step, " steps, ", tokens, " tokens in ", format_duration(summary.seconds),
-                         " | loss ", summary.loss);
-  if (std::isfinite(summary.val_loss)) done += str(" | val_loss ", summary.val_loss);
-  progress.finish(done);
+  RunMonitor monitor(cfg, metrics_path, options.resume, workers);
+  comm::InProcessGroup group(workers);
+  std::mutex compute_mu;  // local contributors take turns computing, each with every core
+  std::exception_ptr first_failure;  // the root cause; the others fail because of the abort
+  std::mutex failure_mu;
+  const auto t0 = Clock::now();
+  if (workers == 1) {
+    auto comm = group.communicator(0);
+    run_worker(cfg, dataset, device, 0, *comm, compute_mu, monitor);
+  } else {
+    std::vector<std::thread> threads;
+    for (int w = 0; w < workers; ++w) {
+      threads.emplace_back([&, w] {
+        try {
+          auto comm = group.communicator(w);
+          run_worker(cfg, dataset, device, w, *comm, compute_mu, monitor);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mu);
+          if (!first_failure) {
+            first_failure = std::current_exception();
+            group.abort(str("contributor ", w, " failed"));
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    if (first_failure) std::rethrow_exception(first_failure);
+  }
+  monitor.finish(cfg.training.max_steps);
   log_info("metrics: ", metrics_path);
+
+  TrainSummary summary;
+  summary.run_dir = run_dir;
+  summary.steps = cfg.training.max_steps;
+  summary.tokens = monitor.total_tokens();
+  summary.loss = monitor.last_loss();
+  summary.val_loss = monitor.last_val_loss();
+  summary.seconds = seconds_since(t0);
   return summary;
 }
 

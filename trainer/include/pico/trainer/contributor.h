@@ -34,7 +34,9 @@ struct StepResult {
 
 class Contributor {
  public:
-  // `index` of `count` contributors chooses the shards (data::assign_shards).
+  // `index` of `count` contributors chooses the shards (data::assign_shards) and the sample
+  // order; with data.same_data_for_all_contributors every contributor reads what a lone
+  // contributor (index 0 of 1) would.
   Contributor(const RunConfig& cfg, std::shared_ptr<const data::Dataset> dataset, torch::Device device,
               std::size_t index = 0, std::size_t count = 1);
 
@@ -44,8 +46,16 @@ class Contributor {
   // Clips, then one AdamW update at the scheduled lr for `step`.
   StepResult optimizer_step(std::int64_t step, double loss);
   StepResult train_step(std::int64_t step) { return optimizer_step(step, forward_backward(step)); }
+  // Global L2 norm of the current gradients (double accumulation, fixed order).
+  double grad_norm() const;
   // Mean loss over evaluation.batches validation batches; NaN if there is no validation split.
   double evaluate();
+
+  // Parameters flattened in registration order (what collectives move): numel, and copies
+  // of the gradients into / out of a flat fp32 buffer. `scale` multiplies on the way in.
+  std::int64_t numel() const { return numel_; }
+  void grads_to(float* flat) const;
+  void grads_from(const float* flat, float scale);
 
   models::PicoDecoder& model() { return model_; }
   optim::AdamW& inner_optimizer() { return *optimizer_; }
@@ -55,6 +65,7 @@ class Contributor {
   const data::Dataset& dataset() const { return *dataset_; }
   std::size_t index() const { return index_; }
   const std::vector<std::size_t>& shards() const { return shards_; }
+  const optim::ScheduleConfig& schedule() const { return schedule_; }
 
  private:
   RunConfig cfg_;
@@ -66,6 +77,7 @@ class Contributor {
   std::unique_ptr<optim::AdamW> optimizer_;
   std::unique_ptr<data::BatchSampler> sampler_, val_sampler_;
   optim::ScheduleConfig schedule_;
+  std::int64_t numel_ = 0;
 };
 
 }  // namespace pico::trainer

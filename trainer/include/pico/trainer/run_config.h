@@ -32,8 +32,11 @@ struct TrainingConfig {
 
 struct DataConfig {
   std::string path;              // directory written by `pico data prepare`
-  std::int64_t batch_size = 32;  // data.dataloader.batch_size: sequences per optimizer step
+  std::int64_t batch_size = 32;  // data.dataloader.batch_size: sequences per optimizer step, per contributor
   bool verify = true;            // check every shard's checksum when opening
+  // Every contributor reads contributor 0's samples (equivalence tests: N identical
+  // contributors must reproduce one). Off in real runs: each contributor has its own shards.
+  bool same_data_for_all_contributors = false;
 };
 
 struct EvaluationConfig {
@@ -62,6 +65,23 @@ struct MonitoringConfig {
   std::string log_level = "info";
 };
 
+// How contributors combine their work (REFERENCE.md has the algorithms as published).
+struct OuterConfig {
+  std::string algorithm = "ddp";  // ddp: average gradients every step | diloco | demo
+  std::int64_t inner_steps = 100; // DiLoCo: H inner steps per outer round
+  double lr = 0.7;                // DiLoCo outer learning rate
+  double momentum = 0.9;          // DiLoCo outer momentum
+  bool nesterov = true;           // DiLoCo: Nesterov momentum
+  std::string compression = "none";  // values on the wire for ddp/diloco: none | fp16 | bf16 | uint8
+  bool error_feedback = false;    // DiLoCo: carry what compression lost into the next round
+  double timeout_s = 600;         // a collective that takes longer fails (a peer is dead or stalled)
+  double round_seconds = 0;       // networked DiLoCo: inner steps for this long per round instead of H (0 = H)
+  double demo_compression_decay = 0.999;    // DeMo β
+  std::int64_t demo_compression_topk = 32;  // DeMo coefficients kept per chunk
+  std::int64_t demo_compression_chunk = 64; // DeMo largest DCT chunk
+  std::string demo_value_dtype = "fp32";    // DeMo: coefficients on the wire as fp32 (reference), fp16 or bf16
+};
+
 struct RunConfig {
   models::ModelConfig model;
   TrainingConfig training;
@@ -69,9 +89,11 @@ struct RunConfig {
   EvaluationConfig evaluation;
   CheckpointingConfig checkpointing;
   MonitoringConfig monitoring;
+  OuterConfig outer;
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   std::int64_t threads = 0;     // intra-op CPU threads; 0 = all cores
   std::int64_t seed = 42;       // model initialization and data order
+  std::int64_t local_workers = 1;  // contributors simulated in this process (--local-workers)
 
   void validate() const;
   std::int64_t micro_batch_size() const {

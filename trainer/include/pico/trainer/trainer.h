@@ -11,6 +11,13 @@ namespace pico::trainer {
 struct TrainOptions {
   bool resume = false;     // continue from the latest valid checkpoint in the run directory
   bool overwrite = false;  // start over in a run directory that already holds a run
+  // How local contributors (local_workers > 1) talk: "inprocess" (threads of this process)
+  // or "zmq" (one process each, CURVE-encrypted ZeroMQ over loopback).
+  std::string comm = "inprocess";
+  // Internal, for the processes that --comm zmq starts: this process is contributor
+  // `worker_rank` and meets the others in `rendezvous_dir`.
+  int worker_rank = -1;
+  std::string rendezvous_dir;
 };
 
 struct TrainSummary {

@@ -1,0 +1,101 @@
+// pico/broker/core.h — the broker's decisions, as a state machine without sockets.
+//
+// BrokerCore takes each decoded message (with the sender's connection id and authenticated
+// CURVE key) and the passing of time, and returns the messages to send. Everything it must
+// not forget goes to the Store before the reply that acknowledges it is returned, so a
+// broker killed at any point and restarted on the same Store resumes the run. The service
+// (service.h) moves the bytes; tests drive the core directly.
+//
+// A run, round by round (DiLoCo):
+//   1. Members train their inner steps from θ_g of round R−1 and send `ready` for round R
+//      with a summary of their pseudo-gradient (tokens, steps, ‖Δ‖, finite?).
+//   2. When every eligible member (one whose model is based on round R−1) is ready, the core
+//      sends `round_start` to each: the ring order (member id, endpoint, key) and each
+//      member's weight multiplier (0 for an update rejected by validation: it still takes part
+//      so that it ends the round in sync, but contributes nothing).
+//   3. Members all-reduce peer to peer and report `round_result` (ok + θ_g hash, or failed).
+//      If any member completed, the round is committed with the majority hash and the ledger
+//      is credited; members that failed or disagree are told to resync from a snapshot. If
+//      none completed, the attempt is retried with the members still alive.
+//   4. Members silent for longer than member_timeout_s are evicted; a round in progress is
+//      retried without them.
+// Joiners (and resyncs) get θ_g + outer state from the latest snapshot, which the core asks
+// a member in sync to upload after a round when someone needs it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "pico/broker/protocol.h"
+#include "pico/broker/store.h"
+
+namespace pico::broker {
+
+struct BrokerOptions {
+  double member_timeout_s = 30;          // evict a member not heard from for this long
+  double result_timeout_s = 900;         // a round attempt's results must arrive within this
+  double heartbeat_persist_s = 5;        // write a member's heartbeat to the store at most this often
+  double norm_rejection_factor = 10;     // public runs: reject ‖Δ‖ > factor × the round's median
+  std::string snapshot_dir;              // where θ_g snapshots are kept (next to the database)
+  std::size_t snapshot_chunk_bytes = 8u << 20;
+};
+
+struct Incoming {
+  std::string peer;        // connection id (ZeroMQ routing id)
+  std::string public_key;  // the sender's authenticated CURVE key (Z85)
+  Message message;
+};
+
+struct Outgoing {
+  std::string peer;
+  Message message;
+};
+
+class BrokerCore {
+ public:
+  // Loads every active run from the store: a restarted broker carries on where it stopped.
+  BrokerCore(Store& store, BrokerOptions options, double now);
+  ~BrokerCore();
+
+  std::vector<Outgoing> handle(const Incoming& in, double now);
+  // Evictions and timeouts; call about once a second.
+  std::vector<Outgoing> tick(double now);
+  // Runs, members, rounds and recent losses, for the --http status endpoint.
+  nlohmann::json status(double now) const;
+
+  struct RunState;
+
+ private:
+  std::vector<Outgoing> dispatch(const Incoming& in, double now);
+  std::vector<Outgoing> on_create_run(const Incoming& in, double now);
+  std::vector<Outgoing> on_join(const Incoming& in, double now);
+  std::vector<Outgoing> on_heartbeat(const Incoming& in, double now);
+  std::vector<Outgoing> on_ready(const Incoming& in, double now);
+  std::vector<Outgoing> on_round_result(const Incoming& in, double now);
+  std::vector<Outgoing> on_snapshot_put(const Incoming& in, double now);
+  std::vector<Outgoing> on_snapshot_get(const Incoming& in, double now);
+  std::vector<Outgoing> on_leave(const Incoming& in, double now);
+  std::vector<Outgoing> on_run_finished(const Incoming& in, double now);
+  std::vector<Outgoing> on_ledger(const Incoming& in, double now);
+
+  RunState& run_of(const Message& m);
+  // The member sending `in`, checked against its key; throws ProtocolError.
+  struct LiveMember& member_of(RunState& run, const Incoming& in);
+  void maybe_start_round(RunState& run, double now, std::vector<Outgoing>& out);
+  void start_attempt(RunState& run, const std::vector<std::int64_t>& members, double now, std::vector<Outgoing>& out);
+  void maybe_finish_round(RunState& run, double now, std::vector<Outgoing>& out);
+  void evict(RunState& run, std::int64_t member_id, const std::string& why, double now, std::vector<Outgoing>& out);
+  void request_snapshot_if_needed(RunState& run, std::vector<Outgoing>& out);
+  void announce_snapshot(RunState& run, std::vector<Outgoing>& out);
+
+  Store& store_;
+  BrokerOptions opt_;
+  std::map<std::string, std::unique_ptr<RunState>> runs_;
+};
+
+}  // namespace pico::broker

@@ -1,0 +1,155 @@
+#include "pico/broker/client.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <zmq.hpp>
+
+#include "pico/common/error.h"
+#include "pico/common/log.h"
+
+namespace pico::broker {
+
+using Clock = std::chrono::steady_clock;
+
+struct BrokerClient::Impl {
+  BrokerClientOptions opt;
+  zmq::context_t ctx{1};
+  std::thread io;
+  std::atomic<bool> stop{false};
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> outbox;                      // encoded messages to send
+  std::map<std::uint64_t, std::string> pending;        // request id → encoded request (for re-sends)
+  std::map<std::uint64_t, Clock::time_point> sent_at;
+  std::map<std::uint64_t, Message> replies;
+  std::deque<Message> pushes;
+  nlohmann::json heartbeat = nlohmann::json::object();
+  std::uint64_t next_id = 1;
+
+  void run() {
+    zmq::socket_t sock(ctx, zmq::socket_type::dealer);
+    sock.set(zmq::sockopt::curve_serverkey, opt.broker_public_key);
+    sock.set(zmq::sockopt::curve_publickey, opt.public_key);
+    sock.set(zmq::sockopt::curve_secretkey, opt.secret_key);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(kMaxMessageBytes));
+    sock.set(zmq::sockopt::reconnect_ivl, 200);
+    sock.set(zmq::sockopt::reconnect_ivl_max, 2000);
+    sock.connect(opt.endpoint);
+    auto last_beat = Clock::now() - opt.heartbeat_interval;
+    while (!stop.load()) {
+      std::vector<std::string> to_send;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        while (!outbox.empty()) {
+          to_send.push_back(std::move(outbox.front()));
+          outbox.pop_front();
+        }
+        const auto now = Clock::now();
+        for (auto& [id, bytes] : pending) {
+          if (now - sent_at[id] >= opt.retry_interval) {
+            to_send.push_back(bytes);
+            sent_at[id] = now;
+          }
+        }
+        if (!heartbeat.empty() && now - last_beat >= opt.heartbeat_interval) {
+          Message hb;
+          hb.type = MessageType::kHeartbeat;
+          hb.body = heartbeat;
+          to_send.push_back(encode_message(hb));
+          last_beat = now;
+        }
+      }
+      for (auto& bytes : to_send) sock.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+      zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      while (true) {
+        zmq::message_t frame;
+        if (!sock.recv(frame, zmq::recv_flags::dontwait)) break;
+        std::string why;
+        auto m = decode_message(static_cast<const std::uint8_t*>(frame.data()), frame.size(), why);
+        if (!m) {
+          log_warn("broker client: dropped a malformed message from the broker: ", why);
+          continue;
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        if (m->request_id != 0 && pending.count(m->request_id)) {
+          pending.erase(m->request_id);
+          sent_at.erase(m->request_id);
+          replies[m->request_id] = std::move(*m);
+        } else if (m->request_id == 0) {
+          pushes.push_back(std::move(*m));
+        }  // else: a duplicate reply to a request already answered
+        cv.notify_all();
+      }
+    }
+  }
+};
+
+BrokerClient::BrokerClient(BrokerClientOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->opt = std::move(options);
+  impl_->io = std::thread([this] { impl_->run(); });
+}
+
+BrokerClient::~BrokerClient() {
+  impl_->stop.store(true);
+  if (impl_->io.joinable()) impl_->io.join();
+}
+
+Message BrokerClient::request(MessageType type, nlohmann::json body, std::string blob, std::chrono::milliseconds timeout) {
+  Message m;
+  m.type = type;
+  m.body = std::move(body);
+  m.blob = std::move(blob);
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  m.request_id = impl_->next_id++;
+  const std::uint64_t id = m.request_id;
+  impl_->pending[id] = encode_message(m);
+  impl_->sent_at[id] = Clock::now();
+  impl_->outbox.push_back(impl_->pending[id]);
+  const auto deadline = Clock::now() + timeout;
+  while (!impl_->replies.count(id)) {
+    if (impl_->cv.wait_until(lock, deadline) == std::cv_status::timeout && !impl_->replies.count(id)) {
+      impl_->pending.erase(id);
+      impl_->sent_at.erase(id);
+      throw Error(str("the broker at ", impl_->opt.endpoint, " did not answer ", to_string(type), " within ",
+                      timeout.count() / 1000, " s"),
+                  "check that the broker is running and reachable, and that the join code's key is its key");
+    }
+  }
+  Message reply = std::move(impl_->replies[id]);
+  impl_->replies.erase(id);
+  if (reply.type == MessageType::kError)
+    throw Error(str("the broker refused ", to_string(type), ": ", reply.body.value("reason", std::string("?"))),
+                reply.body.value("hint", std::string("")));
+  return reply;
+}
+
+void BrokerClient::send(MessageType type, nlohmann::json body) {
+  Message m;
+  m.type = type;
+  m.body = std::move(body);
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->outbox.push_back(encode_message(m));
+}
+
+std::optional<Message> BrokerClient::next_push(std::chrono::milliseconds wait) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->cv.wait_for(lock, wait, [&] { return !impl_->pushes.empty(); });
+  if (impl_->pushes.empty()) return std::nullopt;
+  Message m = std::move(impl_->pushes.front());
+  impl_->pushes.pop_front();
+  return m;
+}
+
+void BrokerClient::set_heartbeat(nlohmann::json body) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->heartbeat = std::move(body);
+}
+
+}  // namespace pico::broker

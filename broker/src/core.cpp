@@ -1,0 +1,728 @@
+#include "pico/broker/core.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "pico/common/error.h"
+#include "pico/common/fs.h"
+#include "pico/common/hash.h"
+#include "pico/common/log.h"
+
+namespace pico::broker {
+
+struct LiveMember {
+  MemberRecord rec;
+  std::string peer;          // connection id of its last message ("" after a broker restart)
+  double last_seen = 0;
+  double last_persisted = 0;
+  std::int64_t base_round = -2;  // round of the θ_g its model is based on; -1 syncing; -2 unknown
+  bool awaiting_snapshot = false;
+  double tokens_per_s = 0;
+  std::int64_t step = 0;
+  double loss = std::nan("");
+};
+
+struct BrokerCore::RunState {
+  RunRecord rec;
+  std::map<std::int64_t, LiveMember> members;  // active members by id
+  // The round being assembled or run is rec.round + 1.
+  bool running = false;
+  std::int64_t attempt = 0;
+  std::map<std::int64_t, ReadyRecord> ready;
+  std::vector<std::int64_t> participants;  // of the running attempt, in ring order
+  std::set<std::int64_t> rejected;         // participants whose update was rejected (weight 0)
+  std::map<std::int64_t, ResultRecord> results;
+  double deadline = 0;
+  // Snapshot upload in progress.
+  std::int64_t upload_round = -1;
+  std::int64_t uploader = -1;
+  std::int64_t upload_next = 0;
+  std::string upload_tmp;
+};
+
+namespace {
+
+Message reply(const Incoming& in, MessageType type, nlohmann::json body, std::string blob = "") {
+  Message m;
+  m.type = type;
+  m.request_id = in.message.request_id;
+  m.body = std::move(body);
+  m.blob = std::move(blob);
+  return m;
+}
+
+Message push(MessageType type, nlohmann::json body) {
+  Message m;
+  m.type = type;
+  m.body = std::move(body);
+  return m;
+}
+
+Outgoing error_to(const Incoming& in, const std::string& reason, const std::string& hint) {
+  return {in.peer, reply(in, MessageType::kError, {{"reason", reason}, {"hint", hint}})};
+}
+
+std::int64_t snapshot_chunks(std::int64_t bytes, std::size_t chunk) {
+  return std::max<std::int64_t>(1, (bytes + static_cast<std::int64_t>(chunk) - 1) / static_cast<std::int64_t>(chunk));
+}
+
+}  // namespace
+
+BrokerCore::BrokerCore(Store& store, BrokerOptions options, double now) : store_(store), opt_(std::move(options)) {
+  if (opt_.snapshot_dir.empty()) opt_.snapshot_dir = std::filesystem::path(store.path()).parent_path().string() + "/snapshots";
+  if (opt_.snapshot_dir.empty() || opt_.snapshot_dir == "/snapshots") opt_.snapshot_dir = "snapshots";
+  make_dirs(opt_.snapshot_dir);
+  // A restart: every active run, its members (given a fresh grace period) and any round
+  // attempt that was in flight, with the reports already acknowledged.
+  for (auto& rec : store_.runs()) {
+    if (rec.status != "active") continue;
+    auto run = std::make_unique<RunState>();
+    run->rec = rec;
+    for (auto& m : store_.members(rec.run_id, /*active_only=*/true)) {
+      LiveMember lm;
+      lm.rec = m;
+      lm.last_seen = now;
+      lm.last_persisted = now;
+      run->members.emplace(m.member_id, std::move(lm));
+    }
+    const std::int64_t next = rec.round + 1;
+    for (auto& r : store_.ready_reports(rec.run_id, next)) run->ready[r.member_id] = r;
+    log_info("broker: run ", rec.run_id, " is at round ", rec.round, " with ", run->members.size(), " active members (",
+             run->ready.size(), " ready for round ", next, ")");
+    if (auto open = store_.round(rec.run_id, next); open && open->status == "open") {
+      run->running = true;
+      run->attempt = open->attempt;
+      run->participants = open->participants;
+      run->deadline = now + opt_.result_timeout_s;
+      for (auto& r : store_.results(rec.run_id, next, open->attempt)) run->results[r.member_id] = r;
+      log_info("broker: run ", rec.run_id, " resumes round ", next, " attempt ", open->attempt, " with ",
+               run->results.size(), "/", run->participants.size(), " results in");
+    }
+    runs_.emplace(rec.run_id, std::move(run));
+  }
+}
+
+BrokerCore::~BrokerCore() = default;
+
+std::vector<Outgoing> BrokerCore::handle(const Incoming& in, double now) {
+  try {
+    return dispatch(in, now);
+  } catch (const ProtocolError& e) {
+    log_warn("broker: rejected ", to_string(in.message.type), " from ", in.public_key.substr(0, 8), "…: ", e.what());
+    return {error_to(in, e.what(), "this looks like a bug or a version mismatch between pico builds")};
+  } catch (const Error& e) {
+    log_warn("broker: refused ", to_string(in.message.type), " from ", in.public_key.substr(0, 8), "…: ", e.what());
+    return {error_to(in, e.what(), e.hint())};
+  }
+}
+
+std::vector<Outgoing> BrokerCore::dispatch(const Incoming& in, double now) {
+  switch (in.message.type) {
+    case MessageType::kCreateRun: return on_create_run(in, now);
+    case MessageType::kJoin: return on_join(in, now);
+    case MessageType::kHeartbeat: return on_heartbeat(in, now);
+    case MessageType::kReady: return on_ready(in, now);
+    case MessageType::kRoundResult: return on_round_result(in, now);
+    case MessageType::kSnapshotPut: return on_snapshot_put(in, now);
+    case MessageType::kSnapshotGet: return on_snapshot_get(in, now);
+    case MessageType::kLeave: return on_leave(in, now);
+    case MessageType::kRunFinished: return on_run_finished(in, now);
+    case MessageType::kLedgerQuery: return on_ledger(in, now);
+    case MessageType::kStatusQuery: return {{in.peer, reply(in, MessageType::kAck, status(now))}};
+    case MessageType::kRunInfo: {
+      const RunState& run = run_of(in.message);
+      return {{in.peer, reply(in, MessageType::kAck,
+                              {{"run_id", run.rec.run_id}, {"config_yaml", run.rec.config_yaml},
+                               {"dataset_hash", run.rec.dataset_hash}, {"num_shards", run.rec.num_shards},
+                               {"round", run.rec.round}, {"private", run.rec.is_private},
+                               {"dataset_info", nlohmann::json::parse(run.rec.dataset_info, nullptr, false)}})}};
+    }
+    default:
+      throw ProtocolError(str("a broker does not accept ", to_string(in.message.type), " messages"));
+  }
+}
+
+BrokerCore::RunState& BrokerCore::run_of(const Message& m) {
+  const std::string id = get_string(m, "run_id", 64);
+  auto it = runs_.find(id);
+  if (it == runs_.end())
+    throw Error(str("no active run '", id, "' on this broker"), "check the join code, or whether the run has finished");
+  return *it->second;
+}
+
+LiveMember& BrokerCore::member_of(RunState& run, const Incoming& in) {
+  const std::int64_t id = get_int(in.message, "member_id");
+  auto it = run.members.find(id);
+  if (it == run.members.end()) throw Error(str("member ", id, " is not an active member of run ", run.rec.run_id),
+                                           "it was evicted or left; join again with `pico train --join CODE`");
+  if (it->second.rec.public_key != in.public_key)
+    throw ProtocolError(str("member ", id, " belongs to another key"));
+  it->second.peer = in.peer;
+  it->second.last_seen = std::max(it->second.last_seen, 0.0);
+  return it->second;
+}
+
+std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) {
+  const Message& m = in.message;
+  RunRecord r;
+  r.run_id = get_string(m, "run_id", 64);
+  if (!is_valid_run_id(r.run_id)) throw Error(str("run id '", r.run_id, "' is not [A-Za-z0-9_-]{1,64}"), "pick another run name");
+  r.config_yaml = get_string(m, "config_yaml");
+  r.dataset_hash = get_string(m, "dataset_hash", 64);
+  r.num_shards = get_int(m, "num_shards");
+  r.is_private = get_bool(m, "private");
+  r.token_sha256 = get_string(m, "token_sha256", 64);
+  r.theta0_hash = get_string(m, "theta0_hash", 64);
+  r.dataset_info = m.body.contains("dataset_info") ? m.body["dataset_info"].dump() : "{}";
+  r.created_at = now;
+  if (r.num_shards < 1) throw ProtocolError("num_shards must be >= 1");
+  if (auto existing = store_.run(r.run_id)) {
+    // The creator restarting (or resuming) registers the same run again: fine if it is the same.
+    if (existing->config_yaml != r.config_yaml || existing->dataset_hash != r.dataset_hash)
+      throw Error(str("run '", r.run_id, "' already exists on this broker with a different config or dataset"),
+                  "choose another checkpointing.run_name, or resume the run with its original config");
+    return {{in.peer, reply(in, MessageType::kAck, {{"run_id", r.run_id}, {"round", existing->round}, {"existing", true}})}};
+  }
+  store_.create_run(r);
+  if (m.body.contains("allow") && m.body["allow"].is_array())
+    for (const auto& k : m.body["allow"])
+      if (k.is_string()) store_.allow_key(r.run_id, k.get<std::string>());
+  store_.log_event(r.run_id, "run_created", str(r.is_private ? "private" : "public", " run, dataset ", r.dataset_hash.substr(0, 12)), now);
+  auto run = std::make_unique<RunState>();
+  run->rec = r;
+  runs_.emplace(r.run_id, std::move(run));
+  log_info("broker: run ", r.run_id, " created (", r.is_private ? "private" : "public", ")");
+  return {{in.peer, reply(in, MessageType::kAck, {{"run_id", r.run_id}, {"round", 0}, {"existing", false}})}};
+}
+
+std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
+  const Message& m = in.message;
+  RunState& run = run_of(m);
+  const std::string dataset = get_string(m, "dataset_hash", 64);
+  if (dataset != run.rec.dataset_hash) {
+    std::string how = "prepare the run's dataset";
+    try {
+      const auto info = nlohmann::json::parse(run.rec.dataset_info);
+      if (info.contains("prepare")) how = str("prepare it with: ", info["prepare"].get<std::string>());
+    } catch (const nlohmann::json::exception&) {
+    }
+    throw Error(str("your dataset (", dataset.substr(0, 12), "…) is not the run's (", run.rec.dataset_hash.substr(0, 12),
+                    "…)"),
+                how + ", and pass its directory with --set data.path=DIR");
+  }
+  if (run.rec.is_private) {
+    const std::string token = m.body.value("token", "");
+    const bool token_ok = !run.rec.token_sha256.empty() && !token.empty() && sha256_hex(token) == run.rec.token_sha256;
+    if (!token_ok && !store_.is_allowed(run.rec.run_id, in.public_key))
+      throw Error(str("run ", run.rec.run_id, " is private and your key ", in.public_key.substr(0, 8),
+                      "… is not on its allow-list", token.empty() ? "" : ", and the join token is wrong"),
+                  "ask the run's owner for a join code with a token, or to allow-list your public key");
+  }
+  const std::string endpoint = get_string(m, "endpoint", 256);
+  // A key that is still an active member rejoins (its old process is gone): retire the old one.
+  std::vector<Outgoing> out;
+  for (auto it = run.members.begin(); it != run.members.end();) {
+    if (it->second.rec.public_key == in.public_key) {
+      const auto old = it->first;
+      ++it;
+      evict(run, old, "rejoined under a new member id", now, out);
+    } else {
+      ++it;
+    }
+  }
+  std::set<std::int64_t> used;
+  for (auto& [id, lm] : run.members) used.insert(lm.rec.shard);
+  std::int64_t slot = 0;
+  while (used.count(slot)) ++slot;
+  MemberRecord rec;
+  rec.run_id = run.rec.run_id;
+  rec.public_key = in.public_key;
+  rec.endpoint = endpoint;
+  rec.device = get_string(m, "device", 64);
+  rec.shard = slot;
+  rec.joined_at = now;
+  rec.last_heartbeat = now;
+  rec.joined_round = run.rec.round;
+  rec.member_id = store_.add_member(rec);
+  LiveMember lm;
+  lm.rec = rec;
+  lm.peer = in.peer;
+  lm.last_seen = now;
+  lm.last_persisted = now;
+  // Before round 1, θ_g is the seeded initialization every member builds itself.
+  lm.base_round = run.rec.round == 0 ? 0 : -1;
+  lm.awaiting_snapshot = run.rec.round > 0;
+  run.members.emplace(rec.member_id, lm);
+  store_.log_event(run.rec.run_id, "join", str("member ", rec.member_id, " (", in.public_key.substr(0, 8), "…, ",
+                                               rec.device, ") slot ", slot), now);
+  log_info("broker: member ", rec.member_id, " joined run ", run.rec.run_id, " (slot ", slot, ", ", rec.device, ")");
+  nlohmann::json body = {{"member_id", rec.member_id}, {"slot", slot},        {"num_shards", run.rec.num_shards},
+                         {"config_yaml", run.rec.config_yaml}, {"round", run.rec.round},
+                         {"theta0_hash", run.rec.theta0_hash}, {"needs_snapshot", run.rec.round > 0}};
+  out.push_back({in.peer, reply(in, MessageType::kAck, body)});
+  if (run.rec.round > 0) {
+    if (run.rec.snapshot_round == run.rec.round) announce_snapshot(run, out);
+    else request_snapshot_if_needed(run, out);
+  }
+  return out;
+}
+
+std::vector<Outgoing> BrokerCore::on_heartbeat(const Incoming& in, double now) {
+  RunState& run = run_of(in.message);
+  LiveMember* lm = nullptr;
+  try {
+    lm = &member_of(run, in);
+  } catch (const Error& e) {
+    return {{in.peer, push(MessageType::kEvicted, {{"run_id", run.rec.run_id}, {"reason", e.what()}})}};
+  }
+  lm->last_seen = now;
+  if (run.rec.status == "finished")  // a member still catching up when the run ended
+    return {{in.peer, push(MessageType::kRunFinished, {{"run_id", run.rec.run_id}, {"round", run.rec.round}})}};
+  lm->base_round = get_int(in.message, "base_round");
+  lm->step = get_int(in.message, "step");
+  lm->tokens_per_s = get_double(in.message, "tokens_per_s");
+  if (in.message.body.contains("loss") && in.message.body["loss"].is_number()) lm->loss = in.message.body["loss"].get<double>();
+  if (now - lm->last_persisted >= opt_.heartbeat_persist_s) {
+    store_.heartbeat(run.rec.run_id, lm->rec.member_id, now, lm->tokens_per_s);
+    if (std::isfinite(lm->loss)) store_.record_loss(run.rec.run_id, {lm->rec.member_id, lm->step, lm->loss, now});
+    lm->last_persisted = now;
+  }
+  std::vector<Outgoing> out;
+  if (lm->base_round == run.rec.round && lm->awaiting_snapshot) lm->awaiting_snapshot = false;  // synced
+  maybe_start_round(run, now, out);
+  return out;
+}
+
+std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
+  RunState& run = run_of(in.message);
+  LiveMember& lm = member_of(run, in);
+  lm.last_seen = now;
+  const std::int64_t round = get_int(in.message, "round");
+  const std::int64_t base = get_int(in.message, "base_round");
+  lm.base_round = base;
+  const std::int64_t next = run.rec.round + 1;
+  std::vector<Outgoing> out;
+  if (base != run.rec.round || round != next || (run.running && std::find(run.participants.begin(), run.participants.end(),
+                                                                           lm.rec.member_id) == run.participants.end())) {
+    // Behind (it missed a round) or too late for the attempt in flight: its Δ is stale.
+    lm.awaiting_snapshot = true;
+    lm.base_round = -1;
+    out.push_back({in.peer, reply(in, MessageType::kResync,
+                                  {{"run_id", run.rec.run_id}, {"round", run.rec.round},
+                                   {"reason", str("your update is for round ", round, " from θ_g of round ", base,
+                                                  "; the run is at round ", run.rec.round,
+                                                  run.running ? " with a round in flight" : "")}})});
+    if (run.rec.snapshot_round == run.rec.round) announce_snapshot(run, out);
+    else request_snapshot_if_needed(run, out);
+    return out;
+  }
+  ReadyRecord r;
+  r.member_id = lm.rec.member_id;
+  r.tokens = get_int(in.message, "tokens");
+  r.inner_steps = get_int(in.message, "inner_steps");
+  r.compute_seconds = get_double(in.message, "compute_seconds");
+  r.delta_norm = get_double(in.message, "delta_norm");
+  r.finite = get_bool(in.message, "finite") && std::isfinite(r.delta_norm);
+  if (r.tokens < 0 || r.inner_steps < 0) throw ProtocolError("negative tokens or steps");
+  store_.save_ready(run.rec.run_id, next, r);
+  run.ready[r.member_id] = r;
+  out.push_back({in.peer, reply(in, MessageType::kAck, {{"round", next}})});
+  maybe_start_round(run, now, out);
+  return out;
+}
+
+void BrokerCore::maybe_start_round(RunState& run, double now, std::vector<Outgoing>& out) {
+  if (run.running || run.rec.status != "active") return;
+  std::vector<std::int64_t> eligible;
+  for (auto& [id, lm] : run.members) {
+    // After a restart, wait until every member has said where it is (or has been evicted
+    // for silence): a round started without a member that is in sync would leave it behind.
+    if (lm.base_round == -2) return;
+    if (lm.base_round == run.rec.round && !lm.awaiting_snapshot) eligible.push_back(id);
+  }
+  if (eligible.empty()) return;
+  for (auto id : eligible) {
+    if (!run.ready.count(id)) return;                 // someone is still training
+    if (run.members.at(id).peer.empty()) return;      // not heard from since a restart: cannot reach it yet
+  }
+  start_attempt(run, eligible, now, out);
+}
+
+void BrokerCore::start_attempt(RunState& run, const std::vector<std::int64_t>& members, double now,
+                               std::vector<Outgoing>& out) {
+  const std::int64_t round = run.rec.round + 1;
+  // Validate the updates before they are summed: non-finite always; in public runs also a
+  // norm far above the round's median. A rejected member still takes part, with weight 0.
+  run.rejected.clear();
+  std::vector<double> norms;
+  for (auto id : members)
+    if (run.ready[id].finite) norms.push_back(run.ready[id].delta_norm);
+  std::sort(norms.begin(), norms.end());
+  const double median = norms.empty() ? 0.0 : norms[norms.size() / 2];
+  for (auto id : members) {
+    const auto& r = run.ready[id];
+    std::string why;
+    if (!r.finite) why = "its pseudo-gradient is not finite";
+    else if (!run.rec.is_private && members.size() >= 3 && median > 0 && r.delta_norm > opt_.norm_rejection_factor * median)
+      why = str("‖Δ‖ = ", r.delta_norm, " exceeds ", opt_.norm_rejection_factor, " × the round's median ", median);
+    if (!why.empty()) {
+      run.rejected.insert(id);
+      store_.log_event(run.rec.run_id, "update_rejected", str("round ", round, " member ", id, ": ", why), now);
+      log_warn("broker: round ", round, ": rejected the update of member ", id, ": ", why);
+    }
+  }
+  if (run.rejected.size() == members.size()) {
+    // Nothing to sum: everyone goes back to the current θ_g and tries again.
+    for (auto id : members) {
+      auto& lm = run.members.at(id);
+      lm.awaiting_snapshot = true;
+      lm.base_round = -1;
+      run.ready.erase(id);
+      out.push_back({lm.peer, push(MessageType::kResync, {{"run_id", run.rec.run_id}, {"round", run.rec.round},
+                                                          {"reason", "every update of the round was rejected"}})});
+      store_.credit(run.rec.run_id, {lm.rec.public_key, 0, 0, 0, 1, 0.0, 0});
+    }
+    if (run.rec.snapshot_round == run.rec.round) announce_snapshot(run, out);
+    else request_snapshot_if_needed(run, out);
+    return;
+  }
+  run.running = true;
+  ++run.attempt;
+  run.participants = members;
+  run.results.clear();
+  run.deadline = now + opt_.result_timeout_s;
+  RoundRecord rr;
+  rr.run_id = run.rec.run_id;
+  rr.round = round;
+  rr.attempt = run.attempt;
+  rr.status = "open";
+  rr.participants = members;
+  rr.started_at = now;
+  store_.begin_round(rr);
+  nlohmann::json list = nlohmann::json::array();
+  for (std::size_t rank = 0; rank < members.size(); ++rank) {
+    const auto& lm = run.members.at(members[rank]);
+    list.push_back({{"member_id", lm.rec.member_id}, {"rank", rank}, {"endpoint", lm.rec.endpoint},
+                    {"public_key", lm.rec.public_key}, {"weight", run.rejected.count(members[rank]) ? 0.0 : 1.0}});
+  }
+  for (auto id : members) {
+    auto& lm = run.members.at(id);
+    out.push_back({lm.peer, push(MessageType::kRoundStart,
+                                 {{"run_id", run.rec.run_id}, {"round", round}, {"attempt", run.attempt}, {"members", list}})});
+  }
+  log_info("broker: run ", run.rec.run_id, " round ", round, " attempt ", run.attempt, " starts with ", members.size(),
+           " members");
+}
+
+std::vector<Outgoing> BrokerCore::on_round_result(const Incoming& in, double now) {
+  RunState& run = run_of(in.message);
+  LiveMember& lm = member_of(run, in);
+  lm.last_seen = now;
+  const std::int64_t round = get_int(in.message, "round");
+  const std::int64_t attempt = get_int(in.message, "attempt");
+  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"round", round}})}};
+  const bool current = run.running && round == run.rec.round + 1 && attempt == run.attempt &&
+                       std::find(run.participants.begin(), run.participants.end(), lm.rec.member_id) != run.participants.end();
+  if (!current) return out;  // a stale report (an earlier attempt, or acknowledged before a restart)
+  ResultRecord r;
+  r.member_id = lm.rec.member_id;
+  r.ok = get_bool(in.message, "ok");
+  r.theta_hash = r.ok ? get_string(in.message, "theta_hash", 64) : "";
+  r.bytes_sent = get_int(in.message, "bytes_sent");
+  r.error = in.message.body.value("error", "");
+  store_.save_result(run.rec.run_id, round, attempt, r);
+  run.results[r.member_id] = r;
+  maybe_finish_round(run, now, out);
+  return out;
+}
+
+void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgoing>& out) {
+  if (!run.running) return;
+  const bool past_deadline = now >= run.deadline;
+  for (auto id : run.participants)
+    if (!run.results.count(id) && run.members.count(id) && !past_deadline) return;  // still waiting
+  if (past_deadline) {
+    std::vector<std::int64_t> silent;
+    for (auto id : run.participants)
+      if (!run.results.count(id) && run.members.count(id)) silent.push_back(id);
+    run.running = false;  // evict() must not recurse into this round
+    for (auto id : silent) evict(run, id, "no result for the round before the deadline", now, out);
+    run.running = true;
+  }
+  const std::int64_t round = run.rec.round + 1;
+  std::map<std::string, int> votes;
+  for (auto& [id, r] : run.results)
+    if (r.ok) ++votes[r.theta_hash];
+  if (!votes.empty()) {
+    std::string hash;
+    int best = -1;
+    for (auto& [h, n] : votes)
+      if (n > best) best = n, hash = h;
+    std::int64_t bytes = 0;
+    for (auto& [id, r] : run.results) bytes += r.bytes_sent;
+    store_.finish_round(run.rec.run_id, round, "done", bytes, hash, now);
+    for (auto id : run.participants) {
+      const auto rd = run.ready.find(id);
+      const std::string key = run.members.count(id) ? run.members.at(id).rec.public_key : store_.member(run.rec.run_id, id)->public_key;
+      const bool rejected = run.rejected.count(id) > 0;
+      LedgerRow row{key, rejected ? 0 : rd->second.tokens, rejected ? 0 : rd->second.inner_steps, rejected ? 0 : 1,
+                    rejected ? 1 : 0, rd->second.compute_seconds,
+                    run.results.count(id) ? run.results.at(id).bytes_sent : 0};
+      store_.credit(run.rec.run_id, row);
+    }
+    store_.set_run_round(run.rec.run_id, round);
+    store_.log_event(run.rec.run_id, "round_done", str("round ", round, " attempt ", run.attempt, ": ", run.participants.size(),
+                                                       " members, θ_g ", hash.substr(0, 12)), now);
+    run.rec.round = round;
+    run.running = false;
+    run.attempt = 0;
+    run.ready.clear();
+    for (auto& [id, lm] : run.members) {
+      const auto r = run.results.find(id);
+      if (r != run.results.end() && r->second.ok && r->second.theta_hash == hash) {
+        lm.base_round = round;
+        continue;
+      }
+      // Failed, disagreed, or not in the attempt: its θ_g is not the run's.
+      if (r != run.results.end() && r->second.ok)
+        store_.log_event(run.rec.run_id, "hash_mismatch", str("member ", id, " reported θ_g ",
+                                                             r->second.theta_hash.substr(0, 12), ", the round agreed on ",
+                                                             hash.substr(0, 12)), now);
+      lm.base_round = -1;
+      lm.awaiting_snapshot = true;
+      out.push_back({lm.peer, push(MessageType::kResync, {{"run_id", run.rec.run_id}, {"round", round},
+                                                          {"reason", "your θ_g is not the round's"}})});
+    }
+    log_info("broker: run ", run.rec.run_id, " round ", round, " done (θ_g ", hash.substr(0, 12), ")");
+    request_snapshot_if_needed(run, out);
+    return;
+  }
+  // Nobody completed: retry with the members still here.
+  std::vector<std::int64_t> survivors;
+  for (auto id : run.participants)
+    if (run.members.count(id) && run.results.count(id)) survivors.push_back(id);
+  store_.finish_round(run.rec.run_id, round, "failed", 0, "", now);
+  store_.log_event(run.rec.run_id, "round_failed", str("round ", round, " attempt ", run.attempt, ": retrying with ",
+                                                       survivors.size(), " members"), now);
+  run.running = false;
+  if (survivors.empty()) return;
+  start_attempt(run, survivors, now, out);
+}
+
+void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string& why, double now,
+                       std::vector<Outgoing>& out) {
+  auto it = run.members.find(member_id);
+  if (it == run.members.end()) return;
+  const std::string peer = it->second.peer;
+  store_.set_member_status(run.rec.run_id, member_id, why == "left" ? "left" : "evicted");
+  store_.log_event(run.rec.run_id, why == "left" ? "leave" : "evict", str("member ", member_id, ": ", why), now);
+  log_info("broker: member ", member_id, " of run ", run.rec.run_id, why == "left" ? " left" : " evicted: ", why == "left" ? "" : why);
+  run.members.erase(it);
+  run.ready.erase(member_id);
+  if (run.uploader == member_id) run.uploader = -1, run.upload_round = -1;
+  if (!peer.empty() && why != "left")
+    out.push_back({peer, push(MessageType::kEvicted, {{"run_id", run.rec.run_id}, {"reason", why}})});
+  if (run.running) maybe_finish_round(run, now, out);
+  else maybe_start_round(run, now, out);
+  if (run.upload_round < 0) request_snapshot_if_needed(run, out);
+}
+
+void BrokerCore::request_snapshot_if_needed(RunState& run, std::vector<Outgoing>& out) {
+  bool needed = false;
+  for (auto& [id, lm] : run.members) needed = needed || lm.awaiting_snapshot;
+  if (!needed || run.rec.round == 0) return;
+  if (run.rec.snapshot_round == run.rec.round) {
+    announce_snapshot(run, out);
+    return;
+  }
+  if (run.upload_round == run.rec.round && run.uploader >= 0) return;  // already asked
+  for (auto& [id, lm] : run.members) {
+    if (lm.base_round == run.rec.round && !lm.awaiting_snapshot && !lm.peer.empty()) {
+      run.upload_round = run.rec.round;
+      run.uploader = id;
+      run.upload_next = 0;
+      out.push_back({lm.peer, push(MessageType::kSnapshotRequest, {{"run_id", run.rec.run_id}, {"round", run.rec.round},
+                                                                   {"chunk_bytes", opt_.snapshot_chunk_bytes}})});
+      return;
+    }
+  }
+}
+
+void BrokerCore::announce_snapshot(RunState& run, std::vector<Outgoing>& out) {
+  const auto bytes = static_cast<std::int64_t>(std::filesystem::file_size(run.rec.snapshot_path));
+  for (auto& [id, lm] : run.members) {
+    if (!lm.awaiting_snapshot || lm.peer.empty()) continue;
+    out.push_back({lm.peer, push(MessageType::kSnapshotReady,
+                                 {{"run_id", run.rec.run_id}, {"round", run.rec.snapshot_round},
+                                  {"sha256", run.rec.snapshot_sha256}, {"bytes", bytes},
+                                  {"chunks", snapshot_chunks(bytes, opt_.snapshot_chunk_bytes)},
+                                  {"chunk_bytes", opt_.snapshot_chunk_bytes}})});
+  }
+}
+
+std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now) {
+  RunState& run = run_of(in.message);
+  LiveMember& lm = member_of(run, in);
+  lm.last_seen = now;
+  const std::int64_t round = get_int(in.message, "round");
+  const std::int64_t index = get_int(in.message, "index");
+  const std::int64_t count = get_int(in.message, "count");
+  const std::int64_t total = get_int(in.message, "bytes");
+  const std::string sha = get_string(in.message, "sha256", 64);
+  if (lm.rec.member_id != run.uploader || round != run.upload_round)
+    throw Error(str("unexpected snapshot upload for round ", round), "the broker asked another member, or a newer round");
+  if (index + 1 == run.upload_next && index + 1 < count)  // a re-sent chunk whose ack was lost
+    return {{in.peer, reply(in, MessageType::kAck, {{"index", index}})}};
+  if (index != run.upload_next || count < 1 || index >= count || total < 0)
+    throw ProtocolError(str("snapshot chunk ", index, "/", count, " out of order (expected ", run.upload_next, ")"));
+  if (index == 0) {
+    run.upload_tmp = str(opt_.snapshot_dir, "/.", run.rec.run_id, "_round_", round, ".tmp");
+    std::ofstream(run.upload_tmp, std::ios::binary | std::ios::trunc);
+  }
+  {
+    std::ofstream f(run.upload_tmp, std::ios::binary | std::ios::app);
+    f.write(in.message.blob.data(), static_cast<std::streamsize>(in.message.blob.size()));
+    if (!f) throw Error(str("cannot write snapshot ", run.upload_tmp), "check free disk space next to the broker state");
+  }
+  ++run.upload_next;
+  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"index", index}})}};
+  if (index + 1 < count) return out;
+  // Complete: verify, then publish atomically.
+  const auto size = static_cast<std::int64_t>(std::filesystem::file_size(run.upload_tmp));
+  const std::string got = sha256_file(run.upload_tmp);
+  run.uploader = -1;
+  run.upload_round = -1;
+  if (size != total || got != sha) {
+    std::filesystem::remove(run.upload_tmp);
+    store_.log_event(run.rec.run_id, "snapshot_rejected", str("round ", round, ": ", size, " bytes, sha256 ",
+                                                              got.substr(0, 12), " ≠ announced ", sha.substr(0, 12)), now);
+    request_snapshot_if_needed(run, out);
+    return out;
+  }
+  const std::string path = str(opt_.snapshot_dir, "/", run.rec.run_id, "_round_", round, ".snapshot");
+  fsync_path(run.upload_tmp);
+  std::filesystem::rename(run.upload_tmp, path);
+  fsync_path(opt_.snapshot_dir);
+  const std::string old = run.rec.snapshot_path;
+  store_.set_snapshot(run.rec.run_id, round, path, sha);
+  run.rec.snapshot_round = round;
+  run.rec.snapshot_path = path;
+  run.rec.snapshot_sha256 = sha;
+  if (!old.empty() && old != path) std::filesystem::remove(old);
+  store_.log_event(run.rec.run_id, "snapshot", str("round ", round, " from member ", lm.rec.member_id, ", ", size, " bytes"), now);
+  if (round == run.rec.round) announce_snapshot(run, out);
+  else request_snapshot_if_needed(run, out);
+  return out;
+}
+
+std::vector<Outgoing> BrokerCore::on_snapshot_get(const Incoming& in, double now) {
+  RunState& run = run_of(in.message);
+  LiveMember& lm = member_of(run, in);
+  lm.last_seen = now;
+  const std::int64_t round = get_int(in.message, "round");
+  const std::int64_t index = get_int(in.message, "index");
+  if (round != run.rec.snapshot_round || run.rec.snapshot_path.empty())
+    throw Error(str("no snapshot of round ", round, " (the broker has round ", run.rec.snapshot_round, ")"),
+                "wait for the snapshot_ready message");
+  const auto bytes = static_cast<std::int64_t>(std::filesystem::file_size(run.rec.snapshot_path));
+  const auto chunks = snapshot_chunks(bytes, opt_.snapshot_chunk_bytes);
+  if (index < 0 || index >= chunks) throw ProtocolError(str("snapshot chunk ", index, " outside [0, ", chunks, ")"));
+  std::ifstream f(run.rec.snapshot_path, std::ios::binary);
+  f.seekg(index * static_cast<std::int64_t>(opt_.snapshot_chunk_bytes));
+  std::string blob(static_cast<std::size_t>(std::min<std::int64_t>(
+                       static_cast<std::int64_t>(opt_.snapshot_chunk_bytes),
+                       bytes - index * static_cast<std::int64_t>(opt_.snapshot_chunk_bytes))),
+                   '\0');
+  f.read(blob.data(), static_cast<std::streamsize>(blob.size()));
+  if (!f) throw Error(str("cannot read snapshot ", run.rec.snapshot_path), "the broker's snapshot file is damaged");
+  return {{in.peer, reply(in, MessageType::kAck,
+                          {{"round", round}, {"index", index}, {"chunks", chunks}, {"bytes", bytes},
+                           {"sha256", run.rec.snapshot_sha256}},
+                          std::move(blob))}};
+}
+
+std::vector<Outgoing> BrokerCore::on_leave(const Incoming& in, double now) {
+  RunState& run = run_of(in.message);
+  LiveMember& lm = member_of(run, in);
+  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, nlohmann::json::object())}};
+  evict(run, lm.rec.member_id, "left", now, out);
+  return out;
+}
+
+std::vector<Outgoing> BrokerCore::on_run_finished(const Incoming& in, double now) {
+  RunState& run = run_of(in.message);
+  member_of(run, in);
+  const std::int64_t round = get_int(in.message, "round");
+  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, nlohmann::json::object())}};
+  if (round == run.rec.round && run.rec.status == "active") {
+    store_.set_run_status(run.rec.run_id, "finished");
+    store_.log_event(run.rec.run_id, "finished", str("after round ", round), now);
+    run.rec.status = "finished";
+    log_info("broker: run ", run.rec.run_id, " finished after round ", round);
+  }
+  return out;
+}
+
+std::vector<Outgoing> BrokerCore::on_ledger(const Incoming& in, double now) {
+  const std::string id = get_string(in.message, "run_id", 64);
+  if (!store_.run(id)) throw Error(str("no run '", id, "' on this broker"), "check the run id (`pico ledger RUN`)");
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& r : store_.ledger(id))
+    rows.push_back({{"public_key", r.public_key}, {"tokens", r.tokens}, {"inner_steps", r.inner_steps},
+                    {"rounds_accepted", r.rounds_accepted}, {"rounds_rejected", r.rounds_rejected},
+                    {"compute_seconds", r.compute_seconds}, {"bytes_sent", r.bytes_sent}});
+  return {{in.peer, reply(in, MessageType::kAck, {{"run_id", id}, {"ledger", rows}})}};
+}
+
+std::vector<Outgoing> BrokerCore::tick(double now) {
+  std::vector<Outgoing> out;
+  for (auto& [id, run] : runs_) {
+    std::vector<std::int64_t> silent;
+    for (auto& [mid, lm] : run->members)
+      if (now - lm.last_seen > opt_.member_timeout_s) silent.push_back(mid);
+    for (auto mid : silent)
+      evict(*run, mid, str("no heartbeat for ", static_cast<int>(now - run->members.at(mid).last_seen), " s"), now, out);
+    if (run->running && now >= run->deadline) maybe_finish_round(*run, now, out);
+  }
+  return out;
+}
+
+nlohmann::json BrokerCore::status(double now) const {
+  nlohmann::json runs = nlohmann::json::array();
+  for (const auto& rec : store_.runs()) {
+    nlohmann::json members = nlohmann::json::array();
+    auto live = runs_.find(rec.run_id);
+    for (const auto& m : store_.members(rec.run_id, false)) {
+      nlohmann::json j = {{"member_id", m.member_id}, {"public_key", m.public_key}, {"device", m.device},
+                          {"slot", m.shard}, {"status", m.status}, {"joined_round", m.joined_round},
+                          {"tokens_per_s", m.tokens_per_s}, {"last_heartbeat_age_s", now - m.last_heartbeat}};
+      if (live != runs_.end()) {
+        auto it = live->second->members.find(m.member_id);
+        if (it != live->second->members.end()) {
+          j["tokens_per_s"] = it->second.tokens_per_s;
+          j["last_heartbeat_age_s"] = now - it->second.last_seen;
+          j["step"] = it->second.step;
+          j["base_round"] = it->second.base_round;
+        }
+      }
+      members.push_back(j);
+    }
+    nlohmann::json rounds = nlohmann::json::array();
+    for (const auto& r : store_.rounds(rec.run_id, 20))
+      rounds.push_back({{"round", r.round}, {"attempt", r.attempt}, {"status", r.status},
+                        {"participants", r.participants}, {"duration_s", r.finished_at - r.started_at},
+                        {"bytes", r.bytes}, {"theta_hash", r.theta_hash}});
+    nlohmann::json losses = nlohmann::json::array();
+    for (const auto& l : store_.losses(rec.run_id, 50))
+      losses.push_back({{"member_id", l.member_id}, {"step", l.step}, {"loss", l.loss}, {"age_s", now - l.time}});
+    runs.push_back({{"run_id", rec.run_id}, {"status", rec.status}, {"private", rec.is_private},
+                    {"round", rec.round}, {"dataset_hash", rec.dataset_hash}, {"members", members},
+                    {"rounds", rounds}, {"recent_losses", losses}});
+  }
+  return {{"runs", runs}};
+}
+
+}  // namespace pico::broker

@@ -1,0 +1,45 @@
+// pico/trainer/distributed.h — a contributor of a networked DiLoCo run, coordinated by a broker.
+//
+// `pico train --config X` (outer.algorithm: diloco) starts a run: it hosts an embedded broker
+// (or registers the run on --broker), prints the join code, and trains as its first member.
+// `pico train --join CODE` fetches the run's shared config, checks the local dataset against
+// the run's hash, gets θ_g and the outer state (snapshot, SHA-256 verified) and enters at the
+// next round boundary. Each round: H inner AdamW steps (or outer.round_seconds of them), a
+// `ready` to the broker with ‖Δ‖, then the all-reduce of the token-weighted Δ peer to peer
+// over CURVE-encrypted ZeroMQ with the members the broker names, the outer step, and the
+// θ_g hash back to the broker. A failed collective is retried with the survivors; a member
+// whose θ_g disagrees resyncs from a snapshot.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pico/trainer/run_config.h"
+#include "pico/trainer/trainer.h"
+
+namespace pico::trainer {
+
+struct NetworkOptions {
+  std::string broker;            // a standing broker (join code or tcp://HOST:PORT); "" = embedded
+  std::string broker_key;        // its public key (Z85) when `broker` is tcp://…
+  std::string listen_host = "127.0.0.1";  // interface for the peer socket (and the embedded broker)
+  std::string advertise_host;    // the address others dial ("" = listen_host)
+  int broker_port = 0;           // embedded broker port (0 = pick a free one)
+  std::string broker_http;       // embedded broker status endpoint ("" = none)
+  std::string identity = "contributor";  // name of this contributor's key pair (one per process on a machine)
+  std::string key_dir;           // where key pairs live ("" = the pico home)
+  bool is_private = false;       // the run admits only allow-listed keys or join-token holders
+  std::vector<std::string> allow_keys;
+  double member_timeout_s = 30;  // embedded broker: evict members silent this long
+};
+
+// Starts (or, with options.broker, registers) a run and trains in it as its first member.
+TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& network, const TrainOptions& options);
+
+// Joins the run named by `join_code`. `overrides` may set only local keys (data.path,
+// checkpointing.runs_dir, checkpointing.run_name, device, threads, monitoring.*, data.verify);
+// the run's shared settings cannot be overridden (pico::Error names the key).
+TrainSummary join_networked(const std::string& join_code, const std::vector<std::string>& overrides,
+                            const NetworkOptions& network);
+
+}  // namespace pico::trainer

@@ -1,0 +1,600 @@
+// A contributor of a networked DiLoCo run (see pico/trainer/distributed.h).
+#include "pico/trainer/distributed.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "pico/broker/client.h"
+#include "pico/broker/service.h"
+#include "pico/comm/curve_keys.h"
+#include "pico/comm/zmq_communicator.h"
+#include "pico/common/blas.h"
+#include "pico/common/codec.h"
+#include "pico/common/error.h"
+#include "pico/common/fs.h"
+#include "pico/common/hash.h"
+#include "pico/common/log.h"
+#include "pico/common/progress.h"
+#include "pico/common/strings.h"
+#include "pico/optim/diloco.h"
+#include "pico/trainer/config_io.h"
+#include "pico/trainer/contributor.h"
+#include "pico/trainer/metrics.h"
+#include "state_blob.h"
+
+namespace pico::trainer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using broker::Message;
+using broker::MessageType;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::uint64_t run_hash(const std::string& run_id) {
+  const std::string h = sha256_hex(run_id);
+  return std::stoull(h.substr(0, 16), nullptr, 16);
+}
+
+// The settings a joiner may choose for itself; everything else is the run's.
+bool is_local_key(const std::string& key) {
+  return key == "data.path" || key == "data.verify" || key == "checkpointing.runs_dir" ||
+         key == "checkpointing.run_name" || key == "device" || key == "threads" || key.rfind("monitoring.", 0) == 0;
+}
+
+std::string dataset_prepare_command(const data::Dataset& ds) {
+  const auto& m = ds.manifest();
+  std::string inputs;
+  for (const auto& s : m.sources) inputs += " " + s;
+  return str("pico data prepare --input", inputs, " --output DIR --vocab-size ", m.vocab_size, " --shards ", m.train.size(),
+             " --val-fraction ", m.val_fraction, " --seed ", m.seed,
+             " (with the run's tokenizer: --tokenizer tokenizer.model, sha256 ", m.tokenizer_sha256.substr(0, 12), "…)");
+}
+
+class NetworkedMember {
+ public:
+  NetworkedMember(RunConfig cfg, NetworkOptions net, std::string run_id, std::shared_ptr<data::Dataset> dataset,
+                  std::unique_ptr<broker::BrokerClient> client, std::shared_ptr<comm::ZmqNode> node,
+                  const std::string& metrics_path, bool append_metrics)
+      : cfg_(std::move(cfg)),
+        net_(std::move(net)),
+        run_id_(std::move(run_id)),
+        dataset_(std::move(dataset)),
+        client_(std::move(client)),
+        node_(std::move(node)),
+        metrics_(metrics_path, !append_metrics) {
+    rounds_total_ = (cfg_.training.max_steps + cfg_.outer.inner_steps - 1) / cfg_.outer.inner_steps;
+    wire_ = parse_wire_dtype(cfg_.outer.compression);
+  }
+
+  TrainSummary run() {
+    join();
+    start_ = Clock::now();
+    while (base_round_ < rounds_total_ && !finished_) {
+      if (needs_snapshot_) fetch_snapshot();
+      if (finished_) break;
+      const bool round_complete = train_round();
+      if (!round_complete) continue;  // resync or rejoin asked for mid-round
+      outer_round();
+    }
+    client_->request(MessageType::kRunFinished, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", base_round_}});
+    client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
+    client_->set_heartbeat(nlohmann::json::object());
+    TrainSummary s;
+    s.steps = step_;
+    s.tokens = tokens_;
+    s.loss = last_loss_;
+    s.val_loss = last_val_;
+    s.seconds = seconds_since(start_);
+    s.run_dir = cfg_.run_dir();
+    progress_.finish(str("done: round ", base_round_, "/", rounds_total_, ", ", step_, " steps, ", tokens_, " tokens in ",
+                         format_duration(s.seconds), " | loss ", last_loss_,
+                         std::isfinite(last_val_) ? str(" | val_loss ", last_val_) : std::string(),
+                         " | θ_g ", theta_hash_.substr(0, 12)));
+    return s;
+  }
+
+  const std::string& theta_hash() const { return theta_hash_; }
+
+ private:
+  void join() {
+    const Message r = client_->request(MessageType::kJoin, {{"run_id", run_id_},
+                                                            {"dataset_hash", dataset_->manifest().dataset_hash},
+                                                            {"device", resolve_device(cfg_.device).str()},
+                                                            {"endpoint", node_->endpoint()},
+                                                            {"token", token_}});
+    member_id_ = r.body.at("member_id").get<std::int64_t>();
+    const std::int64_t slot = r.body.at("slot").get<std::int64_t>();
+    const std::int64_t shards = r.body.at("num_shards").get<std::int64_t>();
+    const std::int64_t round = r.body.at("round").get<std::int64_t>();
+    set_log_thread_tag("");
+    log_info("joined run ", run_id_, " as member ", member_id_, " (slot ", slot, ", round ", round, ")");
+    if (!contributor_) {
+      const std::size_t count = static_cast<std::size_t>(std::max<std::int64_t>(shards, slot + 1));
+      contributor_ = std::make_unique<Contributor>(cfg_, dataset_, resolve_device(cfg_.device),
+                                                   static_cast<std::size_t>(slot), count);
+      outer_ = std::make_unique<optim::DiLoCo>(contributor_->model()->named_params(),
+                                               optim::DiLoCoConfig{cfg_.outer.lr, cfg_.outer.momentum, cfg_.outer.nesterov});
+      flat_.resize(static_cast<std::size_t>(outer_->numel()));
+    }
+    needs_snapshot_ = r.body.at("needs_snapshot").get<bool>();
+    if (!needs_snapshot_) {
+      // Round 0: θ_g is the seeded initialization; check ours is the run's.
+      const std::string expected = r.body.at("theta0_hash").get<std::string>();
+      theta_hash_ = outer_->state_hash();
+      if (theta_hash_ != expected)
+        throw Error(str("this contributor's initial θ_g (", theta_hash_.substr(0, 12), "…) differs from the run's (",
+                        expected.substr(0, 12), "…)"),
+                    "the run's seed and model must give the same initialization everywhere; is this pico build different?");
+      base_round_ = 0;
+      step_ = 0;
+    }
+    update_heartbeat();
+  }
+
+  void update_heartbeat() {
+    client_->set_heartbeat({{"run_id", run_id_}, {"member_id", member_id_}, {"base_round", needs_snapshot_ ? -1 : base_round_},
+                            {"step", step_}, {"tokens_per_s", tok_per_s_}, {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}});
+  }
+
+  // Handles a message the broker pushed. Returns false when training must stop and resync.
+  bool handle_push(const Message& m) {
+    switch (m.type) {
+      case MessageType::kSnapshotRequest:
+        upload_snapshot(m.body.at("round").get<std::int64_t>(), m.body.at("chunk_bytes").get<std::size_t>());
+        return true;
+      case MessageType::kResync:
+        log_warn("the broker asks for a resync: ", m.body.value("reason", std::string("?")));
+        needs_snapshot_ = true;
+        update_heartbeat();
+        return false;
+      case MessageType::kEvicted:
+        log_warn("evicted from run ", run_id_, ": ", m.body.value("reason", std::string("?")), " — joining again");
+        join();
+        return !needs_snapshot_;
+      case MessageType::kRunFinished:
+        log_warn("the run finished (round ", m.body.value("round", std::int64_t{-1}), ") while this contributor was at round ",
+                 base_round_);
+        finished_ = true;
+        return false;
+      default:
+        return true;  // kAck of fire-and-forget messages, snapshot_ready handled where awaited, stale round_start
+    }
+  }
+
+  void upload_snapshot(std::int64_t round, std::size_t chunk_bytes) {
+    if (round != base_round_ || needs_snapshot_) {
+      log_warn("asked for θ_g of round ", round, " but this contributor holds round ", base_round_);
+      return;
+    }
+    const std::string blob = serialize_state(outer_->state(), round);
+    const std::string sha = sha256_hex(blob);
+    const std::int64_t chunks = static_cast<std::int64_t>(std::max<std::size_t>(1, (blob.size() + chunk_bytes - 1) / chunk_bytes));
+    for (std::int64_t i = 0; i < chunks; ++i) {
+      const std::size_t off = static_cast<std::size_t>(i) * chunk_bytes;
+      client_->request(MessageType::kSnapshotPut,
+                       {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}, {"count", chunks},
+                        {"bytes", blob.size()}, {"sha256", sha}},
+                       blob.substr(off, std::min(chunk_bytes, blob.size() - off)));
+    }
+    log_info("uploaded θ_g of round ", round, " (", format_bytes(static_cast<double>(blob.size())), ") for joiners");
+  }
+
+  void fetch_snapshot() {
+    log_info("waiting for a θ_g snapshot from the broker");
+    progress_.update("waiting for a θ_g snapshot", true);
+    const auto give_up = Clock::now() + std::chrono::duration<double>(2 * cfg_.outer.timeout_s + 60);
+    for (;;) {
+      if (Clock::now() > give_up)
+        throw Error(str("no θ_g snapshot arrived within ", static_cast<int>(2 * cfg_.outer.timeout_s + 60), " s"),
+                    "is the run still going, and its broker up? Join again with `pico train --join CODE`");
+      auto m = client_->next_push(std::chrono::milliseconds(500));
+      if (!m) continue;
+      if (m->type != MessageType::kSnapshotReady) {
+        handle_push(*m);
+        if (finished_) return;
+        continue;
+      }
+      const std::int64_t round = m->body.at("round").get<std::int64_t>();
+      const std::int64_t chunks = m->body.at("chunks").get<std::int64_t>();
+      const std::string sha = m->body.at("sha256").get<std::string>();
+      std::string blob;
+      for (std::int64_t i = 0; i < chunks; ++i)
+        blob += client_->request(MessageType::kSnapshotGet,
+                                 {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}})
+                    .blob;
+      if (sha256_hex(blob) != sha) {
+        log_warn("the snapshot of round ", round, " failed its SHA-256 check; waiting for another");
+        continue;
+      }
+      std::int64_t blob_round = -1;
+      outer_->load_state(deserialize_state(blob, blob_round));
+      if (blob_round != round) throw Error(str("snapshot announced for round ", round, " holds round ", blob_round));
+      {
+        torch::NoGradGuard no_grad;
+        outer_->copy_to(contributor_->model()->named_params());
+      }
+      base_round_ = round;
+      step_ = round * cfg_.outer.inner_steps;
+      theta_hash_ = outer_->state_hash();
+      needs_snapshot_ = false;
+      update_heartbeat();
+      log_info("θ_g of round ", round, " loaded (", format_bytes(static_cast<double>(blob.size())), ", hash ",
+               theta_hash_.substr(0, 12), ")");
+      return;
+    }
+  }
+
+  // H inner steps (or round_seconds of them) from θ_g of base_round_. False if interrupted.
+  bool train_round() {
+    const auto t0 = Clock::now();
+    round_tokens_ = 0;
+    round_steps_ = 0;
+    const std::int64_t h = cfg_.outer.inner_steps;
+    const std::int64_t first = base_round_ * h;
+    for (std::int64_t i = 0;; ++i) {
+      const bool by_time = cfg_.outer.round_seconds > 0;
+      if (by_time ? (i > 0 && seconds_since(t0) >= cfg_.outer.round_seconds) : i >= h) break;
+      // The schedule advances by rounds: with a time budget, steps beyond H reuse the last lr.
+      const std::int64_t sched_step = first + std::min(i, h - 1);
+      const auto ts = Clock::now();
+      const StepResult r = contributor_->train_step(sched_step);
+      ++step_;
+      ++round_steps_;
+      round_tokens_ += r.tokens;
+      tokens_ += r.tokens;
+      last_loss_ = r.loss;
+      tok_per_s_ = static_cast<double>(r.tokens) / std::max(1e-9, seconds_since(ts));
+      if (step_ % cfg_.monitoring.log_every_n_steps == 0)
+        metrics_.write({{"step", step_}, {"contributor", member_id_}, {"round", base_round_ + 1}, {"tokens", tokens_},
+                        {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tok_per_s", tok_per_s_},
+                        {"bytes_sent", bytes_sent_}, {"bytes_received", bytes_received_},
+                        {"elapsed_s", seconds_since(start_)}});
+      progress_.update(str("round ", base_round_ + 1, "/", rounds_total_, " step ", step_, " | loss ",
+                           std::round(r.loss * 1000) / 1000, " | ", static_cast<int>(tok_per_s_), " tok/s | sent ",
+                           format_bytes(static_cast<double>(bytes_sent_))));
+      update_heartbeat();
+      while (auto m = client_->next_push(std::chrono::milliseconds(0)))
+        if (!handle_push(*m)) return false;
+    }
+    compute_s_ = seconds_since(t0);
+    return true;
+  }
+
+  void compute_delta(double& norm, bool& finite) {
+    outer_->pseudo_gradient(contributor_->model()->named_params(), flat_.data());
+    double n2 = 0;
+    finite = true;
+    for (float v : flat_) {
+      finite = finite && std::isfinite(v);
+      n2 += static_cast<double>(v) * v;
+    }
+    norm = std::sqrt(n2);
+  }
+
+  void outer_round() {
+    const std::int64_t round = base_round_ + 1;
+    double norm = 0;
+    bool finite = true;
+    compute_delta(norm, finite);
+    const Message r = client_->request(MessageType::kReady,
+                                       {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
+                                        {"base_round", base_round_}, {"tokens", round_tokens_},
+                                        {"inner_steps", round_steps_}, {"compute_seconds", compute_s_},
+                                        {"delta_norm", finite ? norm : 0.0}, {"finite", finite}});
+    if (r.type == MessageType::kResync) {
+      log_warn("round ", round, ": ", r.body.value("reason", std::string("resync")));
+      needs_snapshot_ = true;
+      update_heartbeat();
+      return;
+    }
+    progress_.update(str("round ", round, "/", rounds_total_, ": waiting for the other contributors"), true);
+    std::int64_t last_attempt = 0;
+    for (;;) {
+      auto m = client_->next_push(std::chrono::milliseconds(500));
+      if (!m) continue;
+      if (m->type != MessageType::kRoundStart) {
+        if (!handle_push(*m)) return;
+        continue;
+      }
+      const std::int64_t mround = m->body.at("round").get<std::int64_t>();
+      const std::int64_t attempt = m->body.at("attempt").get<std::int64_t>();
+      if (mround != round || attempt <= last_attempt) continue;  // stale
+      last_attempt = attempt;
+      if (run_collective(round, attempt, m->body.at("members"))) return;
+      // failed: wait for the broker's retry (round_start) or a resync
+    }
+  }
+
+  // One attempt: weights, then Δ, all-reduced with the members the broker named.
+  bool run_collective(std::int64_t round, std::int64_t attempt, const nlohmann::json& members) {
+    comm::Membership ms;
+    ms.run_id = run_hash(run_id_);
+    ms.epoch = static_cast<std::uint32_t>((round << 8) | (attempt & 0xff));
+    double my_weight = 0;
+    for (const auto& m : members) {
+      comm::Member mem;
+      mem.rank = m.at("rank").get<int>();
+      mem.endpoint = m.at("endpoint").get<std::string>();
+      mem.public_key = m.at("public_key").get<std::string>();
+      if (m.at("member_id").get<std::int64_t>() == member_id_) {
+        ms.rank = mem.rank;
+        my_weight = m.at("weight").get<double>();
+      }
+      ms.members.push_back(mem);
+    }
+    const auto t0 = Clock::now();
+    double comm_s = 0;
+    std::uint64_t sent = 0, received = 0;
+    std::string error;
+    bool ok = false;
+    {
+      comm_.reset();  // one communicator per node at a time
+      comm_ = comm::make_zmq_communicator(node_, ms);
+      const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.outer.timeout_s * 1000));
+      float weight = static_cast<float>(static_cast<double>(round_tokens_) * my_weight);
+      comm::AllreduceOptions wo;
+      wo.timeout = timeout;
+      wo.tag = static_cast<std::uint64_t>(round) * 2;
+      auto wr = comm_->all_reduce(&weight, 1, wo);
+      sent += wr.bytes_sent;
+      received += wr.bytes_received;
+      comm_s += wr.seconds;
+      if (wr.ok() && weight > 0) {
+        double norm = 0;
+        bool finite = true;
+        compute_delta(norm, finite);  // Δ afresh: a retry must not reuse a scaled buffer
+        const float scale = static_cast<float>(static_cast<double>(round_tokens_) * my_weight) / weight;
+        for (auto& v : flat_) v *= scale;
+        comm::AllreduceOptions o;
+        o.wire = wire_;
+        o.timeout = timeout;
+        o.tag = static_cast<std::uint64_t>(round) * 2 + 1;
+        auto dr = comm_->all_reduce(flat_.data(), flat_.size(), o);
+        sent += dr.bytes_sent;
+        received += dr.bytes_received;
+        comm_s += dr.seconds;
+        ok = dr.ok();
+        if (!ok) error = str(comm::to_string(dr.status), ": ", dr.error);
+      } else {
+        error = wr.ok() ? "every update of the round was rejected" : str(comm::to_string(wr.status), ": ", wr.error);
+      }
+      if (!ok) comm_.reset();
+    }
+    bytes_sent_ += sent;
+    bytes_received_ += received;
+    if (!ok) {
+      log_warn("round ", round, " attempt ", attempt, " failed: ", error);
+      client_->request(MessageType::kRoundResult, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
+                                                   {"attempt", attempt}, {"ok", false}, {"bytes_sent", sent},
+                                                   {"error", error}});
+      return false;
+    }
+    double n2 = 0;
+    for (float v : flat_) n2 += static_cast<double>(v) * v;
+    {
+      torch::NoGradGuard no_grad;
+      outer_->step(flat_.data());
+      outer_->copy_to(contributor_->model()->named_params());
+    }
+    theta_hash_ = outer_->state_hash();
+    base_round_ = round;
+    const double outer_s = seconds_since(t0) - comm_s;
+    client_->request(MessageType::kRoundResult, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
+                                                 {"attempt", attempt}, {"ok", true}, {"theta_hash", theta_hash_},
+                                                 {"bytes_sent", sent}});
+    nlohmann::json rec = {{"round", round}, {"attempt", attempt}, {"contributor", member_id_},
+                          {"contributors", ms.world_size()}, {"pseudo_grad_norm", std::sqrt(n2)},
+                          {"outer_step_s", outer_s}, {"comm_s", comm_s}, {"round_bytes_sent", sent},
+                          {"round_bytes_received", received}, {"round_tokens", static_cast<std::int64_t>(round_tokens_)},
+                          {"theta_hash", theta_hash_}, {"elapsed_s", seconds_since(start_)}};
+    const std::int64_t eval_every = cfg_.evaluation.every_n_steps;
+    if (round == rounds_total_ || (eval_every > 0 && round * cfg_.outer.inner_steps % eval_every < cfg_.outer.inner_steps)) {
+      last_val_ = contributor_->evaluate();
+      if (std::isfinite(last_val_)) rec["val_loss"] = last_val_;
+    }
+    metrics_.write(rec);
+    log_info("round ", round, " done with ", ms.world_size(), " contributors: θ_g ", theta_hash_.substr(0, 12), ", ",
+             format_bytes(static_cast<double>(sent)), " sent in ", format_duration(comm_s),
+             std::isfinite(last_val_) ? str(", val_loss ", last_val_) : std::string());
+    update_heartbeat();
+    return true;
+  }
+
+ public:
+  std::string token_;
+
+ private:
+  RunConfig cfg_;
+  NetworkOptions net_;
+  std::string run_id_;
+  std::shared_ptr<data::Dataset> dataset_;
+  std::unique_ptr<broker::BrokerClient> client_;
+  std::shared_ptr<comm::ZmqNode> node_;
+  std::unique_ptr<comm::ZmqCommunicator> comm_;
+  MetricsWriter metrics_;
+  std::unique_ptr<Contributor> contributor_;
+  std::unique_ptr<optim::DiLoCo> outer_;
+  std::vector<float> flat_;
+  WireDtype wire_ = WireDtype::kFloat32;
+  std::int64_t member_id_ = -1;
+  std::int64_t base_round_ = 0, rounds_total_ = 0;
+  bool needs_snapshot_ = false;
+  bool finished_ = false;
+  std::int64_t step_ = 0, tokens_ = 0, round_tokens_ = 0, round_steps_ = 0;
+  double compute_s_ = 0, tok_per_s_ = 0;
+  std::uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+  double last_loss_ = std::nan(""), last_val_ = std::nan("");
+  std::string theta_hash_;
+  Clock::time_point start_ = Clock::now();
+  ProgressLine progress_;
+};
+
+std::unique_ptr<broker::BrokerClient> make_client(const std::string& endpoint, const std::string& broker_key,
+                                                  const comm::CurveKeyPair& keys) {
+  broker::BrokerClientOptions o;
+  o.endpoint = endpoint;
+  o.broker_public_key = broker_key;
+  o.public_key = keys.public_key;
+  o.secret_key = keys.secret_key;
+  return std::make_unique<broker::BrokerClient>(o);
+}
+
+std::shared_ptr<comm::ZmqNode> make_node(const NetworkOptions& net) {
+  comm::ZmqOptions o;
+  o.bind_host = net.listen_host;
+  o.advertise_host = net.advertise_host;
+  o.key_dir = net.key_dir;
+  o.key_name = net.identity;
+  return comm::ZmqNode::create(o);
+}
+
+void prepare_run_dir(const RunConfig& cfg, const TrainOptions& options) {
+  const std::string metrics_path = cfg.run_dir() + "/metrics.jsonl";
+  if (std::filesystem::exists(metrics_path) && !options.overwrite)
+    throw Error(str("run directory ", cfg.run_dir(), " already holds a run (", metrics_path, ")"),
+                "pass --overwrite to start it over, or --set checkpointing.run_name=NEW");
+  make_dirs(cfg.run_dir());
+  if (options.overwrite) {
+    // Starting over: the embedded broker's state and snapshots belong to the old run.
+    for (const char* name : {"broker.db", "broker.db-wal", "broker.db-shm", "join_code.txt"})
+      std::filesystem::remove(cfg.run_dir() + "/" + name);
+    std::filesystem::remove_all(cfg.run_dir() + "/snapshots");
+  }
+  write_file_atomic(cfg.run_dir() + "/config.yaml", to_yaml(cfg));
+}
+
+}  // namespace
+
+TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, const TrainOptions& options) {
+  cfg.validate();
+  if (cfg.outer.algorithm != "diloco")
+    throw Error(str("a networked run needs outer.algorithm: diloco (this config has ", cfg.outer.algorithm, ")"),
+                "contributors meet only at DiLoCo round boundaries; use --local-workers to simulate ddp or demo");
+  if (options.resume) throw Error("--resume is not supported for networked runs", "rejoin the run instead: members get θ_g from a snapshot");
+  set_log_level(parse_log_level(cfg.monitoring.log_level));
+  warn_if_slow_blas();
+  torch::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
+                                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  prepare_run_dir(cfg, options);
+  log_info("resolved config:\n", to_yaml(cfg));
+  auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
+  const std::string key_dir = net.key_dir.empty() ? comm::curve_default_key_dir() : net.key_dir;
+  const auto keys = comm::curve_load_or_create_keypair(key_dir, net.identity);
+
+  std::unique_ptr<broker::BrokerService> embedded;
+  std::string endpoint, broker_key, host = net.advertise_host.empty() ? net.listen_host : net.advertise_host;
+  if (net.broker.empty()) {
+    broker::ServiceOptions so;
+    so.listen = str("tcp://", net.listen_host, ":", net.broker_port);
+    so.state_path = cfg.run_dir() + "/broker.db";
+    so.http = net.broker_http;
+    so.key_dir = key_dir;
+    so.key_name = "broker";
+    so.core.member_timeout_s = net.member_timeout_s;
+    so.core.result_timeout_s = cfg.outer.timeout_s + 60;
+    embedded = std::make_unique<broker::BrokerService>(so);
+    embedded->start_background();
+    endpoint = embedded->endpoint();
+    broker_key = embedded->public_key();
+  } else if (net.broker.rfind("pico://", 0) == 0) {
+    const auto code = broker::parse_join_code(net.broker);
+    endpoint = code.endpoint();
+    broker_key = code.broker_key;
+  } else {
+    endpoint = net.broker;
+    broker_key = net.broker_key;
+    if (!comm::curve_is_valid_key(broker_key))
+      throw Error(str("--broker ", net.broker, " needs the broker's public key"), "pass --broker-key Z85, or the broker's join code");
+  }
+  const std::string run_id = cfg.checkpointing.run_name;
+  auto client = make_client(endpoint, broker_key, keys);
+  std::string token;
+  if (net.is_private) {
+    std::uint8_t raw[16];
+    std::ifstream("/dev/urandom", std::ios::binary).read(reinterpret_cast<char*>(raw), sizeof raw);
+    static const char* kHex = "0123456789abcdef";
+    for (auto b : raw) token += {kHex[b >> 4], kHex[b & 15]};
+  }
+  std::string theta0;
+  {
+    models::PicoDecoder init(cfg.model, static_cast<std::uint64_t>(cfg.seed));
+    theta0 = optim::DiLoCo(init->named_params(), {cfg.outer.lr, cfg.outer.momentum, cfg.outer.nesterov}).state_hash();
+  }
+  nlohmann::json allow = net.allow_keys;
+  allow.push_back(keys.public_key);
+  client->request(MessageType::kCreateRun, {{"run_id", run_id}, {"config_yaml", to_yaml(cfg)},
+                                            {"dataset_hash", dataset->manifest().dataset_hash},
+                                            {"num_shards", dataset->num_train_shards()}, {"private", net.is_private},
+                                            {"token_sha256", token.empty() ? "" : sha256_hex(token)},
+                                            {"theta0_hash", theta0}, {"allow", allow},
+                                            {"dataset_info", {{"prepare", dataset_prepare_command(*dataset)}}}});
+  broker::JoinCode code;
+  code.host = host;
+  code.port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+  code.run_id = run_id;
+  code.broker_key = broker_key;
+  code.token = token;
+  const std::string join = broker::format_join_code(code);
+  std::cout << "join code: " << join << std::endl;
+  log_info("others join with: pico train --join '", join, "'");
+  write_file_atomic(cfg.run_dir() + "/join_code.txt", join + "\n", 0600);
+
+  auto node = make_node(net);
+  NetworkedMember member(cfg, net, run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl", false);
+  member.token_ = token;
+  TrainSummary s = member.run();
+  if (embedded) {
+    // Let the other members' last messages reach the broker before it goes away with us.
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    embedded->stop();
+  }
+  return s;
+}
+
+TrainSummary join_networked(const std::string& join_code, const std::vector<std::string>& overrides,
+                            const NetworkOptions& net) {
+  const auto code = broker::parse_join_code(join_code);
+  for (const auto& o : overrides) {
+    const std::string key = trim(o.substr(0, o.find('=')));
+    if (!is_local_key(key))
+      throw Error(str("--set ", key, " cannot be changed when joining: it is one of the run's shared settings"),
+                  "only data.path, data.verify, checkpointing.runs_dir, checkpointing.run_name, device, threads and "
+                  "monitoring.* are yours to choose");
+  }
+  const std::string key_dir = net.key_dir.empty() ? comm::curve_default_key_dir() : net.key_dir;
+  const auto keys = comm::curve_load_or_create_keypair(key_dir, net.identity);
+  auto client = make_client(code.endpoint(), code.broker_key, keys);
+  const Message info = client->request(MessageType::kRunInfo, {{"run_id", code.run_id}}, "", std::chrono::seconds(30));
+  RunConfig cfg = parse_run_config(info.body.at("config_yaml").get<std::string>(), "the run's config", overrides);
+  set_log_level(parse_log_level(cfg.monitoring.log_level));
+  warn_if_slow_blas();
+  torch::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
+                                         : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
+  const std::string want = info.body.at("dataset_hash").get<std::string>();
+  if (dataset->manifest().dataset_hash != want) {
+    std::string how;
+    if (info.body.contains("dataset_info") && info.body["dataset_info"].is_object())
+      how = info.body["dataset_info"].value("prepare", std::string());
+    throw Error(str("the dataset at ", cfg.data.path, " (", dataset->manifest().dataset_hash.substr(0, 12),
+                    "…) is not the one run ", code.run_id, " trains on (", want.substr(0, 12), "…)"),
+                str(how.empty() ? "prepare the run's dataset" : "prepare it with: " + how,
+                    ", then join with --set data.path=DIR"));
+  }
+  TrainOptions options;
+  options.overwrite = true;  // a joiner's run directory is its own; rejoining starts it over
+  prepare_run_dir(cfg, options);
+  auto node = make_node(net);
+  NetworkedMember member(cfg, net, code.run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl",
+                         false);
+  member.token_ = code.token;
+  return member.run();
+}
+
+}  // namespace pico::trainer
