@@ -88,9 +88,13 @@ struct ZmqOptions {
   // Processes on one machine that join the same group need different names (e.g. worker-0, worker-1).
   std::string key_dir = "";
   std::string key_name = "contributor";
-  // Data connections to the right neighbour. Several TCP streams fill long-RTT links that
-  // one stream (window-limited) cannot; segments are dealt round-robin over them.
-  int connections_per_peer = 4;
+  // Data connections to the right neighbour; segments are dealt round-robin over them.
+  // Several TCP streams can fill a long-RTT link whose bandwidth × RTT exceeds one stream's
+  // window, but where one stream's window suffices they only compete: measured on 100 Mbit/s
+  // links with a 50 ms RTT, 4 connections reached 60% of the ring bound against 82% for one
+  // (experiments/allreduce/RESULTS.md). Raise it only for links whose bandwidth × RTT is
+  // beyond the OS's TCP window limit (net.ipv4.tcp_wmem / tcp_rmem maximum).
+  int connections_per_peer = 1;
   // The unit of pipelining: payload bytes in flight per turn of the data connections. Each
   // message carries segment_bytes / connections_per_peer (zmq_message_payload_bytes), so that
   // a message crosses a shared link as fast as with one connection (a ring hop forwards only
