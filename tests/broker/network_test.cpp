@@ -328,6 +328,10 @@ TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
   EXPECT_EQ(a.wait(), 0) << slurp(a.log);
   EXPECT_EQ(b.wait(), 0) << slurp(b.log);
   const auto ra = rounds_of(dir_.file("runs/net/metrics.jsonl")), rb = rounds_of(dir_.file("runs/net-b/metrics.jsonl"));
+  // (Checked before .back(), which is undefined behaviour on an empty list: b, started late on
+  // a loaded machine, may arrive after a has finished every round alone.)
+  ASSERT_FALSE(ra.empty()) << "a recorded no round\n" << slurp(a.log);
+  ASSERT_FALSE(rb.empty()) << "b recorded no round\n" << slurp(b.log);
   ASSERT_EQ(ra.back()["round"].get<int>(), 4);  // 120 steps / H = 30
   EXPECT_EQ(ra.back()["theta_hash"], rb.back()["theta_hash"]);
   const std::int64_t per_h = 30 * 4 * 32;  // tokens in H steps of 4 sequences of 32
