@@ -137,7 +137,7 @@ std::vector<Outgoing> BrokerCore::dispatch(const Incoming& in, double now) {
       return {{in.peer, reply(in, MessageType::kAck,
                               {{"run_id", run.rec.run_id}, {"config_yaml", run.rec.config_yaml},
                                {"dataset_hash", run.rec.dataset_hash}, {"num_shards", run.rec.num_shards},
-                               {"round", run.rec.round}, {"private", run.rec.is_private},
+                               {"round", run.rec.round}, {"private", run.rec.is_private}, {"min_members", run.rec.min_members},
                                {"dataset_info", nlohmann::json::parse(run.rec.dataset_info, nullptr, false)}})}};
     }
     default:
@@ -178,7 +178,9 @@ std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) 
   r.theta0_hash = get_string(m, "theta0_hash", 64);
   r.dataset_info = m.body.contains("dataset_info") ? m.body["dataset_info"].dump() : "{}";
   r.created_at = now;
+  r.min_members = m.body.contains("min_members") ? get_int(m, "min_members") : 1;
   if (r.num_shards < 1) throw ProtocolError("num_shards must be >= 1");
+  if (r.min_members < 1 || r.min_members > 100000) throw ProtocolError("min_members must be in [1, 100000]");
   if (auto existing = store_.run(r.run_id)) {
     // The creator restarting (or resuming) registers the same run again: fine if it is the same.
     if (existing->config_yaml != r.config_yaml || existing->dataset_hash != r.dataset_hash)
@@ -281,7 +283,11 @@ std::vector<Outgoing> BrokerCore::on_heartbeat(const Incoming& in, double now) {
   lm->last_seen = now;
   if (run.rec.status == "finished")  // a member still catching up when the run ended
     return {{in.peer, push(MessageType::kRunFinished, {{"run_id", run.rec.run_id}, {"round", run.rec.round}})}};
-  lm->base_round = get_int(in.message, "base_round");
+  // Heartbeats come from a background thread: one sent just before the member's round
+  // result may arrive after the broker committed that round. A member's base only moves
+  // forward (or to -1, "I need a snapshot"), so an older base is such a stale report.
+  const std::int64_t base = get_int(in.message, "base_round");
+  if (base == -1 || lm->base_round < 0 || base > lm->base_round) lm->base_round = base;
   lm->step = get_int(in.message, "step");
   lm->tokens_per_s = get_double(in.message, "tokens_per_s");
   if (in.message.body.contains("loss") && in.message.body["loss"].is_number()) lm->loss = in.message.body["loss"].get<double>();
@@ -303,8 +309,23 @@ std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
   const std::int64_t round = get_int(in.message, "round");
   const std::int64_t base = get_int(in.message, "base_round");
   lm.base_round = base;
-  const std::int64_t next = run.rec.round + 1;
   std::vector<Outgoing> out;
+  if (run.running && base == run.rec.round + 1) {
+    // The member finished the round in flight and moved on, but its report of it was lost
+    // (a broker restart): the ready carries it. If the round still cannot be committed,
+    // the member asks again shortly — its θ_g is the round's, it needs no snapshot.
+    if (in.message.body.contains("last_result") && in.message.body["last_result"].is_object()) {
+      Message report;
+      report.body = in.message.body["last_result"];
+      record_result(run, lm, report);
+    }
+    maybe_finish_round(run, now, out);
+    if (run.running && base == run.rec.round + 1) {
+      out.push_back({in.peer, reply(in, MessageType::kAck, {{"round", run.rec.round + 1}, {"retry_after_s", 1.0}})});
+      return out;
+    }
+  }
+  const std::int64_t next = run.rec.round + 1;
   if (base != run.rec.round || round != next || (run.running && std::find(run.participants.begin(), run.participants.end(),
                                                                            lm.rec.member_id) == run.participants.end())) {
     // Behind (it missed a round) or too late for the attempt in flight: its Δ is stale.
@@ -343,7 +364,7 @@ void BrokerCore::maybe_start_round(RunState& run, double now, std::vector<Outgoi
     if (lm.base_round == -2) return;
     if (lm.base_round == run.rec.round && !lm.awaiting_snapshot) eligible.push_back(id);
   }
-  if (eligible.empty()) return;
+  if (eligible.empty() || static_cast<std::int64_t>(eligible.size()) < run.rec.min_members) return;
   for (auto id : eligible) {
     if (!run.ready.count(id)) return;                 // someone is still training
     if (run.members.at(id).peer.empty()) return;      // not heard from since a restart: cannot reach it yet
@@ -423,20 +444,27 @@ std::vector<Outgoing> BrokerCore::on_round_result(const Incoming& in, double now
   lm.last_seen = now;
   const std::int64_t round = get_int(in.message, "round");
   const std::int64_t attempt = get_int(in.message, "attempt");
+  (void)attempt;
   std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"round", round}})}};
+  if (record_result(run, lm, in.message)) maybe_finish_round(run, now, out);
+  return out;
+}
+
+bool BrokerCore::record_result(RunState& run, LiveMember& lm, const Message& report) {
+  const std::int64_t round = get_int(report, "round");
+  const std::int64_t attempt = get_int(report, "attempt");
   const bool current = run.running && round == run.rec.round + 1 && attempt == run.attempt &&
                        std::find(run.participants.begin(), run.participants.end(), lm.rec.member_id) != run.participants.end();
-  if (!current) return out;  // a stale report (an earlier attempt, or acknowledged before a restart)
+  if (!current || run.results.count(lm.rec.member_id)) return false;  // stale, or already in (a re-send)
   ResultRecord r;
   r.member_id = lm.rec.member_id;
-  r.ok = get_bool(in.message, "ok");
-  r.theta_hash = r.ok ? get_string(in.message, "theta_hash", 64) : "";
-  r.bytes_sent = get_int(in.message, "bytes_sent");
-  r.error = in.message.body.value("error", "");
+  r.ok = get_bool(report, "ok");
+  r.theta_hash = r.ok ? get_string(report, "theta_hash", 64) : "";
+  r.bytes_sent = get_int(report, "bytes_sent");
+  r.error = report.body.contains("error") && report.body["error"].is_string() ? report.body["error"].get<std::string>() : "";
   store_.save_result(run.rec.run_id, round, attempt, r);
   run.results[r.member_id] = r;
-  maybe_finish_round(run, now, out);
-  return out;
+  return true;
 }
 
 void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgoing>& out) {
@@ -463,7 +491,7 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
       if (n > best) best = n, hash = h;
     std::int64_t bytes = 0;
     for (auto& [id, r] : run.results) bytes += r.bytes_sent;
-    store_.finish_round(run.rec.run_id, round, "done", bytes, hash, now);
+    std::vector<LedgerRow> credits;
     for (auto id : run.participants) {
       const auto rd = run.ready.find(id);
       const std::string key = run.members.count(id) ? run.members.at(id).rec.public_key : store_.member(run.rec.run_id, id)->public_key;
@@ -471,9 +499,9 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
       LedgerRow row{key, rejected ? 0 : rd->second.tokens, rejected ? 0 : rd->second.inner_steps, rejected ? 0 : 1,
                     rejected ? 1 : 0, rd->second.compute_seconds,
                     run.results.count(id) ? run.results.at(id).bytes_sent : 0};
-      store_.credit(run.rec.run_id, row);
+      credits.push_back(row);
     }
-    store_.set_run_round(run.rec.run_id, round);
+    store_.commit_round(run.rec.run_id, round, bytes, hash, now, credits);
     store_.log_event(run.rec.run_id, "round_done", str("round ", round, " attempt ", run.attempt, ": ", run.participants.size(),
                                                        " members, θ_g ", hash.substr(0, 12)), now);
     run.rec.round = round;
@@ -685,7 +713,8 @@ std::vector<Outgoing> BrokerCore::tick(double now) {
       if (now - lm.last_seen > opt_.member_timeout_s) silent.push_back(mid);
     for (auto mid : silent)
       evict(*run, mid, str("no heartbeat for ", static_cast<int>(now - run->members.at(mid).last_seen), " s"), now, out);
-    if (run->running && now >= run->deadline) maybe_finish_round(*run, now, out);
+    // A round restored after a restart may already hold every result: finish it now.
+    if (run->running) maybe_finish_round(*run, now, out);
   }
   return out;
 }

@@ -10,7 +10,7 @@
 namespace pico::broker {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;  // 2: runs.min_members
 
 constexpr const char* kSchema = R"SQL(
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS runs (
   is_private INTEGER NOT NULL, token_sha256 TEXT NOT NULL, num_shards INTEGER NOT NULL,
   status TEXT NOT NULL, round INTEGER NOT NULL, snapshot_round INTEGER NOT NULL,
   snapshot_path TEXT NOT NULL, snapshot_sha256 TEXT NOT NULL, theta0_hash TEXT NOT NULL,
-  dataset_info TEXT NOT NULL, created_at REAL NOT NULL);
+  dataset_info TEXT NOT NULL, created_at REAL NOT NULL, min_members INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS allowlist (run_id TEXT NOT NULL, public_key TEXT NOT NULL,
   PRIMARY KEY (run_id, public_key));
 CREATE TABLE IF NOT EXISTS members (
@@ -117,12 +117,13 @@ RunRecord read_run(const Stmt& s) {
   r.theta0_hash = s.text(11);
   r.dataset_info = s.text(12);
   r.created_at = s.f64(13);
+  r.min_members = s.i64(14);
   return r;
 }
 
 constexpr const char* kRunColumns =
     "run_id, config_yaml, dataset_hash, is_private, token_sha256, num_shards, status, round, snapshot_round, "
-    "snapshot_path, snapshot_sha256, theta0_hash, dataset_info, created_at";
+    "snapshot_path, snapshot_sha256, theta0_hash, dataset_info, created_at, min_members";
 
 MemberRecord read_member(const Stmt& s) {
   MemberRecord m;
@@ -191,7 +192,10 @@ std::unique_ptr<Store> Store::open(const std::string& path) {
   Stmt get(db, "SELECT value FROM meta WHERE key = 'schema_version'");
   if (get.step()) {
     const std::string v = get.text(0);
-    if (v != std::to_string(kSchemaVersion))
+    if (v == "1") {  // version 1 had no runs.min_members: add it (every run then waits for 1)
+      exec(db, "ALTER TABLE runs ADD COLUMN min_members INTEGER NOT NULL DEFAULT 1;"
+               "UPDATE meta SET value = '2' WHERE key = 'schema_version';", path);
+    } else if (v != std::to_string(kSchemaVersion))
       throw Error(str("broker state ", path, " has schema version ", v, ", expected ", kSchemaVersion),
                   "use a state file written by this version of pico, or start a new one");
   } else {
@@ -205,11 +209,11 @@ void Store::create_run(const RunRecord& r) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Stmt check(impl_->db, "SELECT 1 FROM runs WHERE run_id = ?");
   if (check.bind(1, r.run_id).step()) throw Error(str("run ", r.run_id, " already exists in ", impl_->path));
-  Stmt s(impl_->db, str("INSERT INTO runs (", kRunColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
+  Stmt s(impl_->db, str("INSERT INTO runs (", kRunColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
   s.bind(1, r.run_id).bind(2, r.config_yaml).bind(3, r.dataset_hash).bind(4, r.is_private ? 1 : 0);
   s.bind(5, r.token_sha256).bind(6, r.num_shards).bind(7, r.status).bind(8, r.round).bind(9, r.snapshot_round);
   s.bind(10, r.snapshot_path).bind(11, r.snapshot_sha256).bind(12, r.theta0_hash).bind(13, r.dataset_info);
-  s.bind(14, r.created_at).run();
+  s.bind(14, r.created_at).bind(15, r.min_members).run();
 }
 
 std::optional<RunRecord> Store::run(const std::string& run_id) const {
@@ -386,9 +390,9 @@ std::vector<ResultRecord> Store::results(const std::string& run_id, std::int64_t
   return out;
 }
 
-void Store::credit(const std::string& run_id, const LedgerRow& d) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  Stmt s(impl_->db,
+namespace {
+void credit_locked(sqlite3* db, const std::string& run_id, const LedgerRow& d) {
+  Stmt s(db,
          "INSERT INTO ledger (run_id, public_key, tokens, inner_steps, rounds_accepted, rounds_rejected, "
          "compute_seconds, bytes_sent) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (run_id, public_key) DO UPDATE SET "
          "tokens = tokens + excluded.tokens, inner_steps = inner_steps + excluded.inner_steps, "
@@ -397,6 +401,29 @@ void Store::credit(const std::string& run_id, const LedgerRow& d) {
          "compute_seconds = compute_seconds + excluded.compute_seconds, bytes_sent = bytes_sent + excluded.bytes_sent");
   s.bind(1, run_id).bind(2, d.public_key).bind(3, d.tokens).bind(4, d.inner_steps).bind(5, d.rounds_accepted);
   s.bind(6, d.rounds_rejected).bind(7, d.compute_seconds).bind(8, d.bytes_sent).run();
+}
+}  // namespace
+
+void Store::credit(const std::string& run_id, const LedgerRow& d) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  credit_locked(impl_->db, run_id, d);
+}
+
+void Store::commit_round(const std::string& run_id, std::int64_t round, std::int64_t bytes, const std::string& theta_hash,
+                         double finished_at, const std::vector<LedgerRow>& credits) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  exec(impl_->db, "BEGIN IMMEDIATE", impl_->path);
+  try {
+    Stmt s(impl_->db,
+           "UPDATE rounds SET status = 'done', bytes = ?, theta_hash = ?, finished_at = ? WHERE run_id = ? AND round = ?");
+    s.bind(1, bytes).bind(2, theta_hash).bind(3, finished_at).bind(4, run_id).bind(5, round).run();
+    for (const auto& row : credits) credit_locked(impl_->db, run_id, row);
+    Stmt(impl_->db, "UPDATE runs SET round = ? WHERE run_id = ?").bind(1, round).bind(2, run_id).run();
+    exec(impl_->db, "COMMIT", impl_->path);
+  } catch (...) {
+    sqlite3_exec(impl_->db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 std::vector<LedgerRow> Store::ledger(const std::string& run_id) const {

@@ -285,6 +285,77 @@ TEST(BrokerCore, ARestartedBrokerFinishesTheRoundInFlight) {
   EXPECT_EQ(of_type(h.ready("b", b, 2), MessageType::kRoundStart).size(), 2u);
 }
 
+TEST(BrokerCore, AMemberWhoseReportALostBrokerNeverGotIsNotSentBackForASnapshot) {
+  Harness h;
+  h.create();
+  const auto a = h.join("a"), b = h.join("b");
+  h.ready("a", a, 1);
+  h.ready("b", b, 1);
+  h.result("a", a, 1, 1, true);  // b's report went to the broker that died
+  h.now = 3;
+  h.restart();
+  h.heartbeat("a", a, 1);
+  h.heartbeat("b", b, 1);
+  // b trained round 2 and says ready, carrying the report of round 1 the broker lost.
+  auto out = h.send("b", MessageType::kReady,
+                    {{"run_id", "r"}, {"member_id", b}, {"round", 2}, {"base_round", 1}, {"tokens", 100},
+                     {"inner_steps", 10}, {"compute_seconds", 2.0}, {"delta_norm", 1.0}, {"finite", true},
+                     {"last_result", {{"round", 1}, {"attempt", 1}, {"ok", true}, {"theta_hash", "H"}, {"bytes_sent", 1000}}}});
+  EXPECT_TRUE(of_type(out, MessageType::kResync).empty());
+  EXPECT_EQ(h.store->run("r")->round, 1);
+  EXPECT_EQ(h.store->ledger("r").size(), 2u);
+  EXPECT_EQ(of_type(h.ready("a", a, 2), MessageType::kRoundStart).size(), 2u);
+}
+
+TEST(BrokerCore, AMemberAheadOfAnUncommittedRoundIsAskedToRetryNotToResync) {
+  Harness h;
+  h.create();
+  const auto a = h.join("a"), b = h.join("b");
+  h.ready("a", a, 1);
+  h.ready("b", b, 1);
+  h.result("b", b, 1, 1, true);  // a's report is still on its way
+  const auto out = h.ready("b", b, 2);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].message.type, MessageType::kAck);
+  EXPECT_EQ(out[0].message.body.value("retry_after_s", 0.0), 1.0);
+  h.result("a", a, 1, 1, true);
+  EXPECT_EQ(h.store->run("r")->round, 1);
+  h.ready("a", a, 2);
+  EXPECT_EQ(of_type(h.ready("b", b, 2), MessageType::kRoundStart).size(), 2u);
+}
+
+TEST(BrokerCore, ARoundWaitsForMinContributors) {
+  Harness h;
+  auto created = h.send("creator", MessageType::kCreateRun,
+                        {{"run_id", "r"}, {"config_yaml", "seed: 1\n"}, {"dataset_hash", "D"}, {"num_shards", 4},
+                         {"private", false}, {"token_sha256", ""}, {"theta0_hash", "H0"}, {"min_members", 2}});
+  ASSERT_EQ(created.at(0).message.type, MessageType::kAck);
+  const auto a = h.join("a");
+  EXPECT_TRUE(of_type(h.ready("a", a, 1), MessageType::kRoundStart).empty());  // alone: waits
+  const auto b = h.join("b");
+  EXPECT_EQ(of_type(h.ready("b", b, 1), MessageType::kRoundStart).size(), 2u);
+  // survives a restart
+  h.restart();
+  EXPECT_EQ(h.store->run("r")->min_members, 2);
+  auto bad = h.send("creator", MessageType::kCreateRun,
+                    {{"run_id", "r2"}, {"config_yaml", "x"}, {"dataset_hash", "D"}, {"num_shards", 4}, {"private", false},
+                     {"token_sha256", ""}, {"theta0_hash", "H0"}, {"min_members", 0}});
+  EXPECT_EQ(bad.at(0).message.type, MessageType::kError);
+}
+
+TEST(BrokerCore, AStaleHeartbeatDoesNotDropAMemberFromTheNextRound) {
+  Harness h;
+  h.create();
+  const auto a = h.join("a"), b = h.join("b");
+  h.ready("a", a, 1);
+  h.ready("b", b, 1);
+  h.result("a", a, 1, 1, true);
+  h.result("b", b, 1, 1, true);
+  h.heartbeat("b", b, 0);  // sent before b's result, delivered after the commit
+  EXPECT_TRUE(of_type(h.ready("a", a, 2), MessageType::kRoundStart).empty());  // b is still training round 2
+  EXPECT_EQ(of_type(h.ready("b", b, 2), MessageType::kRoundStart).size(), 2u);
+}
+
 TEST(BrokerCore, ALateMemberIsToldToResync) {
   Harness h;
   h.create();

@@ -20,34 +20,35 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A background process whose output goes to a log file.
-// alive() reaps the process once it has exited and keeps its status for wait() (a second
-// waitpid on a reaped pid fails and would report nothing).
+// A background process whose output goes to a log file. The exit status is kept when the
+// child is reaped, so alive() followed by wait() still reports how it ended.
 struct Proc {
   pid_t pid = -1;
   std::string log;
-  mutable int status = -1;  // waitpid's status once reaped; -1 while running
+  mutable int status = -1;  // raw waitpid status once reaped
   bool alive() const {
-    if (pid <= 0 || status >= 0) return false;
-    int s = 0;
-    const pid_t r = ::waitpid(pid, &s, WNOHANG);
-    if (r == 0) return true;
-    status = r == pid ? s : (255 << 8);  // waitpid failed: report exit code 255
+    if (pid <= 0 || status != -1) return false;
+    int st = 0;
+    if (::waitpid(pid, &st, WNOHANG) == 0) return true;
+    status = st;
     return false;
   }
   int wait() const {
-    if (status < 0) {
-      int s = 0;
-      status = ::waitpid(pid, &s, 0) == pid ? s : (255 << 8);
+    if (status == -1 && pid > 0) {
+      int st = 0;
+      if (::waitpid(pid, &st, 0) == pid) status = st;
     }
+    if (status == -1) return -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   void kill9() const {
-    if (status >= 0) return;
-    ::kill(pid, SIGKILL);
+    if (alive()) ::kill(pid, SIGKILL);
     wait();
   }
 };
+
+// Every process spawned by the running test; TearDown kills what is left after a failure.
+std::vector<pid_t> g_spawned;
 
 Proc spawn(const std::string& args, const std::string& log) {
   Proc p;
@@ -59,6 +60,7 @@ Proc spawn(const std::string& args, const std::string& log) {
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
+  g_spawned.push_back(p.pid);
   return p;
 }
 
@@ -105,6 +107,14 @@ class Networked : public ::testing::Test {
                      "checkpointing: {runs_dir: " + dir_.file("runs") + ", run_name: net}\n"
                      "monitoring: {logging: {log_every_n_steps: 10}}\n"
                      "threads: 1\n");
+  }
+
+  void TearDown() override {
+    for (pid_t pid : g_spawned) {
+      if (::kill(pid, 0) == 0) ::kill(-pid, SIGKILL);  // its own process group (setpgid in spawn)
+      ::waitpid(pid, nullptr, WNOHANG);
+    }
+    g_spawned.clear();
   }
 
   std::string common() const { return " --key-dir " + dir_.file("keys") + " "; }
@@ -176,8 +186,6 @@ TEST_F(Networked, JoinKillRejoinBrokerRestartAndOneThetaGAtTheEnd) {
     return file + ":\n" + text.substr(text.size() > 3000 ? text.size() - 3000 : 0);
   };
   const std::string logs = tail("a.log") + tail("net-b.log") + tail("net-c2.log") + tail("broker0.log") + tail("broker1.log");
-  // (Each list is checked before .back(): on an empty vector that is undefined behaviour — a
-  // crash of this test process instead of a failure naming the member.)
   for (const char* name : {"net", "net-b", "net-c2"}) ASSERT_FALSE(rounds[name].empty()) << name << " recorded no round\n" << logs;
   const auto& last = rounds["net"].back();
   EXPECT_EQ(last["round"].get<int>(), 12) << logs;
@@ -311,7 +319,7 @@ TEST_F(Networked, RefusalsAreClear) {
 TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
   // outer.round_seconds: each contributor trains for ~1 s per round, however many steps that
   // is; Δ is weighted by tokens, θ_g still agrees, and the ledger counts the real tokens.
-  Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=120 --set outer.round_seconds=1" +
+  Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=120 --set outer.round_seconds=1 --set outer.min_contributors=2" +
                      " --identity a --overwrite --member-timeout 10" + common(),
                  dir_.file("a.log"));
   std::smatch m;
@@ -328,10 +336,8 @@ TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
   EXPECT_EQ(a.wait(), 0) << slurp(a.log);
   EXPECT_EQ(b.wait(), 0) << slurp(b.log);
   const auto ra = rounds_of(dir_.file("runs/net/metrics.jsonl")), rb = rounds_of(dir_.file("runs/net-b/metrics.jsonl"));
-  // (Checked before .back(), which is undefined behaviour on an empty list: b, started late on
-  // a loaded machine, may arrive after a has finished every round alone.)
-  ASSERT_FALSE(ra.empty()) << "a recorded no round\n" << slurp(a.log);
-  ASSERT_FALSE(rb.empty()) << "b recorded no round\n" << slurp(b.log);
+  ASSERT_FALSE(ra.empty()) << slurp(a.log);
+  ASSERT_FALSE(rb.empty()) << slurp(b.log);
   ASSERT_EQ(ra.back()["round"].get<int>(), 4);  // 120 steps / H = 30
   EXPECT_EQ(ra.back()["theta_hash"], rb.back()["theta_hash"]);
   const std::int64_t per_h = 30 * 4 * 32;  // tokens in H steps of 4 sequences of 32

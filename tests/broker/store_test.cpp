@@ -3,6 +3,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
+#include <cmath>
 #include <filesystem>
 
 #include "pico/broker/store.h"
@@ -69,6 +72,53 @@ TEST(Store, RunsMembersRoundsLedger) {
   s->allow_key("r1", "K9");
   EXPECT_TRUE(s->is_allowed("r1", "K9"));
   EXPECT_FALSE(s->is_allowed("r1", "K8"));
+}
+
+TEST(Store, CommitRoundIsAllOrNothing) {
+  test::TempDir dir;
+  auto s = Store::open(dir.file("b.db"));
+  s->create_run(make_run("r1"));
+  RoundRecord r;
+  r.run_id = "r1";
+  r.round = 1;
+  r.attempt = 1;
+  r.status = "open";
+  r.participants = {0, 1};
+  s->begin_round(r);
+  s->commit_round("r1", 1, 2000, "H", 5.0, {{"ka", 100, 10, 1, 0, 1.0, 1000}, {"kb", 50, 5, 1, 0, 1.0, 1000}});
+  EXPECT_EQ(s->round("r1", 1)->status, "done");
+  EXPECT_EQ(s->round("r1", 1)->theta_hash, "H");
+  EXPECT_EQ(s->run("r1")->round, 1);
+  EXPECT_EQ(s->ledger("r1").size(), 2u);
+  // A statement failing inside rolls every part back: SQLite stores a NaN as NULL, which
+  // the ledger's NOT NULL refuses, after the round update and the first credit ran.
+  r.round = 2;
+  s->begin_round(r);
+  EXPECT_THROW(s->commit_round("r1", 2, 1, "H2", 6.0, {{"ka", 1, 1, 1, 0, 1.0, 1}, {"kb", 1, 1, 1, 0, std::nan(""), 1}}),
+               Error);
+  EXPECT_EQ(s->round("r1", 2)->status, "open");
+  EXPECT_EQ(s->run("r1")->round, 1);
+  EXPECT_EQ(s->ledger("r1").at(0).tokens, 100);
+}
+
+TEST(Store, MinMembersSurvivesAndOldStateFilesAreMigrated) {
+  test::TempDir dir;
+  {
+    auto s = Store::open(dir.file("b.db"));
+    RunRecord run = make_run("r1");
+    run.min_members = 3;
+    s->create_run(run);
+  }
+  EXPECT_EQ(Store::open(dir.file("b.db"))->run("r1")->min_members, 3);
+  // A state file of schema version 1 (no min_members) opens, upgraded, with the default.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir.file("b.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "ALTER TABLE runs DROP COLUMN min_members; UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+                         nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto s = Store::open(dir.file("b.db"));
+  EXPECT_EQ(s->run("r1")->min_members, 1);
+  EXPECT_EQ(s->run("r1")->num_shards, 8);
 }
 
 TEST(Store, NotABrokerDatabaseIsAClearError) {

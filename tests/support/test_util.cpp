@@ -1,5 +1,7 @@
 #include "support/test_util.h"
 
+#include <execinfo.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +14,27 @@
 #include <stdexcept>
 
 namespace pico::test {
+namespace {
+
+// A test binary that crashes loses its buffered output (ctest pipes stdout), and with it the
+// assertion that failed first. Unbuffered output and a backtrace on a fatal signal keep both.
+void on_fatal_signal(int sig) {
+  static const char kHead[] = "\n*** fatal signal in test process; backtrace:\n";
+  (void)!::write(STDERR_FILENO, kHead, sizeof kHead - 1);
+  void* frames[64];
+  const int n = ::backtrace(frames, 64);
+  ::backtrace_symbols_fd(frames, n, STDERR_FILENO);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+const bool kCrashReporting = [] {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) ::signal(sig, on_fatal_signal);
+  return true;
+}();
+
+}  // namespace
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");

@@ -84,6 +84,8 @@ std::vector<Field> fields_of(RunConfig& c) {
        "wire values (ddp, diloco)"},
       {"outer.error_feedback", Kind::kBool, &c.outer.error_feedback, {}, "DiLoCo: keep what compression lost"},
       {"outer.timeout_s", Kind::kDouble, &c.outer.timeout_s, {}, "collective timeout"},
+      {"outer.min_contributors", Kind::kInt, &c.outer.min_contributors, {},
+       "networked: members a round waits for before it starts"},
       {"outer.round_seconds", Kind::kDouble, &c.outer.round_seconds, {}, "time budget per round (0 = H steps)"},
       {"outer.demo.compression_decay", Kind::kDouble, &c.outer.demo_compression_decay, {}, "DeMo β"},
       {"outer.demo.compression_topk", Kind::kInt, &c.outer.demo_compression_topk, {}, "DeMo top-k per chunk"},

@@ -282,11 +282,18 @@ class NetworkedMember {
     double norm = 0;
     bool finite = true;
     compute_delta(norm, finite);
-    const Message r = client_->request(MessageType::kReady,
-                                       {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
-                                        {"base_round", base_round_}, {"tokens", round_tokens_},
-                                        {"inner_steps", round_steps_}, {"compute_seconds", compute_s_},
-                                        {"delta_norm", finite ? norm : 0.0}, {"finite", finite}});
+    nlohmann::json ready = {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
+                            {"base_round", base_round_}, {"tokens", round_tokens_},
+                            {"inner_steps", round_steps_}, {"compute_seconds", compute_s_},
+                            {"delta_norm", finite ? norm : 0.0}, {"finite", finite}};
+    if (!last_result_.is_null()) ready["last_result"] = last_result_;  // in case a restarted broker lost it
+    Message r = client_->request(MessageType::kReady, ready);
+    // The broker has not yet committed the round this contributor finished (it restarted
+    // and is still collecting reports): ask again shortly.
+    while (r.type == MessageType::kAck && r.body.contains("retry_after_s") && !finished_) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(r.body["retry_after_s"].get<double>()));
+      r = client_->request(MessageType::kReady, ready);
+    }
     if (r.type == MessageType::kResync) {
       log_warn("round ", round, ": ", r.body.value("reason", std::string("resync")));
       needs_snapshot_ = true;
@@ -385,9 +392,12 @@ class NetworkedMember {
     theta_hash_ = outer_->state_hash();
     base_round_ = round;
     const double outer_s = seconds_since(t0) - comm_s;
-    client_->request(MessageType::kRoundResult, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
-                                                 {"attempt", attempt}, {"ok", true}, {"theta_hash", theta_hash_},
-                                                 {"bytes_sent", sent}});
+    last_result_ = {{"round", round}, {"attempt", attempt}, {"ok", true}, {"theta_hash", theta_hash_},
+                    {"bytes_sent", static_cast<std::int64_t>(sent)}};
+    nlohmann::json report = last_result_;
+    report["run_id"] = run_id_;
+    report["member_id"] = member_id_;
+    client_->request(MessageType::kRoundResult, report);
     nlohmann::json rec = {{"round", round}, {"attempt", attempt}, {"contributor", member_id_},
                           {"contributors", ms.world_size()}, {"pseudo_grad_norm", std::sqrt(n2)},
                           {"outer_step_s", outer_s}, {"comm_s", comm_s}, {"round_bytes_sent", sent},
@@ -425,6 +435,7 @@ class NetworkedMember {
   std::int64_t member_id_ = -1;
   std::int64_t base_round_ = 0, rounds_total_ = 0;
   bool needs_snapshot_ = false;
+  nlohmann::json last_result_;  // this contributor's report of its last completed round
   bool finished_ = false;
   std::int64_t step_ = 0, tokens_ = 0, round_tokens_ = 0, round_steps_ = 0;
   double compute_s_ = 0, tok_per_s_ = 0;
@@ -531,6 +542,7 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   client->request(MessageType::kCreateRun, {{"run_id", run_id}, {"config_yaml", to_yaml(cfg)},
                                             {"dataset_hash", dataset->manifest().dataset_hash},
                                             {"num_shards", dataset->num_train_shards()}, {"private", net.is_private},
+                                            {"min_members", cfg.outer.min_contributors},
                                             {"token_sha256", token.empty() ? "" : sha256_hex(token)},
                                             {"theta0_hash", theta0}, {"allow", allow},
                                             {"dataset_info", {{"prepare", dataset_prepare_command(*dataset)}}}});

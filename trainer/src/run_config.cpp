@@ -61,6 +61,7 @@ void RunConfig::validate() const {
   require(outer.momentum >= 0 && outer.momentum < 1, "outer.momentum", outer.momentum, "in [0, 1)");
   parse_wire_dtype(outer.compression);
   require(outer.timeout_s > 0, "outer.timeout_s", outer.timeout_s, "> 0");
+  require(outer.min_contributors >= 1, "outer.min_contributors", outer.min_contributors, ">= 1");
   require(outer.round_seconds >= 0, "outer.round_seconds", outer.round_seconds, ">= 0 (0 = inner_steps per round)");
   require(outer.demo_compression_decay > 0 && outer.demo_compression_decay < 1, "outer.demo.compression_decay",
           outer.demo_compression_decay, "in (0, 1)");

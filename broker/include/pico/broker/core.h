@@ -89,6 +89,8 @@ class BrokerCore {
   void maybe_start_round(RunState& run, double now, std::vector<Outgoing>& out);
   void start_attempt(RunState& run, const std::vector<std::int64_t>& members, double now, std::vector<Outgoing>& out);
   void maybe_finish_round(RunState& run, double now, std::vector<Outgoing>& out);
+  // Records a member's report for the round in flight; false when it is stale.
+  bool record_result(RunState& run, LiveMember& lm, const Message& report);
   void evict(RunState& run, std::int64_t member_id, const std::string& why, double now, std::vector<Outgoing>& out);
   void request_snapshot_if_needed(RunState& run, std::vector<Outgoing>& out);
   void announce_snapshot(RunState& run, std::vector<Outgoing>& out);

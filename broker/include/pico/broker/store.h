@@ -30,6 +30,7 @@ struct RunRecord {
   std::string theta0_hash;       // hash of the initial θ_g (joiners before round 1 build it from the seed)
   std::string dataset_info;      // JSON: how the dataset was prepared (for the wrong-dataset HINT)
   double created_at = 0;
+  std::int64_t min_members = 1;  // a round starts only when this many members are ready
 };
 
 struct MemberRecord {
@@ -141,6 +142,10 @@ class Store {
 
   // Ledger: adds to the contributor's totals (creating the row on first use).
   void credit(const std::string& run_id, const LedgerRow& delta);
+  // Marks the round done, credits its participants and advances the run, in one
+  // transaction: a broker killed at any point has either committed the round or not.
+  void commit_round(const std::string& run_id, std::int64_t round, std::int64_t bytes, const std::string& theta_hash,
+                    double finished_at, const std::vector<LedgerRow>& credits);
   std::vector<LedgerRow> ledger(const std::string& run_id) const;
 
   void log_event(const std::string& run_id, const std::string& kind, const std::string& detail, double time);

@@ -75,6 +75,7 @@ struct OuterConfig {
   std::string compression = "none";  // values on the wire for ddp/diloco: none | fp16 | bf16 | uint8
   bool error_feedback = false;    // DiLoCo: carry what compression lost into the next round
   double timeout_s = 600;         // a collective that takes longer fails (a peer is dead or stalled)
+  std::int64_t min_contributors = 1;  // networked: a round starts only when this many members are ready
   double round_seconds = 0;       // networked DiLoCo: inner steps for this long per round instead of H (0 = H)
   double demo_compression_decay = 0.999;    // DeMo β
   std::int64_t demo_compression_topk = 32;  // DeMo coefficients kept per chunk
