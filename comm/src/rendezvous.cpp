@@ -65,8 +65,8 @@ Member parse_member(const std::string& path, const FileRendezvousOptions& o, int
     throw Error(str("rendezvous file ", path, " expects ", world, " ranks, this process ", o.world_size),
                 "start every worker with the same world size");
   if (m.rank != expected_rank) throw Error(str("rendezvous file ", path, " names rank ", m.rank));
-  if (m.endpoint.rfind("tcp://", 0) != 0)
-    throw Error(str("rendezvous file ", path, " has endpoint '", m.endpoint, "', expected tcp://HOST:PORT"));
+  if (m.endpoint.rfind("tcp://", 0) != 0 && m.endpoint.rfind("ipc://", 0) != 0)
+    throw Error(str("rendezvous file ", path, " has endpoint '", m.endpoint, "', expected tcp://HOST:PORT or ipc://PATH"));
   if (curve && !curve_is_valid_key(m.public_key))
     throw Error(str("rendezvous file ", path, " has no valid CURVE public key"),
                 "every worker must run with CURVE on (or all in the benchmark-only plaintext mode)");
@@ -135,6 +135,40 @@ Membership rendezvous_files(ZmqNode& node, const FileRendezvousOptions& o) {
   wait_for_all(o, "become ready", ready_file);
   log_debug("[zmq] rendezvous in ", dir, ": ", o.world_size, " ranks, this is rank ", o.rank);
   return m;
+}
+
+void publish_survivors(const std::string& dir, std::uint32_t epoch, const std::vector<int>& old_ranks) {
+  const std::string d = str(dir, "/epoch-", epoch);
+  make_dirs(d);
+  std::string text = "pico-survivors 1\n";
+  for (int r : old_ranks) text += str(r, "\n");
+  write_file_atomic(d + "/survivors", text);
+}
+
+std::vector<int> wait_for_survivors(const std::string& dir, std::uint32_t epoch, std::chrono::milliseconds timeout) {
+  const std::string path = str(dir, "/epoch-", epoch, "/survivors");
+  const auto deadline = Clock::now() + timeout;
+  while (!exists(path)) {
+    if (Clock::now() >= deadline)
+      throw Error(str("no survivor list at ", path, " within ", timeout.count(), " ms"),
+                  "the supervisor writes it with publish_survivors once it has reaped the failed worker");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::istringstream in(read_file(path));
+  std::string line;
+  std::getline(in, line);
+  if (line != "pico-survivors 1") throw Error(str("survivor list ", path, " starts with '", line, "'"));
+  std::vector<int> ranks;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    try {
+      ranks.push_back(std::stoi(line));
+    } catch (const std::exception&) {
+      throw Error(str("survivor list ", path, ": bad rank '", line, "'"));
+    }
+  }
+  if (ranks.empty()) throw Error(str("survivor list ", path, " names no rank"));
+  return ranks;
 }
 
 }  // namespace pico::comm

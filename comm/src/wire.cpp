@@ -19,6 +19,7 @@ const char* to_string(MessageKind k) {
     case MessageKind::kBarrier: return "barrier";
     case MessageKind::kAbort: return "abort";
     case MessageKind::kGoodbye: return "goodbye";
+    case MessageKind::kDone: return "done";
   }
   return "?";
 }
@@ -104,7 +105,7 @@ WireError wire_decode(const std::uint8_t* data, std::size_t size, const WireLimi
                 " but the header hashes to 0x", crc);
 
   const auto kind = get<std::uint8_t>(data, 6);
-  if (kind < 1 || kind > 7) return fail(WireError::kBadKind, detail, "unknown message kind ", int{kind});
+  if (kind < 1 || kind > 8) return fail(WireError::kBadKind, detail, "unknown message kind ", int{kind});
   h.kind = static_cast<MessageKind>(kind);
   const auto dtype = get<std::uint8_t>(data, 7);
   if (dtype > 3) return fail(WireError::kBadDtype, detail, "unknown wire dtype ", int{dtype});
@@ -153,6 +154,11 @@ WireError wire_decode(const std::uint8_t* data, std::size_t size, const WireLimi
     case MessageKind::kBarrier:
       if (h.dtype != WireDtype::kFloat32 || h.length != 0 || h.offset != 0 || h.total != 0 || h.count != 0)
         return fail(WireError::kBadRange, detail, "barrier with payload fields set");
+      break;
+    case MessageKind::kDone:
+      if (h.dtype != WireDtype::kFloat32 || h.length != 0 || h.offset != 0 || h.total != 0 || h.count != 0 ||
+          h.chunk != 0)
+        return fail(WireError::kBadRange, detail, "done with payload fields set");
       break;
     case MessageKind::kAbort:
     case MessageKind::kGoodbye:

@@ -8,21 +8,24 @@
 // connection that breaks when it dies.
 //
 // Engine. A collective is a state machine fed with messages: start() sends what needs no
-// input, handle() consumes one accepted message (and may send), complete() says when done.
+// input, handle() consumes one accepted message (and may send), complete() says when this
+// rank has everything. It then tells its left neighbour "done", and the round is over for it
+// once its right neighbour has said "done" too: nothing of the round is left in flight.
 // The loop receives without blocking, validates (wire_decode, then run/epoch/sender/round,
 // then the collective's own checks), dispatches, flushes send queues, and polls. Sends
 // never block: a full socket queues in an outbox. libzmq's I/O threads move bytes while
 // this thread sums, so receiving, summing and sending overlap segment by segment.
 //
-// Messages of the next round (a fast neighbour may start it before this rank finished the
-// current one) wait in a bounded stash; earlier rounds and epochs are dropped as stale.
+// Messages of later rounds (a fast neighbour may start the next round before this rank has
+// finished the current one; a broadcast root may run several rounds ahead) wait in a bounded
+// stash; earlier rounds and epochs are dropped as stale.
 #include <zmq.h>
 
 #include <algorithm>
 #include <cstring>
 #include <deque>
 #include <map>
-#include <optional>
+#include <set>
 #include <string_view>
 #include <unordered_map>
 #include <zmq.hpp>
@@ -40,6 +43,8 @@ using Clock = std::chrono::steady_clock;
 
 // How long a closing communicator tries to deliver its goodbye or abort.
 constexpr std::chrono::milliseconds kControlLinger{200};
+// Send buffer towards loopback peers when ZmqOptions::tcp_send_buffer_bytes is auto (-1).
+constexpr int kLoopbackSendBuffer = 256 << 10;
 // At most this many messages of later rounds are held (besides the byte bound).
 constexpr std::size_t kMaxStashMessages = std::size_t{1} << 20;
 
@@ -54,7 +59,8 @@ struct PeerSocket {
   std::string role;  // "data 2", "control (right)", …
   bool control = false;
   enum class State { kConnecting, kUp, kDown } state = State::kConnecting;
-  Clock::time_point down_since;
+  Clock::time_point down_since;  // when it first dropped since the last completed collective
+  bool disrupted = false;          // dropped since the last completed collective
   std::string last_error;
   std::deque<zmq::message_t> outbox;  // messages libzmq would not take yet (high-water mark)
 };
@@ -62,8 +68,6 @@ struct PeerSocket {
 // The message being sent: header fields + payload size; payload written by the caller.
 zmq::message_t new_message(std::size_t payload_bytes) { return zmq::message_t(kWireHeaderBytes + payload_bytes); }
 std::uint8_t* payload_of(zmq::message_t& m) { return m.data<std::uint8_t>() + kWireHeaderBytes; }
-
-class ZmqCommunicatorImpl;
 
 // ---- collectives as state machines --------------------------------------------------------
 
@@ -388,6 +392,13 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     const int control_linger = static_cast<int>(std::min(n_.options.close_linger, kControlLinger).count());
     for (PeerSocket* p : all_sockets()) {
       try {
+        // Messages libzmq did not take yet (never with an unlimited high-water mark) get the
+        // linger time to go too.
+        if (clean && !p->outbox.empty()) {
+          p->sock.set(zmq::sockopt::sndtimeo, p->control ? control_linger : data_linger);
+          for (auto& m : p->outbox)
+            if (!p->sock.send(m, zmq::send_flags::none)) break;
+        }
         p->outbox.clear();
         zmq_socket_monitor(p->sock.handle(), nullptr, 0);
         p->sock.set(zmq::sockopt::linger, p->control ? control_linger : data_linger);
@@ -406,7 +417,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   bool broken() const override { return broken_ != Status::kOk; }
 
   CollectiveResult all_reduce(float* data, std::size_t n, const AllreduceOptions& o) override {
-    AllReduce op(data, n, o, w_, r_, n_.options.segment_bytes);
+    AllReduce op(data, n, o, w_, r_, zmq_message_payload_bytes(n_.options));
     return run(op, o.timeout);
   }
 
@@ -415,7 +426,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     out.assign(static_cast<std::size_t>(w_), {});
     std::vector<std::vector<std::uint8_t>*> outs;
     for (auto& v : out) outs.push_back(&v);
-    Gather op(Gather::Mode::kAllGather, w_, r_, o.tag, n_.options.segment_bytes, n_.options.max_gather_bytes, 0,
+    Gather op(Gather::Mode::kAllGather, w_, r_, o.tag, zmq_message_payload_bytes(n_.options), n_.options.max_gather_bytes, 0,
               outs, &mine);
     CollectiveResult r = run(op, o.timeout);
     if (r.ok()) out[r_] = mine;
@@ -431,7 +442,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       return r;
     }
     std::vector<std::uint8_t> received;
-    Gather op(Gather::Mode::kBroadcast, w_, r_, o.tag, n_.options.segment_bytes, n_.options.max_broadcast_bytes,
+    Gather op(Gather::Mode::kBroadcast, w_, r_, o.tag, zmq_message_payload_bytes(n_.options), n_.options.max_broadcast_bytes,
               o.root, {&received}, &data);
     CollectiveResult r = run(op, o.timeout);
     if (r.ok() && r_ != o.root) data = std::move(received);
@@ -439,7 +450,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   }
 
   CollectiveResult barrier(const BarrierOptions& o) override {
-    Gather op(Gather::Mode::kBarrier, w_, r_, o.tag, n_.options.segment_bytes, 0, 0, {}, nullptr);
+    Gather op(Gather::Mode::kBarrier, w_, r_, o.tag, zmq_message_payload_bytes(n_.options), 0, 0, {}, nullptr);
     return run(op, o.timeout);
   }
 
@@ -454,6 +465,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     zmq::socket_t& s = p->sock;
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::sndhwm, 0);  // our own messages, bounded by the collective's size
+    if (const int sndbuf = send_buffer_bytes(m_.members[peer].endpoint); sndbuf > 0)
+      s.set(zmq::sockopt::sndbuf, sndbuf);
     s.set(zmq::sockopt::reconnect_ivl, 100);
     s.set(zmq::sockopt::reconnect_ivl_max, 1000);
     if (n_.options.heartbeat_interval.count() > 0) {
@@ -475,6 +488,14 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     p->monitor.connect(mon);
     s.connect(m_.members[peer].endpoint);
     return p;
+  }
+
+  int send_buffer_bytes(const std::string& endpoint) const {
+    const int configured = n_.options.tcp_send_buffer_bytes;
+    if (configured >= 0) return configured;
+    const bool loopback = endpoint.rfind("tcp://127.", 0) == 0 || endpoint.rfind("tcp://localhost:", 0) == 0 ||
+                          endpoint.rfind("tcp://[::1]:", 0) == 0;
+    return loopback ? kLoopbackSendBuffer : 0;
   }
 
   std::vector<PeerSocket*> all_sockets() {
@@ -561,6 +582,13 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     }
   }
 
+  void send_done() {
+    zmq::message_t msg = new_message(0);
+    MessageHeader h = header(MessageKind::kDone);
+    wire_seal(h, payload_of(msg), msg.data<std::uint8_t>());
+    push(*ctl_left_, std::move(msg));
+  }
+
   // Breaks the group: this collective and all later ones fail; both neighbours are told.
   void fail(Status s, const std::string& why) {
     if (broken_ != Status::kOk) return;
@@ -614,6 +642,18 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       }
       return;
     }
+    if (h.kind == MessageKind::kDone) {
+      if (sender != right_)
+        return count_reject("sender", str("done from rank ", sender, ", expected only the right neighbour ", right_));
+      if (h.round < round_) {
+        ++stats_.messages_stale;
+        return;
+      }
+      if (done_rounds_.size() >= 1024)
+        return count_reject("round", str("done for round ", h.round, " beyond the bound of 1024 rounds held"));
+      done_rounds_.insert(h.round);
+      return;
+    }
     if (sender != left_)
       return count_reject("sender", str(to_string(h.kind), " from rank ", sender, ", expected only the left "
                                         "neighbour ", left_));
@@ -656,16 +696,22 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
         std::memcpy(&id, ev.data(), 2);
         switch (id) {
           case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+            if (p->disrupted) log_warn(tag_, "connection to rank ", p->peer, " (", p->role, ") re-established");
             p->state = PeerSocket::State::kUp;
             p->last_error.clear();
             break;
           case ZMQ_EVENT_DISCONNECTED:
             // Only a connection that was up can be lost; failed handshakes are retried by
-            // libzmq and surface, if they persist, in the timeout's message.
+            // libzmq and surface, if they persist, in the timeout's message. A connection that
+            // dropped may have lost messages in flight even if libzmq reconnects at once: it
+            // counts as disrupted until a collective completes.
             if (p->state == PeerSocket::State::kUp) {
               p->state = PeerSocket::State::kDown;
-              p->down_since = Clock::now();
               p->last_error = "disconnected";
+              if (!p->disrupted) p->down_since = Clock::now();
+              p->disrupted = true;
+              log_warn(tag_, "connection to rank ", p->peer, " (", m_.members[p->peer].endpoint, ", ", p->role,
+                       ") dropped");
             }
             break;
           case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
@@ -685,11 +731,14 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   void check_connections() {
     const auto grace = n_.options.disconnect_grace;
     for (PeerSocket* p : all_sockets()) {
-      if (p->state != PeerSocket::State::kDown || departed_[p->peer]) continue;
+      if (!p->disrupted || departed_[p->peer]) continue;
       if (Clock::now() - p->down_since >= grace)
         return fail(Status::kPeerFailed,
-                    str("lost the connection to rank ", p->peer, " (", m_.members[p->peer].endpoint, ", ", p->role,
-                        ") ", static_cast<long>(ms_since(p->down_since)), " ms ago"));
+                    str(p->state == PeerSocket::State::kDown ? "lost the connection to rank "
+                                                             : "messages may have been lost: the connection to rank ",
+                        p->peer, " (", m_.members[p->peer].endpoint, ", ", p->role, ") ",
+                        p->state == PeerSocket::State::kDown ? "dropped " : "dropped and came back, ",
+                        static_cast<long>(ms_since(p->down_since)), " ms ago"));
     }
   }
 
@@ -743,7 +792,18 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     std::vector<PeerSocket*> sockets = all_sockets();
     bool monitor_ready = true;
     auto last_monitor_read = Clock::now();
-    while (broken_ == Status::kOk && !op.complete()) {
+    // A round is over for this rank when it has everything it needs and its right neighbour
+    // says it has everything it needed from this rank: nothing of the round is then in flight,
+    // so closing or failing later cannot lose a message someone still waits for.
+    bool done_sent = false;
+    auto finished = [&] {
+      if (!done_sent && op.complete() && broken_ == Status::kOk && w_ > 1) {
+        send_done();
+        done_sent = true;
+      }
+      return op.complete() && (w_ == 1 || done_rounds_.count(round_) > 0);
+    };
+    while (broken_ == Status::kOk && !finished()) {
       // Drain what has arrived (bounded, so that queued sends keep moving). Everything queued
       // is read, even once the collective is complete: aborts and garbage are dealt with now,
       // and the next round's early messages wait in the stash.
@@ -767,11 +827,13 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
         monitor_ready = false;
       }
       check_connections();
-      if (broken_ != Status::kOk || op.complete()) break;
+      if (broken_ != Status::kOk || finished()) break;
       const auto now = Clock::now();
       if (now >= deadline) {
         fail(Status::kTimeout, str(op.name(), " round ", round_, " did not complete within ", timeout.count(),
-                                   " ms: ", op.progress(), connection_report()));
+                                   " ms: ", op.progress(),
+                                   op.complete() ? " (the right neighbour has not confirmed receipt)" : "",
+                                   connection_report()));
         break;
       }
       items.clear();
@@ -797,7 +859,10 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
                         : Status::kPeerFailed,
                     broken_reason_);
     }
+    done_rounds_.erase(round_);
     flush_outboxes();
+    // Everything this round needed arrived: earlier drops lost nothing that mattered.
+    for (PeerSocket* p : sockets) p->disrupted = false;
     // Early messages of later rounds may add up to a few rounds' traffic.
     stash_limit_ = std::max<std::uint64_t>(stash_limit_, 4 * result_.bytes_received);
     ++round_;
@@ -821,6 +886,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   std::string broken_reason_;
   std::vector<std::uint8_t> departed_;
   std::map<std::uint64_t, std::vector<zmq::message_t>> stash_;  // round → messages
+  std::set<std::uint64_t> done_rounds_;  // rounds the right neighbour has received everything of
   std::uint64_t stash_bytes_ = 0, stash_limit_ = std::uint64_t{1} << 30;
   std::size_t stash_count_ = 0;
   CollectiveResult result_;

@@ -1,11 +1,13 @@
 // ZmqNode, options and membership: everything about the group but the collectives.
 #include <malloc.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <mutex>
 #include <set>
 
 #include "pico/common/error.h"
+#include "pico/common/fs.h"
 #include "pico/common/log.h"
 #include "zmq_node_impl.h"
 
@@ -26,23 +28,35 @@ std::size_t zmq_segment_elements(WireDtype wire, std::size_t segment_bytes) {
 void ZmqOptions::validate() const {
   if (connections_per_peer < 1 || connections_per_peer > 64)
     throw Error(str("comm.connections_per_peer = ", connections_per_peer, " is out of range"), "use 1..64");
-  if (segment_bytes < 1024 || segment_bytes > (std::size_t{256} << 20))
-    throw Error(str("comm.segment_bytes = ", segment_bytes, " is out of range"), "use 1 KiB .. 256 MiB (e.g. 1 MiB)");
+  if (segment_bytes > (std::size_t{256} << 20) || zmq_message_payload_bytes(*this) < 1024)
+    throw Error(str("comm.segment_bytes = ", segment_bytes, " is out of range for ", connections_per_peer,
+                    " connections per peer"),
+                "use 1 KiB × connections_per_peer .. 256 MiB (e.g. 1 MiB)");
+  if (tcp_send_buffer_bytes < -1)
+    throw Error(str("comm.tcp_send_buffer_bytes = ", tcp_send_buffer_bytes, " is out of range"),
+                "use -1 (auto), 0 (OS autotuning) or a size in bytes");
   if (io_threads < 1 || io_threads > 64)
     throw Error(str("comm.io_threads = ", io_threads, " is out of range"), "use 1..64");
   if (disconnect_grace.count() < 0 || heartbeat_interval.count() < 0 || heartbeat_timeout.count() < 0 ||
       close_linger.count() < 0)
     throw Error("comm timeouts must not be negative");
   if (bind_host.empty()) throw Error("comm.bind_host is empty", "use 127.0.0.1 for one machine, 0.0.0.0 for all");
+  if (ipc_dir.size() > 80)
+    throw Error(str("comm.ipc_dir '", ipc_dir, "' is too long for a Unix socket path"), "use a short directory");
   if ((bind_host == "0.0.0.0" || bind_host == "*") && advertise_host.empty())
     throw Error(str("comm.bind_host = ", bind_host, " needs comm.advertise_host"),
                 "set advertise_host to the address peers can dial");
 }
 
+std::size_t zmq_message_payload_bytes(const ZmqOptions& o) {
+  return o.segment_bytes / static_cast<std::size_t>(std::max(1, o.connections_per_peer));
+}
+
 std::size_t zmq_max_message_bytes(const ZmqOptions& o) {
-  std::size_t payload = std::max<std::size_t>(o.segment_bytes, kWireMaxReasonBytes);
+  const std::size_t message = zmq_message_payload_bytes(o);
+  std::size_t payload = std::max<std::size_t>(message, kWireMaxReasonBytes);
   for (WireDtype w : {WireDtype::kFloat32, WireDtype::kFloat16, WireDtype::kBFloat16, WireDtype::kUInt8})
-    payload = std::max(payload, encoded_size(w, zmq_segment_elements(w, o.segment_bytes)));
+    payload = std::max(payload, encoded_size(w, zmq_segment_elements(w, message)));
   return kWireHeaderBytes + payload;
 }
 
@@ -139,15 +153,20 @@ std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
     s.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(options.heartbeat_interval.count()));
     s.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(options.heartbeat_timeout.count()));
   }
-  const std::string bind = str("tcp://", options.bind_host, ":*");
+  static std::atomic<int> ipc_counter{0};
+  const bool ipc = !options.ipc_dir.empty();
+  const std::string bind = ipc ? str("ipc://", options.ipc_dir, "/pico-", ::getpid(), "-", ipc_counter.fetch_add(1), ".sock")
+                               : str("tcp://", options.bind_host, ":*");
+  if (ipc) make_dirs(options.ipc_dir);
   try {
     s.bind(bind);
   } catch (const zmq::error_t& e) {
     throw Error(str("cannot bind the receive socket to ", bind, ": ", e.what()),
-                "check comm.bind_host names an address of this machine");
+                ipc ? "use a short, writable comm.ipc_dir (Unix socket paths are limited to ~100 characters)"
+                    : "check comm.bind_host names an address of this machine");
   }
   std::string last = s.get(zmq::sockopt::last_endpoint);
-  if (!options.advertise_host.empty()) {
+  if (!ipc && !options.advertise_host.empty()) {
     const auto colon = last.rfind(':');
     last = str("tcp://", options.advertise_host, last.substr(colon));
   }

@@ -23,9 +23,9 @@ namespace {
 
 struct Args {
   int rank = 0, world = 4;
-  std::string dir, out, bind_host = "127.0.0.1", wire = "fp32";
+  std::string dir, out, bind_host = "127.0.0.1", wire = "fp32", ipc_dir;
   std::vector<double> sizes_mb = {1, 4, 16, 64, 256};
-  int iters = 10, warmup = 2, connections = 4, io_threads = 2, heartbeat_ms = 1000;
+  int iters = 10, warmup = 2, connections = 4, io_threads = 2, heartbeat_ms = 1000, sndbuf = -1;
   std::size_t segment_bytes = 1 << 20;
   bool curve = true;
   std::uint64_t run_id = 1;
@@ -53,6 +53,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--dir") a.dir = v;
     else if (k == "--out") a.out = v;
     else if (k == "--bind-host") a.bind_host = v;
+    else if (k == "--ipc-dir") a.ipc_dir = v;
     else if (k == "--sizes-mb") a.sizes_mb = parse_list(v);
     else if (k == "--iters") a.iters = std::stoi(v);
     else if (k == "--warmup") a.warmup = std::stoi(v);
@@ -60,6 +61,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--segment-bytes") a.segment_bytes = std::stoull(v);
     else if (k == "--io-threads") a.io_threads = std::stoi(v);
     else if (k == "--heartbeat-ms") a.heartbeat_ms = std::stoi(v);
+    else if (k == "--tcp-send-buffer") a.sndbuf = std::stoi(v);
     else if (k == "--curve") a.curve = v == "on";
     else if (k == "--wire") a.wire = v;
     else if (k == "--run-id") a.run_id = std::stoull(v);
@@ -78,12 +80,14 @@ int main(int argc, char** argv) {
     ZmqOptions o;
     o.security = a.curve ? ZmqSecurity::kCurve : ZmqSecurity::kPlaintextBenchmarkOnly;
     o.bind_host = a.bind_host;
+    o.ipc_dir = a.ipc_dir;
     o.key_dir = a.dir + "/keys";
     o.key_name = "worker-" + std::to_string(a.rank);
     o.connections_per_peer = a.connections;
     o.segment_bytes = a.segment_bytes;
     o.io_threads = a.io_threads;
     o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
+    o.tcp_send_buffer_bytes = a.sndbuf;
     auto node = ZmqNode::create(o);
     FileRendezvousOptions ro;
     ro.dir = a.dir + "/rendezvous";
@@ -114,9 +118,9 @@ int main(int argc, char** argv) {
             if (data[i] != expected) throw Error(str("wrong sum at ", i, ": ", data[i], " != ", expected));
         if (it >= 0)
           std::fprintf(out,
-                       "{\"impl\": \"pico\", \"curve\": %s, \"wire\": \"%s\", \"rank\": %d, \"world\": %d, "
+                       "{\"impl\": \"pico\", \"curve\": %s, \"ipc\": %s, \"wire\": \"%s\", \"rank\": %d, \"world\": %d, "
                        "\"bytes\": %zu, \"iter\": %d, \"seconds\": %.6f, \"tx\": %llu, \"rx\": %llu}\n",
-                       a.curve ? "true" : "false", a.wire.c_str(), a.rank, a.world, n * sizeof(float), it, s,
+                       a.curve ? "true" : "false", a.ipc_dir.empty() ? "false" : "true", a.wire.c_str(), a.rank, a.world, n * sizeof(float), it, s,
                        static_cast<unsigned long long>(r.bytes_sent), static_cast<unsigned long long>(r.bytes_received));
       }
     }

@@ -2,7 +2,8 @@
 """All-reduce benchmark: pico's ZeroMQ ring (CURVE on and off) against Gloo (c10d), in one run.
 
   experiments/allreduce/bench.py loopback [--reps 5] [--sizes-mb 1,4,16,64,256]
-  experiments/allreduce/bench.py shaped   [--reps 3] [--rate-mbit 100] [--delay-ms 25]   (root)
+  experiments/allreduce/bench.py shaped   [--reps 3] [--rate-mbit 100] [--delay-ms 25]
+                                          [--shaped-arms 1/1024,1/256,4/1024]             (root)
 
 loopback: W=4 ranks on 127.0.0.1. Each repetition runs every arm once (pico CURVE off,
 pico CURVE on, Gloo), in a rotating order, each arm being W fresh processes that all-reduce
@@ -68,9 +69,10 @@ def run_ranks(cmds, timeout):
                 q.kill()
             raise RuntimeError(f"ranks did not finish within {timeout} s: {cmds[0]}")
         outs.append(out)
-    for p, out, c in zip(procs, outs, cmds):
-        if p.returncode != 0:
-            raise RuntimeError(f"rank failed ({p.returncode}): {' '.join(c)}\n{out[-3000:]}")
+    failed = [(p.returncode, c, out) for p, out, c in zip(procs, outs, cmds) if p.returncode != 0]
+    if failed:
+        report = "\n".join(f"--- rank {cmds.index(c)} exited {rc}: {' '.join(c)}\n{out[-2500:]}" for rc, c, out in failed)
+        raise RuntimeError(f"{len(failed)} rank(s) failed\n{report}")
 
 
 def collect(paths):
@@ -148,18 +150,23 @@ def loopback():
     world = 4
     pico = ["--connections", str(args.connections), "--segment-bytes", str(args.segment_bytes), "--io-threads",
             str(args.io_threads)]
+    ipc = ["--ipc-dir", "/tmp/pico-bench-ipc"]
     arms = [Arm("gloo", "gloo"), Arm("pico-plain", "pico", pico + ["--curve", "off"]),
-            Arm("pico-curve", "pico", pico + ["--curve", "on"])]
+            Arm("pico-curve", "pico", pico + ["--curve", "on"]),
+            Arm("pico-ipc-plain", "pico", pico + ipc + ["--curve", "off"]),
+            Arm("pico-ipc-curve", "pico", pico + ipc + ["--curve", "on"])]
     load0 = loadavg()
     t0 = time.time()
     res = bench(arms, world, args.sizes_mb, args.iters, args.warmup, args.reps, ["127.0.0.1"] * world, 1800)
     load1 = loadavg()
     rows = []
     for b in sorted(res["gloo"]):
-        g, p, c = (statistics.median(res[a][b]) for a in ("gloo", "pico-plain", "pico-curve"))
+        g, p, c, ip, ic = (statistics.median(res[a][b])
+                           for a in ("gloo", "pico-plain", "pico-curve", "pico-ipc-plain", "pico-ipc-curve"))
         busbw = lambda t: b / t * 2 * (world - 1) / world / 1e9
-        rows.append(f"| {b / (1 << 20):g} MB | {fmt_ms(g)} | {fmt_ms(p)} | {g / p:.2f}× | {fmt_ms(c)} | "
-                    f"{c / p:.2f}× | {busbw(g):.2f} / {busbw(p):.2f} / {busbw(c):.2f} |")
+        rows.append(f"| {b / (1 << 20):g} MB | {fmt_ms(g)} | {fmt_ms(p)} | {g / p:.2f}× | {fmt_ms(c)} | {c / p:.2f}× | "
+                    f"{fmt_ms(ip)} | {g / ip:.2f}× | {fmt_ms(ic)} | {ic / ip:.2f}× | "
+                    f"{busbw(g):.2f} / {busbw(p):.2f} / {busbw(ip):.2f} |")
     n_it = len(res["gloo"][next(iter(res["gloo"]))])
     body = f"""## Loopback: 4 ranks on 127.0.0.1, fp32
 
@@ -170,12 +177,14 @@ pico: ZeroMQ ring, {args.connections} connection(s) per neighbour, {args.segment
 segments, {args.io_threads} libzmq I/O thread(s) per rank, CRC-32C on every message; "CURVE off"
 is the benchmark-only plaintext mode.
 
-| size | Gloo ms | pico CURVE off ms | Gloo/pico | pico CURVE on ms | CURVE cost | busbw GB/s Gloo / off / on |
-| --- | --- | --- | --- | --- | --- | --- |
+| size | Gloo ms | pico TCP, CURVE off | Gloo/pico | pico TCP, CURVE on | CURVE cost | pico ipc, CURVE off | Gloo/pico | pico ipc, CURVE on | CURVE cost | busbw GB/s Gloo / TCP / ipc (CURVE off) |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
-Gloo/pico > 1 means pico is faster. CURVE cost = time with CURVE / time without.
-Machine: {machine()}. Shared with other jobs (compilers of other sessions on the same 2 cores):
+Times in ms. Gloo/pico > 1 means pico is faster. CURVE cost = time with CURVE / time without.
+"TCP" is pico over 127.0.0.1 like Gloo; "ipc" is pico over Unix sockets (ZmqOptions::ipc_dir,
+for members on one machine), which Gloo does not offer.
+Machine: {machine()}: a shared, noisy 2-core box (other sessions compile on the same 2 cores):
 load average {load0} at start, {load1} at the end; the run took {time.time() - t0:.0f} s.
 Command: `{' '.join(sys.argv)}`
 """
@@ -195,12 +204,14 @@ SW = "pico-sw"
 def netns_setup(rate_mbit, relay):
     netns_teardown()
     sh(f"ip netns add {SW}")
+    sh(f"ip netns exec {SW} sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
     sh(f"ip -n {SW} link add br0 type bridge")
     sh(f"ip -n {SW} link set br0 up")
     sh(f"ip -n {SW} link set lo up")
     relays = []
     for i, ns in enumerate(NS):
         sh(f"ip netns add {ns}")
+        sh(f"ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
         sh(f"ip -n {ns} link set lo up")
         if not relay:
             # host eth0 <-> switch port
@@ -210,7 +221,7 @@ def netns_setup(rate_mbit, relay):
             sh(f"ip link add eth0 netns {ns} type veth peer name r0 netns {ns}")
             sh(f"ip link add up0 netns {ns} type veth peer name p{i} netns {SW}")
             for dev in ("r0", "up0"):
-                sh(f"ip -n {ns} link set {dev} up")
+                sh(f"ip -n {ns} link set {dev} up promisc on")
                 sh(f"ip netns exec {ns} ethtool -K {dev} tso off gso off gro off tx off rx off", check=False)
         sh(f"ip -n {ns} addr add 10.77.0.{i + 1}/24 dev eth0")
         sh(f"ip -n {ns} link set eth0 up")
@@ -230,10 +241,39 @@ def netns_setup(rate_mbit, relay):
     for p in relays:
         if p.poll() is not None:
             raise RuntimeError("delay_relay exited; see /tmp/pico-relay-*.log")
-    # Connectivity and RTT check.
-    out = sh(f"ip netns exec {NS[0]} ping -c 3 -i 0.2 -q 10.77.0.2", check=False).stdout
+    # Connectivity and RTT check (after ARP has settled), and one TCP stream's goodput.
+    sh(f"ip netns exec {NS[0]} ping -c 2 -i 0.2 -q 10.77.0.2", check=False)
+    out = sh(f"ip netns exec {NS[0]} ping -c 5 -i 0.2 -q 10.77.0.2", check=False).stdout
     rtt = out.strip().splitlines()[-1] if out else "?"
-    return relays, rtt
+    goodput = link_check()
+    return relays, rtt, goodput
+
+
+def link_check(seconds=5):
+    """Goodput of one TCP stream pico-h0 → pico-h1 over the emulated link, in Mbit/s."""
+    server = subprocess.Popen(["ip", "netns", "exec", NS[1], PYTHON, "-c", TCP_SINK], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    sh(f"ip netns exec {NS[0]} {PYTHON} -c '{TCP_SOURCE}' {seconds}")
+    out, _ = server.communicate(timeout=30)
+    return float(out.strip())
+
+
+TCP_SINK = """
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.2", 5999)); s.listen(1); c, _ = s.accept()
+n, t0, t1 = 0, None, None
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    if t0 is None: t0 = time.time()
+    n += len(b); t1 = time.time()
+print(n * 8 / (t1 - t0) / 1e6)
+"""
+TCP_SOURCE = """import socket, sys, time
+s = socket.create_connection(("10.77.0.2", 5999)); b = bytes(1 << 20); end = time.time() + float(sys.argv[1])
+while time.time() < end: s.sendall(b)
+s.close()"""
 
 
 def netns_teardown(relays=()):
@@ -255,12 +295,12 @@ def shaped():
     rate = args.rate_mbit * 1e6 / 8  # bytes/s
     sections = []
     for label, relay in (("no added delay", False), (f"+{args.delay_ms} ms one-way (delaying relay)", True)):
-        relays, rtt = netns_setup(args.rate_mbit, relay)
+        relays, rtt, goodput = netns_setup(args.rate_mbit, relay)
         try:
             arms = [Arm("gloo", "gloo", netns=nets)]
-            for k in args.shaped_connections:
-                arms.append(Arm(f"pico-c{k}", "pico", ["--connections", str(k), "--segment-bytes",
-                                                       str(args.segment_bytes), "--curve", "on"], netns=nets))
+            for k, seg in args.shaped_arms:
+                arms.append(Arm(f"pico-c{k}-s{seg}", "pico", ["--connections", str(k), "--segment-bytes",
+                                                              str(seg << 10), "--curve", "on"], netns=nets))
             res = bench(arms, world, sizes, args.shaped_iters, 1, args.reps, hosts, 3600)
         finally:
             netns_teardown(relays)
@@ -272,10 +312,11 @@ def shaped():
                 busbw = b / t * 2 * (world - 1) / world
                 cells.append(f"{t:.2f} s, {busbw / rate * 100:.1f}%")
             rows.append(f"| {b >> 20} MB | " + " | ".join(cells) + " |")
-        head = " | ".join(["Gloo"] + [f"pico CURVE on, {k} conn." for k in args.shaped_connections])
+        head = " | ".join(["Gloo"] + [f"pico, {k} conn., {seg} KiB segments" for k, seg in args.shaped_arms])
         sections.append(f"""### {label}
 
-ping {hosts[0]} → {hosts[1]}: `{rtt}`
+ping {hosts[0]} → {hosts[1]}: `{rtt}`; one TCP stream (Python, 5 s) {goodput:.1f} Mbit/s
+({goodput / args.rate_mbit * 100:.1f}% of the link)
 
 | size | {head} |
 | --- | {' | '.join(['---'] * len(arms))} |
@@ -284,7 +325,7 @@ ping {hosts[0]} → {hosts[1]}: `{rtt}`
     body = f"""## Shaped links: 4 hosts, {args.rate_mbit} Mbit/s egress each, fp32
 
 Cells: median time of one all-reduce (slowest rank) over {args.reps} repetitions × {args.shaped_iters}
-iterations, and bus bandwidth busbw = (S/t)·2(n−1)/n as a fraction of the {args.rate_mbit} Mbit/s link
+iterations (pico with CURVE on, "K conn." = connections per neighbour), and bus bandwidth busbw = (S/t)·2(n−1)/n as a fraction of the {args.rate_mbit} Mbit/s link
 (REFERENCE.md "Bounds"; 100% is the ring bound; TCP/IP over Ethernet with MTU 1500 carries at most
 1448/1514 ≈ 95.6% of the line rate as payload). Gloo: c10d ProcessGroupGloo (torch {torch_version()}).
 
@@ -298,7 +339,8 @@ sends for {args.delay_ms} ms (frames towards the host pass at once): host-to-hos
 delay {args.delay_ms} ms, RTT {2 * args.delay_ms} ms.
 
 {chr(10).join(sections)}
-Machine: {machine()} (shared; load average {loadavg()} at the end).
+Machine: {machine()}: a shared, noisy 2-core box (other sessions compile on the same
+2 cores; load average {loadavg()} at the end).
 Command: `{' '.join(sys.argv)}`
 """
     write_section("shaped", body)
@@ -313,12 +355,14 @@ if __name__ == "__main__":
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--sizes-mb", default=None)
     p.add_argument("--connections", type=int, default=1, help="loopback: pico connections per neighbour")
-    p.add_argument("--io-threads", type=int, default=1)
+    p.add_argument("--io-threads", type=int, default=2)
     p.add_argument("--segment-bytes", type=int, default=1 << 20)
     p.add_argument("--rate-mbit", type=int, default=100)
     p.add_argument("--delay-ms", type=int, default=25)
     p.add_argument("--shaped-iters", type=int, default=3)
-    p.add_argument("--shaped-connections", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])
+    p.add_argument("--shaped-arms", default=[(1, 1024), (1, 256), (4, 1024)],
+                   type=lambda s: [tuple(int(v) for v in a.split("/")) for a in s.split(",")],
+                   help="pico arms as CONNECTIONS/SEGMENT_KIB, comma-separated (CURVE on)")
     args = p.parse_args()
     if args.sizes_mb is None:
         args.sizes_mb = "1,4,16,64,256" if args.mode == "loopback" else "32,64"

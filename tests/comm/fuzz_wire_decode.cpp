@@ -57,7 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case MessageKind::kBroadcast:
       check(h.offset <= h.total && h.length <= h.total - h.offset);
       break;
-    case MessageKind::kBarrier: check(h.length == 0); break;
+    case MessageKind::kBarrier:
+    case MessageKind::kDone: check(h.length == 0); break;
     case MessageKind::kAbort:
     case MessageKind::kGoodbye: check(h.length <= kWireMaxReasonBytes); break;
   }

@@ -63,7 +63,10 @@ struct Client {
     }
     return 0;
   }
-  void send(const std::vector<std::uint8_t>& frame) { sock.send(zmq::buffer(frame), zmq::send_flags::none); }
+  // Never blocks: a socket whose only connection was refused has nowhere to queue.
+  bool send(const std::vector<std::uint8_t>& frame) {
+    return sock.send(zmq::buffer(frame), zmq::send_flags::dontwait).has_value();
+  }
   std::vector<int> seen;
 };
 
@@ -215,11 +218,11 @@ TEST(ZmqSecurity, MalformedFramesAreRejectedAndLoggedWhileTheCollectiveCompletes
   std::vector<std::uint8_t> garbage(300);
   for (auto& b : garbage) b = static_cast<std::uint8_t>(rng());
   bad.push_back({"magic", garbage});
-  for (const auto& [reason, bytes] : bad) insider.send(bytes);
+  for (const auto& [reason, bytes] : bad) ASSERT_TRUE(insider.send(bytes));
   // An oversize frame (above ZMQ_MAXMSGSIZE) makes libzmq drop that connection unread.
   Client big(m.members[0].endpoint, m.members[0].public_key, left);
   ASSERT_EQ(big.wait_for({ZMQ_EVENT_HANDSHAKE_SUCCEEDED}, 5s), ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
-  big.send(std::vector<std::uint8_t>(zmq_max_message_bytes(test_options(keys.path())) + 4096, 0));
+  ASSERT_TRUE(big.send(std::vector<std::uint8_t>(zmq_max_message_bytes(test_options(keys.path())) + 4096, 0)));
   EXPECT_EQ(big.wait_for({ZMQ_EVENT_DISCONNECTED}, 5s), ZMQ_EVENT_DISCONNECTED);
   std::this_thread::sleep_for(200ms);  // the frames are queued at rank 0 before the collective starts
 

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+
+#include "pico/common/codec.h"
 #include <random>
 #include <vector>
 
@@ -15,5 +17,9 @@ inline std::vector<float> rank_input(int rank, std::size_t n, std::uint32_t seed
   for (auto& x : v) x = d(rng);
   return v;
 }
+
+// Wire dtypes of consecutive rounds in the multi-round process test (zmq_test_peer --rounds).
+inline constexpr WireDtype kRoundWires[4] = {WireDtype::kFloat32, WireDtype::kUInt8, WireDtype::kBFloat16,
+                                             WireDtype::kFloat16};
 
 }  // namespace pico::comm::test

@@ -1,16 +1,20 @@
 // tests/comm/zmq_test_peer.cpp — one rank of the multi-process ZeroMQ tests (zmq_process_test).
 //
-//   zmq_test_peer --dir D --rank R --world W --n N [--timeout-ms T] [--pause-after M]
-//                 [--survivors-file F]
+//   zmq_test_peer --dir D --rank R --world W --n N [--timeout-ms T] [--pause-after M] [--retry 1]
+//                 [--rounds K]
 //
 // Joins the group through the file rendezvous in D (keys in D/keys), all-reduces
 // rank_input(R, N) and writes D/rank-R.first ("<status> <unix ms at return> <error>") and,
 // when ok, the N floats to D/rank-R.first.bin. --pause-after M: after M messages of the
 // all-reduce, write D/rank-R.paused and stop (the test then kills or stops this process).
-// --survivors-file F: if the all-reduce failed, wait for F (old ranks of the survivors,
-// written by the test once it has reaped the dead), build the survivors' group on the same
-// node, all-reduce again and write D/rank-R.retry[.bin] the same way. Exit code 0 when the
+// --retry 1: if the all-reduce failed, wait for the survivor list (publish_survivors, written by
+// the test once it has reaped the dead rank), build the survivors' group on the same node,
+// all-reduce again and write D/rank-R.retry[.bin] the same way. Exit code 0 when the
 // last collective it ran succeeded.
+// --rounds K (K > 1): K all-reduces back to back on one communicator, round k (0-based) of
+// rank_input(R, N, k + 1) with the wire dtype kRoundWires[k % 4]; writes D/rank-R.round-k
+// [.bin] for each, stops at the first failure, and returns from main (closing the
+// communicator and the node) as soon as the last one succeeds.
 #include <unistd.h>
 
 #include <chrono>
@@ -46,9 +50,11 @@ void write_result(const std::string& path, const CollectiveResult& r, const std:
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir, survivors_file;
+  std::string dir;
+  bool retry = false;
   int rank = 0, world = 0, pause_after = -1, timeout_ms = 10'000;
   std::size_t n = 0;
+  int rounds = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--dir") dir = v;
@@ -57,7 +63,8 @@ int main(int argc, char** argv) {
     else if (k == "--n") n = std::stoull(v);
     else if (k == "--timeout-ms") timeout_ms = std::stoi(v);
     else if (k == "--pause-after") pause_after = std::stoi(v);
-    else if (k == "--survivors-file") survivors_file = v;
+    else if (k == "--retry") retry = v == "1";
+    else if (k == "--rounds") rounds = std::stoi(v);
   }
   try {
     ZmqOptions o;
@@ -83,19 +90,25 @@ int main(int argc, char** argv) {
     auto comm = make_zmq_communicator(node, m);
     AllreduceOptions ao;
     ao.timeout = std::chrono::milliseconds(timeout_ms);
+    if (rounds > 1) {
+      for (int k = 0; k < rounds; ++k) {
+        std::vector<float> data = test::rank_input(rank, n, static_cast<std::uint32_t>(k + 1));
+        ao.wire = test::kRoundWires[k % 4];
+        ao.tag = static_cast<std::uint64_t>(k);
+        const CollectiveResult r = comm->all_reduce(data.data(), n, ao);
+        write_result(prefix + ".round-" + std::to_string(k), r, data);
+        if (!r.ok()) return 1;
+      }
+      return 0;  // at once: the communicator and the node close here
+    }
     std::vector<float> data = test::rank_input(rank, n);
     CollectiveResult r = comm->all_reduce(data.data(), n, ao);
     write_result(prefix + ".first", r, data);
-    if (r.ok() || survivors_file.empty()) return r.ok() ? 0 : 1;
+    if (r.ok() || !retry) return r.ok() ? 0 : 1;
 
     // The group broke: wait for the list of survivors, then retry among them on the same node.
-    std::vector<int> survivors;
-    for (int i = 0; i < 3000 && survivors.empty(); ++i) {
-      std::ifstream f(survivors_file);
-      for (int s; f >> s;) survivors.push_back(s);
-      if (survivors.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    const Membership next = membership_of_survivors(m, survivors);
+    const Membership next =
+        membership_of_survivors(m, wait_for_survivors(ro.dir, m.epoch + 1, std::chrono::seconds(30)));
     comm.reset();
     comm = make_zmq_communicator(node, next);
     data = test::rank_input(rank, n);  // this rank's contribution, as before the failure

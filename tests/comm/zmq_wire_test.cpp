@@ -341,7 +341,10 @@ TEST(ZmqOptionsTest, ValidateRejectsNonsense) {
   EXPECT_NO_THROW(o.validate());
   // The receive bound covers the largest segment of every wire dtype.
   o = {};
-  EXPECT_GE(zmq_max_message_bytes(o), kWireHeaderBytes + o.segment_bytes);
+  EXPECT_EQ(zmq_message_payload_bytes(o), o.segment_bytes);  // one connection by default
+  o.connections_per_peer = 4;
+  EXPECT_EQ(zmq_message_payload_bytes(o), o.segment_bytes / 4);
+  EXPECT_GE(zmq_max_message_bytes(o), kWireHeaderBytes + zmq_message_payload_bytes(o));
   EXPECT_GE(zmq_max_message_bytes(o), kWireHeaderBytes + encoded_size(WireDtype::kUInt8, kUInt8Block));
 }
 

@@ -355,6 +355,9 @@ TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
   zo.key_dir = cfg.run_dir() + "/keys";
   zo.key_name = str("worker-", rank);
   zo.tune_malloc = !malloc_tuned_for_training();  // pico's own tuning (cpu_env.h) is stronger: keep it
+  // All workers are on this machine: Unix sockets (CURVE as over TCP) where the path fits,
+  // loopback TCP otherwise (ZmqOptions::ipc_dir allows at most 80 characters).
+  if (const std::string sock = cfg.run_dir() + "/sock"; sock.size() <= 80) zo.ipc_dir = sock;
   auto node = comm::ZmqNode::create(zo);
   comm::FileRendezvousOptions ro;
   ro.dir = options.rendezvous_dir;

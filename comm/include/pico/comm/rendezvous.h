@@ -9,13 +9,15 @@
 //
 // The broker (later) hands out the same Membership over the network instead; nothing else
 // changes. After a failure, survivors do not rendezvous again: they compute the next group
-// with membership_of_survivors (zmq_communicator.h) from a survivor list given to them.
+// with membership_of_survivors (zmq_communicator.h) from a survivor list given to them
+// (publish_survivors / wait_for_survivors below, or the broker).
 // Use a fresh directory per run (or per run id); files of other runs or epochs are ignored.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "pico/comm/zmq_communicator.h"
 
@@ -37,5 +39,16 @@ struct FileRendezvousOptions {
 // the group calls it together. Throws pico::Error naming the directory and the ranks that did
 // not appear within the timeout, or a file that is malformed or disagrees (run id, world size).
 Membership rendezvous_files(ZmqNode& node, const FileRendezvousOptions& options);
+
+// After a failure, whoever supervises the local workers (it knows which one it reaped) names
+// the survivors of epoch E − 1 by their old ranks in `<dir>/epoch-<E>/survivors` (atomic
+// write; does not block). Each survivor blocks in wait_for_survivors until the file is there
+// (or throws pico::Error after the timeout), then builds the next group without meeting again:
+//
+//   auto next = membership_of_survivors(old, wait_for_survivors(dir, old.epoch + 1, timeout));
+//   comm.reset();                                   // the broken group's communicator
+//   comm = make_zmq_communicator(node, next);       // same node: same endpoint and key
+void publish_survivors(const std::string& dir, std::uint32_t epoch, const std::vector<int>& old_ranks);
+std::vector<int> wait_for_survivors(const std::string& dir, std::uint32_t epoch, std::chrono::milliseconds timeout);
 
 }  // namespace pico::comm

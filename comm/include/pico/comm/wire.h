@@ -17,7 +17,7 @@
 //   32  4    epoch        membership generation; a group rebuilt after a failure has a new one
 //   36  2    src          sender's rank (rewritten by every hop that forwards)
 //   38  2    world        group size
-//   40  4    chunk        all-reduce: chunk index; all-gather/broadcast/barrier: origin rank
+//   40  4    chunk        all-reduce: chunk index; all-gather/broadcast/barrier: origin rank; else 0
 //   44  4    length       payload bytes following the header
 //   48  8    offset       all-reduce: first element of the segment; gather/broadcast: byte offset
 //   56  8    total        all-reduce: element count n; gather/broadcast: origin's payload bytes
@@ -53,6 +53,7 @@ enum class MessageKind : std::uint8_t {
   kBarrier = 5,        // barrier: "rank `chunk` has arrived"
   kAbort = 6,          // the sender's group is broken; payload = reason text
   kGoodbye = 7,        // the sender leaves the group after its last collective
+  kDone = 8,           // to the left neighbour: "I have received everything of this round"
 };
 const char* to_string(MessageKind k);
 

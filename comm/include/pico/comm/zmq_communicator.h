@@ -18,6 +18,10 @@
 // InProcessGroup) for every wire dtype; segments start at multiples of kUInt8Block from
 // their chunk's start.
 //
+// Blocking: every collective returns when this rank has received all it needs AND its right
+// neighbour has confirmed it received all it needed from this rank (so a successful return
+// means nothing of the collective is still in flight), or on failure (see below).
+//
 // Failures are values. A collective fails (kTimeout, kPeerFailed, kInvalid) when it does not
 // complete within its timeout, when a connection to a neighbour drops and stays down longer
 // than `disconnect_grace`, or when a neighbour reports that its group broke (the failing rank
@@ -32,6 +36,21 @@
 // admits only keys in the current membership (ZAP), caps messages at ZMQ_MAXMSGSIZE, and
 // every message carries a checksummed, versioned header (wire.h). The plaintext mode exists
 // only for the benchmark's "CURVE off" arm.
+//
+// Local workers (pico train --local-workers N --comm zmq), in each worker process i:
+//
+//   ZmqOptions o;  o.key_name = "worker-" + std::to_string(i);  o.ipc_dir = run_dir + "/sock";
+//   auto node = ZmqNode::create(o);                                         // does not block
+//   Membership m = rendezvous_files(*node, {.dir = run_dir + "/rdv", .world_size = N,
+//                                           .rank = i, .run_id = run_id}); // blocks for all N
+//   auto comm = make_zmq_communicator(node, m);                             // does not block
+//   … comm->all_reduce(…) on every worker, same order …
+//   on failure: the supervisor reaps the dead worker and calls publish_survivors(rdv, m.epoch + 1,
+//   old ranks); each survivor: m = membership_of_survivors(m, wait_for_survivors(rdv, m.epoch + 1,
+//   timeout)); comm.reset(); comm = make_zmq_communicator(node, m); retry (rendezvous.h).
+//
+// A communicator is used by one thread at a time. A failed all_reduce leaves `data` a mix of
+// inputs and partial sums: keep a copy of the input to retry with.
 //
 // Not here: the broker protocol, relays for peers behind NAT, choosing the ring order.
 #pragma once
@@ -60,18 +79,37 @@ struct ZmqOptions {
   std::string bind_host = "127.0.0.1";
   // The host peers dial to reach this node ("" = bind_host); e.g. a public address when binding 0.0.0.0.
   std::string advertise_host = "";
+  // Members on one machine only: listen on a Unix socket in this directory instead of TCP
+  // (ipc://DIR/pico-<pid>-<n>.sock; "" = TCP). Skips the TCP stack (no ACK clocking or
+  // retransmission timers), about twice the loopback throughput on a busy machine. CURVE and
+  // ZAP apply as over TCP. The path must stay under ~100 characters.
+  std::string ipc_dir = "";
   // Where the key pair lives ("" = curve_default_key_dir(), i.e. pico_home()/keys) and its name.
   // Processes on one machine that join the same group need different names (e.g. worker-0, worker-1).
   std::string key_dir = "";
   std::string key_name = "contributor";
-  // Data connections to the right neighbour. Several TCP streams fill long-RTT links that
-  // one stream (window-limited) cannot; segments are dealt round-robin over them.
-  int connections_per_peer = 4;
-  // Target payload bytes per message: the unit of pipelining. Rounded to whole uint8 blocks
-  // for the uint8 wire. Every member of a group must use the same value.
+  // Data connections to the right neighbour; segments are dealt round-robin over them.
+  // Several TCP streams can fill a long-RTT link whose bandwidth × RTT exceeds one stream's
+  // window, but where one stream's window suffices they only compete: measured on 100 Mbit/s
+  // links with a 50 ms RTT, 4 connections reached 60% of the ring bound against 82% for one
+  // (experiments/allreduce/RESULTS.md). Raise it only for links whose bandwidth × RTT is
+  // beyond the OS's TCP window limit (net.ipv4.tcp_wmem / tcp_rmem maximum).
+  int connections_per_peer = 1;
+  // The unit of pipelining: payload bytes in flight per turn of the data connections. Each
+  // message carries segment_bytes / connections_per_peer (zmq_message_payload_bytes), so that
+  // a message crosses a shared link as fast as with one connection (a ring hop forwards only
+  // whole messages). Rounded to whole uint8 blocks for the uint8 wire. Every member of a group
+  // must use the same value (and the same connections_per_peer).
   std::size_t segment_bytes = std::size_t{1} << 20;
-  // libzmq I/O threads of the node (they do the socket I/O and CURVE encryption).
+  // libzmq I/O threads of the node (they do the socket I/O and CURVE encryption). Two let the
+  // connection that receives and the ones that send run in parallel.
   int io_threads = 2;
+  // SO_SNDBUF of the sending TCP connections. -1 (auto): 256 KiB towards loopback peers
+  // (127.0.0.0/8, localhost), the OS's autotuning otherwise; 0: always autotuning; > 0: bytes.
+  // On loopback an autotuned send queue grows to megabytes, a busy machine then inflates the
+  // RTT until TCP's loss probes fire spuriously and throughput halves; a shallow queue keeps
+  // the ring pipelined. Over a WAN the window must cover bandwidth × RTT: keep autotuning.
+  int tcp_send_buffer_bytes = -1;
   // A neighbour connection that drops during a collective may stay down this long (a peer
   // that finished and left says goodbye within it) before the collective fails with kPeerFailed.
   std::chrono::milliseconds disconnect_grace{300};
@@ -97,6 +135,8 @@ struct ZmqOptions {
   void validate() const;  // throws pico::Error naming the bad field and value
 };
 
+// Target payload bytes of one message: segment_bytes / connections_per_peer.
+std::size_t zmq_message_payload_bytes(const ZmqOptions& options);
 // The largest message (header + payload) a node with these options sends or accepts: the
 // receive socket's ZMQ_MAXMSGSIZE.
 std::size_t zmq_max_message_bytes(const ZmqOptions& options);
