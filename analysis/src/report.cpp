@@ -159,7 +159,9 @@ void write_json(const std::string& path, const AnalysisResult& result, const Ana
   write_file_atomic(path, doc.dump(1) + "\n");
 }
 
-std::vector<std::string> write_plots(const std::string& dir, const std::vector<Row>& rows) {
+std::vector<std::string> write_plots(const std::string& out_dir, const std::vector<Row>& rows) {
+  // Absolute: gnuplot runs in this directory, and the paths below must hold there too.
+  const std::string dir = fs::absolute(out_dir).lexically_normal().string();
   if (!on_path("gnuplot"))
     throw Error("gnuplot is not installed, so no PNG plots were made (metrics.csv and metrics.json are written)",
                 "install it (Debian: apt-get install gnuplot-nox), or pass --no-plots");

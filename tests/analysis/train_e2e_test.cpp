@@ -239,6 +239,14 @@ TEST_F(AnalyzeTrained, QuickFormOnEveryDataTypeAndBothComponents) {
     EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
 }
 
+TEST_F(AnalyzeTrained, PlotsLandInARelativeOutputDirectory) {
+  // gnuplot runs inside the plots directory: a relative --output must still work.
+  const auto r = run_command("cd " + dir_->path() + " && " + pico(run() + " --metrics norm --output rel_out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir_->file("rel_out/plots/norm_frobenius.png"))) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir_->file("rel_out/metrics.csv")));
+}
+
 TEST_F(AnalyzeTrained, BadInputOnARealRunIsExplained) {
   const std::string o = " --no-plots --output " + dir_->file("bad_out");
   // A step that was not saved: the available ones are listed.

@@ -142,7 +142,7 @@ TEST_F(Networked, JoinKillRejoinBrokerRestartAndOneThetaGAtTheEnd) {
   }, 30)) << slurp(broker.log);
 
   Proc a = spawn("train --config " + dir_.file("run.yaml") + " --broker " + endpoint + " --broker-key '" + key +
-                     "' --identity a --overwrite" + common(),
+                     "' --identity a --overwrite --set outer.min_contributors=3" + common(),
                  dir_.file("a.log"));
   std::string code;
   ASSERT_TRUE(wait_for([&] {
@@ -156,6 +156,8 @@ TEST_F(Networked, JoinKillRejoinBrokerRestartAndOneThetaGAtTheEnd) {
     return spawn("train --join '" + code + "' --identity " + who + " --set checkpointing.run_name=" + name + common(),
                  dir_.file(name + ".log"));
   };
+  // Rounds wait for three members (outer.min_contributors): on a busy machine a and b
+  // would otherwise finish the run before c has started.
   Proc b = join("b", "net-b");
   Proc c = join("c", "net-c");
 
