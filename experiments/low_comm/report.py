@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""experiments/low_comm/report.py OUT ARM... — RESULTS.md and val_loss.png from the runs."""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+out, arms = sys.argv[1], sys.argv[2:]
+
+
+def load(arm):
+    steps, rounds = [], []
+    with open(f"{out}/runs/{arm}/metrics.jsonl") as f:
+        for line in f:
+            r = json.loads(line)
+            (rounds if "round" in r else steps).append(r)
+    return steps, rounds
+
+
+data = {arm: load(arm) for arm in arms if os.path.exists(f"{out}/runs/{arm}/metrics.jsonl")}
+if "ddp" not in data:
+    sys.exit("the ddp arm is the baseline; run it first")
+
+rows = []
+curves = {}
+for arm, (steps, rounds) in data.items():
+    c0 = [r for r in steps if r.get("contributor", 0) == 0]
+    val = [(sum(x["tokens"] for x in steps if x["step"] == r["step"]), r["val_loss"]) for r in c0 if "val_loss" in r]
+    curves[arm] = val
+    sent = max(r["bytes_sent"] for r in c0)
+    total_tokens = sum(max(x["tokens"] for x in steps if x.get("contributor", 0) == w)
+                       for w in {x.get("contributor", 0) for x in steps})
+    rows.append((arm, val[-1][1], min(v for _, v in val), sent, total_tokens, len(rounds)))
+
+base_loss = dict((r[0], r[1]) for r in rows)["ddp"]
+base_bytes = dict((r[0], r[3]) for r in rows)["ddp"]
+
+with open(f"{out}/val_loss.dat", "w") as f:
+    for i, arm in enumerate(data):
+        f.write(f"# {arm}\n")
+        for t, v in curves[arm]:
+            f.write(f"{t} {v}\n")
+        f.write("\n\n")
+plot = "; ".join(
+    [f"set terminal pngcairo size 900,560", f"set output '{out}/val_loss.png'",
+     "set title 'validation loss against tokens (4 contributors, King James Bible)'",
+     "set xlabel 'tokens (all contributors)'", "set ylabel 'validation loss'", "set grid", "set key top right",
+     "plot " + ", ".join(f"'{out}/val_loss.dat' index {i} with linespoints title '{arm}'" for i, arm in enumerate(data))])
+subprocess.run(["gnuplot", "-e", plot], check=True)
+
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+with open(f"{out}/RESULTS.md", "w") as f:
+    f.write("# Low-communication training: DiLoCo and DeMo against data parallel\n\n")
+    f.write("Four contributors (`--local-workers 4`, in-process collectives that report the bytes a ring "
+            "all-reduce / all-gather puts on the wire) train the 2.0M-parameter demo model on the King James "
+            "Bible with the same token budget per arm (`base.yaml`). `bytes sent` is per contributor, payload "
+            "bytes (message headers excluded), over the whole run.\n\n")
+    f.write("| arm | final val loss | vs ddp | best val loss | bytes sent per contributor | fewer bytes than ddp | outer rounds |\n")
+    f.write("| --- | --- | --- | --- | --- | --- | --- |\n")
+    for arm, final, best, sent, tokens, nrounds in rows:
+        f.write(f"| {arm} | {final:.4f} | {100 * (final - base_loss) / base_loss:+.2f}% | {best:.4f} | "
+                f"{sent / 1e6:,.1f} MB | {base_bytes / sent:,.1f}× | {nrounds} |\n")
+    f.write("\n![validation loss](val_loss.png)\n\n")
+    by = {r[0]: r for r in rows}
+    f.write("## Targets\n\n")
+    def target(arm, what, max_loss_pct, min_ratio):
+        if arm not in by:
+            f.write(f"- {arm}: not run\n")
+            return
+        _, final, _, sent, _, _ = by[arm]
+        loss_pct = 100 * (final - base_loss) / base_loss
+        ratio = base_bytes / sent
+        ok_loss = max_loss_pct is None or loss_pct <= max_loss_pct
+        ok_bytes = ratio >= min_ratio
+        f.write(f"- {arm} ({what}): val loss {loss_pct:+.2f}% vs ddp"
+                + (f" (target ≤ +{max_loss_pct}%: {'met' if ok_loss else 'NOT met'})" if max_loss_pct is not None else "")
+                + f"; {ratio:,.4f}× fewer bytes (target ≥ {min_ratio}×: {'met' if ok_bytes else 'NOT met, short by ' + format(100 * (1 - ratio / min_ratio), '.4f') + '%'})\n")
+    target("diloco_h100", "DiLoCo H=100", 2, 100)
+    target("diloco_h100_uint8", "DiLoCo H=100 + uint8", 2, 400)
+    target("demo", "DeMo, fp16 values", None, 50)
+    f.write("\n")
+    f.write(f"Machine: {platform.node()}, {os.cpu_count()} cores ({cpu}), shared with other work.\n\n")
+    f.write("Command: `experiments/low_comm/run.sh` (arms: " + " ".join(arms) + ")\n")
+print(open(f"{out}/RESULTS.md").read())

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# experiments/low_comm/run.sh — does pico train as well with hundreds of times less traffic?
+#
+# Four contributors, the same token budget for every arm (base.yaml), on the King James
+# Bible: ddp (gradient all-reduce every step), diloco with H = 50, 100, 500, diloco H = 100
+# with uint8 on the wire, and demo. Writes RESULTS.md and val_loss.png next to this script.
+#
+#   experiments/low_comm/run.sh            all arms (about 40 minutes on an idle 2-core machine)
+#   ARMS="ddp diloco_h100" experiments/low_comm/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PICO=${PICO:-build/pico}
+OUT=experiments/low_comm
+if [[ ! -f data/kjv/manifest.json ]]; then
+  mkdir -p data
+  bible -f "Gen1:1-Rev22:21" | sed -E 's/^[1-3]?[A-Za-z]+[0-9]+:[0-9]+ //' > data/kjv.txt
+  "$PICO" data prepare --input data/kjv.txt --output data/kjv --vocab-size 4096
+fi
+
+declare -A ARM_SETTINGS=(
+  [ddp]="outer.algorithm=ddp"
+  [diloco_h50]="outer.algorithm=diloco outer.inner_steps=50"
+  [diloco_h100]="outer.algorithm=diloco outer.inner_steps=100"
+  [diloco_h500]="outer.algorithm=diloco outer.inner_steps=500"
+  [diloco_h100_uint8]="outer.algorithm=diloco outer.inner_steps=100 outer.compression=uint8"
+  [demo]="outer.algorithm=demo outer.demo.value_dtype=fp16 training.optimization.lr=${DEMO_LR:-1.0e-3} training.optimization.weight_decay=0"
+)
+ARMS=${ARMS:-"ddp diloco_h100 diloco_h100_uint8 demo diloco_h50 diloco_h500"}
+
+for arm in $ARMS; do
+  sets=()
+  for kv in ${ARM_SETTINGS[$arm]}; do sets+=(--set "$kv"); done
+  echo "=== $arm: ${ARM_SETTINGS[$arm]}"
+  /usr/bin/time -f "%e s wall, %M KB max RSS" "$PICO" train --config "$OUT/base.yaml" --overwrite \
+    --set checkpointing.run_name="$arm" "${sets[@]}" 2>&1 | grep -E "^done|s wall|error|HINT" || true
+done
+
+/usr/bin/python3 "$OUT/report.py" "$OUT" $ARMS
