@@ -43,7 +43,7 @@ with open(f"{out}/val_loss.dat", "w") as f:
             f.write(f"{t} {v}\n")
         f.write("\n\n")
 plot = "; ".join(
-    [f"set terminal pngcairo size 900,560", f"set output '{out}/val_loss.png'",
+    [f"set terminal pngcairo size 900,560 noenhanced", f"set output '{out}/val_loss.png'",
      "set title 'validation loss against tokens (4 contributors, King James Bible)'",
      "set xlabel 'tokens (all contributors)'", "set ylabel 'validation loss'", "set grid", "set key top right",
      "plot " + ", ".join(f"'{out}/val_loss.dat' index {i} with linespoints title '{arm}'" for i, arm in enumerate(data))])
