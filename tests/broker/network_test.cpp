@@ -80,6 +80,22 @@ bool wait_for(Pred pred, double seconds) {
   return pred();
 }
 
+// Waits until `pattern` matches in the log file; its groups go to `groups`, in order.
+bool wait_for_log(const std::string& log, const std::regex& pattern, std::initializer_list<std::string*> groups,
+                  double seconds) {
+  return wait_for([&] {
+    const std::string text = slurp(log);
+    std::smatch m;
+    if (!std::regex_search(text, m, pattern)) return false;
+    std::size_t i = 1;
+    for (std::string* g : groups) *g = m[i++];
+    return true;
+  }, seconds);
+}
+
+const std::regex kListening(R"(listening on (tcp://127\.0\.0\.1:\d+) \(key (\S{40})\))");
+const std::regex kJoinCode(R"(join code: (pico://\S+))");
+
 // Round records of a member's metrics.jsonl.
 std::vector<nlohmann::json> rounds_of(const std::string& metrics) {
   std::vector<nlohmann::json> out;
@@ -131,26 +147,14 @@ class Networked : public ::testing::Test {
 
 TEST_F(Networked, JoinKillRejoinBrokerRestartAndOneThetaGAtTheEnd) {
   Proc broker = start_broker("tcp://127.0.0.1:0");
-  std::smatch m;
   std::string endpoint, key;
-  ASSERT_TRUE(wait_for([&] {
-    const std::string log = slurp(broker.log);
-    if (!std::regex_search(log, m, std::regex(R"(listening on (tcp://127\.0\.0\.1:\d+) \(key (\S{40})\))"))) return false;
-    endpoint = m[1];
-    key = m[2];
-    return true;
-  }, 30)) << slurp(broker.log);
+  ASSERT_TRUE(wait_for_log(broker.log, kListening, {&endpoint, &key}, 30)) << slurp(broker.log);
 
   Proc a = spawn("train --config " + dir_.file("run.yaml") + " --broker " + endpoint + " --broker-key '" + key +
                      "' --identity a --overwrite --set outer.min_contributors=3" + common(),
                  dir_.file("a.log"));
   std::string code;
-  ASSERT_TRUE(wait_for([&] {
-    const std::string log = slurp(a.log);
-    if (!std::regex_search(log, m, std::regex(R"(join code: (pico://\S+))"))) return false;
-    code = m[1];
-    return true;
-  }, 60)) << slurp(a.log);
+  ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
 
   auto join = [&](const std::string& who, const std::string& name) {
     return spawn("train --join '" + code + "' --identity " + who + " --set checkpointing.run_name=" + name + common(),
@@ -242,25 +246,13 @@ namespace {
 TEST_F(Networked, RefusalsAreClear) {
   Proc broker = spawn("broker --listen tcp://127.0.0.1:0 --http 127.0.0.1:0 --state " + dir_.file("broker.db") + common(),
                       dir_.file("broker_http.log"));
-  std::smatch m;
   std::string endpoint, key;
-  ASSERT_TRUE(wait_for([&] {
-    const std::string log = slurp(broker.log);
-    if (!std::regex_search(log, m, std::regex(R"(listening on (tcp://127\.0\.0\.1:\d+) \(key (\S{40})\))"))) return false;
-    endpoint = m[1];
-    key = m[2];
-    return true;
-  }, 30)) << slurp(broker.log);
+  ASSERT_TRUE(wait_for_log(broker.log, kListening, {&endpoint, &key}, 30)) << slurp(broker.log);
   Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=100000 --broker " + endpoint +
                      " --broker-key '" + key + "' --identity a --private --overwrite" + common(),
                  dir_.file("a.log"));
   std::string code;
-  ASSERT_TRUE(wait_for([&] {
-    const std::string log = slurp(a.log);
-    if (!std::regex_search(log, m, std::regex(R"(join code: (pico://\S+))"))) return false;
-    code = m[1];
-    return true;
-  }, 60)) << slurp(a.log);
+  ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
   ASSERT_NE(code.find("&token="), std::string::npos) << code;
   const std::string no_token = code.substr(0, code.find("&token="));
 
@@ -293,6 +285,7 @@ TEST_F(Networked, RefusalsAreClear) {
       << slurp(d.log);
   // The broker's JSON status lists the run and both members with their device and progress.
   const std::string broker_log = slurp(broker.log);
+  std::smatch m;
   ASSERT_TRUE(std::regex_search(broker_log, m, std::regex(R"(status (http://127\.0\.0\.1:\d+/status))")));
   const std::string url = m[1];
   nlohmann::json status;
@@ -324,14 +317,8 @@ TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
   Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=120 --set outer.round_seconds=1 --set outer.min_contributors=2" +
                      " --identity a --overwrite --member-timeout 10" + common(),
                  dir_.file("a.log"));
-  std::smatch m;
   std::string code;
-  ASSERT_TRUE(wait_for([&] {
-    const std::string log = slurp(a.log);
-    if (!std::regex_search(log, m, std::regex(R"(join code: (pico://\S+))"))) return false;
-    code = m[1];
-    return true;
-  }, 60)) << slurp(a.log);
+  ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
   Proc b = spawn("train --join '" + code + "' --identity b --set threads=1 --set checkpointing.run_name=net-b" + common(),
                  dir_.file("b.log"));
   ASSERT_TRUE(wait_for([&] { return !a.alive() && !b.alive(); }, 240)) << slurp(a.log) << slurp(b.log);
