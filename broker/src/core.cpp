@@ -443,8 +443,6 @@ std::vector<Outgoing> BrokerCore::on_round_result(const Incoming& in, double now
   LiveMember& lm = member_of(run, in);
   lm.last_seen = now;
   const std::int64_t round = get_int(in.message, "round");
-  const std::int64_t attempt = get_int(in.message, "attempt");
-  (void)attempt;
   std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"round", round}})}};
   if (record_result(run, lm, in.message)) maybe_finish_round(run, now, out);
   return out;
