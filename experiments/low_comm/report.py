@@ -42,11 +42,14 @@ with open(f"{out}/val_loss.dat", "w") as f:
         for t, v in curves[arm]:
             f.write(f"{t} {v}\n")
         f.write("\n\n")
+COLORS = ["#000000", "#1f77b4", "#17becf", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22"]
 plot = "; ".join(
     [f"set terminal pngcairo size 900,560 noenhanced", f"set output '{out}/val_loss.png'",
      "set title 'validation loss against tokens (4 contributors, King James Bible)'",
      "set xlabel 'tokens (all contributors)'", "set ylabel 'validation loss'", "set grid", "set key top right",
-     "plot " + ", ".join(f"'{out}/val_loss.dat' index {i} with linespoints title '{arm}'" for i, arm in enumerate(data))])
+     "plot " + ", ".join(f"'{out}/val_loss.dat' index {i} with linespoints lc rgb '{COLORS[i % len(COLORS)]}' "
+                         f"pt {1 + i % 13} title '{arm}'" for i, arm in enumerate(data))])
 subprocess.run(["gnuplot", "-e", plot], check=True)
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -59,8 +62,9 @@ with open(f"{out}/RESULTS.md", "w") as f:
     f.write("| arm | final val loss | vs ddp | best val loss | bytes sent per contributor | fewer bytes than ddp | outer rounds |\n")
     f.write("| --- | --- | --- | --- | --- | --- | --- |\n")
     for arm, final, best, sent, tokens, nrounds in rows:
+        fewer = f"{base_bytes / sent:,.1f}×" if sent > 0 else "— (sends nothing)"
         f.write(f"| {arm} | {final:.4f} | {100 * (final - base_loss) / base_loss:+.2f}% | {best:.4f} | "
-                f"{sent / 1e6:,.1f} MB | {base_bytes / sent:,.1f}× | {nrounds} |\n")
+                f"{sent / 1e6:,.1f} MB | {fewer} | {nrounds} |\n")
     f.write("\n![validation loss](val_loss.png)\n\n")
     by = {r[0]: r for r in rows}
     f.write("## Targets\n\n")
@@ -79,6 +83,10 @@ with open(f"{out}/RESULTS.md", "w") as f:
     target("diloco_h100", "DiLoCo H=100", 2, 100)
     target("diloco_h100_uint8", "DiLoCo H=100 + uint8", 2, 400)
     target("demo", "DeMo, fp16 values", None, 50)
+    if "diloco_h100_olr1" in by:
+        target("diloco_h100_olr1", "DiLoCo H=100, outer lr 1.0", 2, 100)
+    if "demo_lr3e-3" in by:
+        target("demo_lr3e-3", "DeMo, fp16 values, lr 3e-3", None, 50)
     f.write("\n")
     f.write(f"Machine: {platform.node()}, {os.cpu_count()} cores ({cpu}), shared with other work.\n\n")
     f.write("Command: `experiments/low_comm/run.sh` (arms: " + " ".join(arms) + ")\n")

@@ -7,6 +7,8 @@
 #
 #   experiments/low_comm/run.sh            all arms (about 40 minutes on an idle 2-core machine)
 #   ARMS="ddp diloco_h100" experiments/low_comm/run.sh
+#   ARMS="ddp diloco_h100 diloco_h100_uint8 demo diloco_h50 diloco_h500 diloco_h100_olr1 demo_lr3e-3 single_b8" \
+#     experiments/low_comm/run.sh   # also the tuning arms and the one-replica control
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PICO=${PICO:-build/pico}
@@ -24,6 +26,10 @@ declare -A ARM_SETTINGS=(
   [diloco_h500]="outer.algorithm=diloco outer.inner_steps=500"
   [diloco_h100_uint8]="outer.algorithm=diloco outer.inner_steps=100 outer.compression=uint8"
   [demo]="outer.algorithm=demo outer.demo.value_dtype=fp16 training.optimization.lr=${DEMO_LR:-1.0e-3} training.optimization.weight_decay=0"
+  # Tuning and a control, run after the six arms above (RESULTS.md, "Tuning and a control"):
+  [diloco_h100_olr1]="outer.algorithm=diloco outer.inner_steps=100 outer.lr=1.0"
+  [demo_lr3e-3]="outer.algorithm=demo outer.demo.value_dtype=fp16 training.optimization.lr=3.0e-3 training.optimization.weight_decay=0"
+  [single_b8]="local_workers=1"  # one replica alone: a DiLoCo replica's batch and steps, no averaging
 )
 ARMS=${ARMS:-"ddp diloco_h100 diloco_h100_uint8 demo diloco_h50 diloco_h500"}
 
