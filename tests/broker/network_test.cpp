@@ -362,8 +362,8 @@ TEST_F(Networked, MemberCheckpointsAndResumesWhereTheRunWaitedForIt) {
   // 6 rounds of 20 steps; rounds wait for two members; members save at rounds 2, 4, 6.
   const std::string run = " --set training.max_steps=120 --set outer.inner_steps=20 --set outer.min_contributors=2" +
                           std::string(" --set checkpointing.save_every_n_steps=40");
-  auto host = [&](const std::string& name, const std::string& who) {
-    return spawn("train --config " + dir_.file("run.yaml") + run + " --set checkpointing.run_name=" + name +
+  auto host = [&](const std::string& name, const std::string& who, const std::string& extra = "") {
+    return spawn("train --config " + dir_.file("run.yaml") + run + extra + " --set checkpointing.run_name=" + name +
                      " --identity " + who + " --overwrite --member-timeout 10" + common(),
                  dir_.file(name + ".log"));
   };
@@ -431,6 +431,20 @@ TEST_F(Networked, MemberCheckpointsAndResumesWhereTheRunWaitedForIt) {
   ASSERT_EQ(rb.size(), 6u);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(rb[static_cast<std::size_t>(i)]["round"].get<int>(), i + 1);
   EXPECT_TRUE(std::filesystem::exists(ckdir + "/step_000120.h5"));
+
+  // Bad input: run "net" started over with another model: b's checkpoints do not fit it.
+  std::filesystem::remove(a.log);  // (its join code must not be read for the new one's)
+  Proc a3 = host("net", "a", " --set model.d_model=64");
+  std::string code3;
+  ASSERT_TRUE(wait_for_log(a3.log, kJoinCode, {&code3}, 60)) << slurp(a3.log);
+  r = test::run_command(test::pico_binary() + " train --join '" + code3 + "' --identity b --resume" +
+                        " --set checkpointing.run_name=net-b" + common());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("model.d_model = 32, this run has model.d_model = 64"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("HINT: the run's shared config is not the one"), std::string::npos) << r.output;
+  EXPECT_NE(slurp(a3.log).find("of run net left"), std::string::npos) << "b should leave at once";
+  EXPECT_TRUE(std::filesystem::exists(ckdir + "/step_000120.h5")) << "a checkpoint that does not fit is kept";
+  a3.kill9();
 }
 
 }  // namespace

@@ -493,7 +493,11 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c, OuterStateIO* 
   }
   throw Error(str("none of the ", files.size(), " checkpoints in ", dir_.dir(), " can be resumed:\n  ",
                   join(reasons, "\n  ")),
-              "fix the config to match the run (RUN_DIR/config.yaml), or start over with --overwrite");
+              member_of_.empty()
+                  ? "fix the config to match the run (RUN_DIR/config.yaml), or start over with --overwrite"
+                  : "the run's shared config is not the one these checkpoints were written with (was it started "
+                    "over?): join it afresh without --resume (another --set checkpointing.run_name keeps the old "
+                    "checkpoints)");
 }
 
 bool RunCheckpointer::maybe_save(Contributor& c, const TrainState& state, const OuterStateIO* outer, bool force) {

@@ -125,7 +125,18 @@ class NetworkedMember {
 
   TrainSummary run() {
     join();
-    if (options_.resume) resume();
+    if (options_.resume) {
+      try {
+        resume();
+      } catch (const Error&) {
+        // Leave at once rather than hold the run's rounds up until the broker evicts us.
+        try {
+          client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
+        } catch (const Error&) {
+        }
+        throw;
+      }
+    }
     start_ = Clock::now();
     // --stop-after-step counts this member's steps (with outer.round_seconds a round may hold
     // more or fewer than H); without it the run ends by rounds.
