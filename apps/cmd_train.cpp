@@ -39,7 +39,8 @@ void run_train(TrainArgs a) {
     trainer::TrainOptions jo;
     jo.resume = a.resume;
     jo.stop_after_step = a.stop_after_step;
-    if (a.overwrite) throw Error("--overwrite does nothing with --join", "a joiner starts its run directory over unless --resume");
+    if (a.overwrite && a.resume)
+      throw Error("--overwrite and --resume exclude each other", "a joiner starts its run directory over unless --resume");
     trainer::join_networked(a.join, a.overrides, a.net, jo);
     return;
   }
