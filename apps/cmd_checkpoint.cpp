@@ -86,6 +86,9 @@ void run_inspect(const InspectArgs& a) {
       << attr_or(info, "/train_state", "round") << ", tokens " << attr_or(info, "/train_state", "tokens")
       << ", data cursor " << attr_or(info, "/train_state", "data_cursor") << " (sample index), optimizer step "
       << attr_or(info, "/optim/inner", "step") << "\n";
+  if (const std::string run_id = attr_or(info, "/train_state", "run_id", ""); !run_id.empty())
+    out << "member of   networked run " << run_id << " (contributor " << attr_or(info, "/train_state", "contributor_index")
+        << ", a round boundary: /model = θ_g)\n";
 
   const auto* yaml = find_attr(info, "/config", "yaml");
   if (yaml != nullptr && std::holds_alternative<std::string>(*yaml)) {

@@ -36,7 +36,12 @@ void run_train(TrainArgs a) {
   }
   if (!a.join.empty()) {
     if (!a.config.empty()) throw Error("--join and --config exclude each other", "a joiner takes the run's config from its broker");
-    trainer::join_networked(a.join, a.overrides, a.net);
+    trainer::TrainOptions jo;
+    jo.resume = a.resume;
+    jo.stop_after_step = a.stop_after_step;
+    if (a.overwrite && a.resume)
+      throw Error("--overwrite and --resume exclude each other", "a joiner starts its run directory over unless --resume");
+    trainer::join_networked(a.join, a.overrides, a.net, jo);
     return;
   }
   if (a.config.empty())
@@ -77,10 +82,14 @@ void register_train(CLI::App& app) {
                   "Override a config key, e.g. --set training.max_steps=100 (repeatable). When joining, only "
                   "local keys (data.path, device, checkpointing.runs_dir, …)")
       ->take_all();
-  sub->add_flag("--resume", args->resume, "Continue from the latest valid checkpoint of the run");
+  sub->add_flag("--resume", args->resume,
+                "Continue from the latest valid checkpoint of the run (every contributor of --local-workers, "
+                "inprocess or zmq, from its own). With --join: restore this member's inner optimizer and θ_g from "
+                "its newest checkpoint and rejoin (exact only if the run waited for it)");
   sub->add_flag("--overwrite", args->overwrite, "Start over in a run directory that already holds a run");
   sub->add_option("--stop-after-step", args->stop_after_step,
-                  "Stop after this step of the schedule (saving a checkpoint there); --resume continues the run")
+                  "Stop after this step of the schedule (saving a checkpoint there); --resume continues the run. "
+                  "A networked member leaves at the end of the round that reaches it")
       ->check(CLI::PositiveNumber);
   sub->add_option("--local-workers", args->local_workers,
                   "Simulate N contributors in this process, each on its own data shard (sets local_workers)")

@@ -347,3 +347,105 @@ TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
 
 }  // namespace
 }  // namespace pico
+
+namespace pico {
+namespace {
+
+// The θ_g hash of a member's last recorded round, and how many rounds it recorded.
+std::pair<std::string, int> last_round(const std::string& metrics) {
+  const auto r = rounds_of(metrics);
+  if (r.empty()) return {"", 0};
+  return {r.back()["theta_hash"].get<std::string>(), r.back()["round"].get<int>()};
+}
+
+TEST_F(Networked, MemberCheckpointsAndResumesWhereTheRunWaitedForIt) {
+  // 6 rounds of 20 steps; rounds wait for two members; members save at rounds 2, 4, 6.
+  const std::string run = " --set training.max_steps=120 --set outer.inner_steps=20 --set outer.min_contributors=2" +
+                          std::string(" --set checkpointing.save_every_n_steps=40");
+  auto host = [&](const std::string& name, const std::string& who, const std::string& extra = "") {
+    return spawn("train --config " + dir_.file("run.yaml") + run + extra + " --set checkpointing.run_name=" + name +
+                     " --identity " + who + " --overwrite --member-timeout 10" + common(),
+                 dir_.file(name + ".log"));
+  };
+  // The uninterrupted reference and the interrupted run, side by side (separate brokers;
+  // each run's rounds wait for its second member).
+  Proc ref = host("ref", "ra");
+  Proc a = host("net", "a");
+  std::string ref_code, code;
+  ASSERT_TRUE(wait_for_log(ref.log, kJoinCode, {&ref_code}, 60)) << slurp(ref.log);
+  ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
+  int joins = 0;
+  auto join = [&](const std::string& c, const std::string& who, const std::string& name, const std::string& extra) {
+    return spawn("train --join '" + c + "' --identity " + who + " --set checkpointing.run_name=" + name + extra + common(),
+                 dir_.file(name + std::to_string(joins++) + ".log"));
+  };
+  // b leaves after round 2 (step 40), saving a checkpoint; the run waits for a second member.
+  Proc b = join(code, "b", "net-b", " --stop-after-step 40");
+  ASSERT_TRUE(wait_for([&] { return !b.alive(); }, 120)) << slurp(b.log);
+  ASSERT_EQ(b.wait(), 0) << slurp(b.log);
+  const std::string ckdir = dir_.file("runs/net-b/checkpoints");
+  ASSERT_TRUE(std::filesystem::exists(ckdir + "/step_000040.h5")) << slurp(b.log);
+  EXPECT_EQ(last_round(dir_.file("runs/net-b/metrics.jsonl")).second, 2);
+
+  // The member's checkpoint: the run's id and round, θ_g and momentum, its pseudo-gradient,
+  // readable by h5py, `pico checkpoint inspect` and `pico analyze`.
+  auto r = test::run_command(test::python() + " -c \"import h5py; f = h5py.File('" + ckdir +
+                             "/step_000040.h5', 'r'); t = f['train_state'].attrs; o = f['optim/outer']; "
+                             "print(t['run_id'].decode() if isinstance(t['run_id'], bytes) else t['run_id'], "
+                             "int(t['round']), int(t['step']), int(o.attrs['step']), len(o['theta_g']), "
+                             "len(f['pseudo_gradient']), 'embedding_proj.weight' in o and 'momentum' in o['embedding_proj.weight'])\"");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("net 2 40 2 "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" True"), std::string::npos) << r.output;
+  r = test::run_command(test::pico_binary() + " checkpoint inspect " + ckdir + "/step_000040.h5");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("SHA-256 matches"), std::string::npos) << r.output;
+  r = test::run_command(test::pico_binary() + " analyze " + dir_.file("runs/net-b") + " --decentralized --no-plots --output " +
+                        dir_.file("an"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(slurp(dir_.file("an/metrics.csv")).find("drift"), std::string::npos) << r.output;
+
+  // Bad input: another run's checkpoints (the reference run's id) are refused, with a HINT.
+  r = test::run_command(test::pico_binary() + " train --join '" + ref_code + "' --identity x --resume" +
+                        " --set checkpointing.run_name=net-b" + common());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("belongs to run net, this contributor is joining run ref"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("HINT"), std::string::npos) << r.output;
+
+  // b resumes: the run is still at round 2, so it continues exactly, and the run ends with
+  // the uninterrupted run's θ_g, bit for bit. (The reference's second member starts only
+  // now, so that the reference run was still there to be refused above.)
+  Proc ref_b = join(ref_code, "rb", "ref-b", "");
+  Proc b2 = join(code, "b", "net-b", " --resume");
+  for (Proc* p : {&a, &b2, &ref, &ref_b}) {
+    ASSERT_TRUE(wait_for([&] { return !p->alive(); }, 240)) << "still running: " << slurp(p->log);
+  }
+  for (const Proc* p : {&a, &b2, &ref, &ref_b}) EXPECT_EQ(p->wait(), 0) << slurp(p->log);
+  EXPECT_NE(slurp(b2.log).find("continues exactly where it stopped"), std::string::npos) << slurp(b2.log);
+  const auto [ref_hash, ref_rounds] = last_round(dir_.file("runs/ref/metrics.jsonl"));
+  ASSERT_EQ(ref_rounds, 6) << slurp(ref.log);
+  EXPECT_EQ(last_round(dir_.file("runs/net/metrics.jsonl")), std::make_pair(ref_hash, 6)) << slurp(a.log);
+  EXPECT_EQ(last_round(dir_.file("runs/net-b/metrics.jsonl")), std::make_pair(ref_hash, 6)) << slurp(b2.log);
+  // b's metrics hold each round once (the resumed process appended rounds 3–6).
+  const auto rb = rounds_of(dir_.file("runs/net-b/metrics.jsonl"));
+  ASSERT_EQ(rb.size(), 6u);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(rb[static_cast<std::size_t>(i)]["round"].get<int>(), i + 1);
+  EXPECT_TRUE(std::filesystem::exists(ckdir + "/step_000120.h5"));
+
+  // Bad input: run "net" started over with another model: b's checkpoints do not fit it.
+  std::filesystem::remove(a.log);  // (its join code must not be read for the new one's)
+  Proc a3 = host("net", "a", " --set model.d_model=64");
+  std::string code3;
+  ASSERT_TRUE(wait_for_log(a3.log, kJoinCode, {&code3}, 60)) << slurp(a3.log);
+  r = test::run_command(test::pico_binary() + " train --join '" + code3 + "' --identity b --resume" +
+                        " --set checkpointing.run_name=net-b" + common());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("model.d_model = 32, this run has model.d_model = 64"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("HINT: the run's shared config is not the one"), std::string::npos) << r.output;
+  EXPECT_NE(slurp(a3.log).find("of run net left"), std::string::npos) << "b should leave at once";
+  EXPECT_TRUE(std::filesystem::exists(ckdir + "/step_000120.h5")) << "a checkpoint that does not fit is kept";
+  a3.kill9();
+}
+
+}  // namespace
+}  // namespace pico

@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "fixture.h"
@@ -455,6 +457,203 @@ TEST_F(Resume, DiLoCoCheckpointHoldsThetaGMomentumAndEachContributorsPseudoGradi
                              "int(o.attrs['step']), o['embedding_proj.weight/momentum'].shape)\"");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(str(n, " ", n, " 1 (512, 64)")), std::string::npos) << r.output;
+}
+
+
+// --- DeMo: δ (the decoupled momentum, which is also its error feedback) is in /optim/outer.
+
+const char* kDeMo = "local_workers: 2\nouter: {algorithm: demo, demo: {compression_topk: 8, compression_chunk: 16}}\n";
+
+trainer::RunConfig demo_config(const std::string& name) {
+  return trainer::parse_run_config(CheckpointFixture::yaml(name, kDeMo), "test config");
+}
+
+TEST_F(Resume, TwoContributorDeMoResumesBitForBit) {
+  trainer::TrainOptions fresh;
+  fresh.overwrite = true;
+  trainer::run_training(demo_config("mfull"), fresh);
+  const auto a = keyed(metrics("mfull"));
+  ASSERT_EQ(a.size(), 2u * 20u);  // DeMo has no rounds
+
+  trainer::TrainOptions stop = fresh;
+  stop.stop_after_step = 7;  // saves at 5 and 7
+  trainer::run_training(demo_config("mres"), stop);
+  // The checkpoint holds δ for every parameter (parameter shape) and DeMo's step count, and
+  // δ differs between the contributors (each folds in its own gradients and keeps what it
+  // did not send).
+  const auto d0 = checkpoints::read_checkpoint(contributor_ckpt("mres", 0, "step_000007.h5"));
+  const auto d1 = checkpoints::read_checkpoint(contributor_ckpt("mres", 1, "step_000007.h5"));
+  EXPECT_EQ(d0.attr_int("/optim/outer", "step"), 7);
+  std::size_t n = 0;
+  for (const auto* e : d0.in_group("/model")) {
+    const auto& delta = d0.tensor("/optim/outer/" + e->name, "delta");
+    EXPECT_EQ(delta.sizes(), e->tensor.sizes()) << e->name;
+    EXPECT_GT(delta.abs().max().item<float>(), 0.0f) << e->name;
+    EXPECT_FALSE(torch::equal(delta, d1.tensor("/optim/outer/" + e->name, "delta"))) << e->name;
+    // Every contributor applies the same sign step: the weights agree bit for bit.
+    EXPECT_TRUE(torch::equal(e->tensor, d1.tensor("/model", e->name))) << e->name;
+    ++n;
+  }
+  EXPECT_GT(n, 10u);
+
+  trainer::TrainOptions resume;
+  resume.resume = true;
+  const auto second = trainer::run_training(demo_config("mres"), resume);
+  EXPECT_EQ(second.steps, 20);
+  const auto b = keyed(metrics("mres"));
+  ASSERT_EQ(b.size(), a.size());
+  for (const auto& [key, ra] : a) {
+    ASSERT_EQ(b.count(key), 1u) << key;
+    for (const char* field : {"tokens", "loss", "lr", "grad_norm", "val_loss", "bytes_sent"}) {
+      ASSERT_EQ(ra.contains(field), b.at(key).contains(field)) << key << " " << field;
+      if (ra.contains(field)) {
+        if (std::string(field) == "bytes_sent") continue;  // counts this process's traffic only
+        EXPECT_EQ(ra[field].dump(), b.at(key)[field].dump()) << key << " " << field;
+      }
+    }
+  }
+  for (int w : {0, 1}) {
+    const std::string fa = contributor_ckpt("mfull", w, "step_000020.h5"), fb = contributor_ckpt("mres", w, "step_000020.h5");
+    for (const char* g : {"/model", "/optim/outer"}) expect_same_tensors(fa, fb, g);
+    EXPECT_EQ(checkpoints::read_checkpoint(fb).attr_int("/optim/outer", "step"), 20);
+  }
+}
+
+// --- --comm zmq: one process per contributor, each resuming from its own directory.
+
+// A run's config file with `extra` appended; returns its path.
+std::string config_file_with(const std::string& name, const std::string& extra) {
+  const std::string path = CheckpointFixture::dir_->file(name + ".yaml");
+  write_text(path, CheckpointFixture::yaml(name, extra));
+  return path;
+}
+
+// metrics.jsonl of a run whose contributors are processes: each process writes its own
+// round records, so rounds are keyed by contributor too.
+std::map<std::string, nlohmann::json> keyed_by_process(const std::vector<nlohmann::json>& records) {
+  std::map<std::string, nlohmann::json> out;
+  for (const auto& r : records) {
+    const std::string what = r.contains("step") ? str("step ", r["step"].get<std::int64_t>())
+                                                : str("round ", r["round"].get<std::int64_t>());
+    const std::string key = str(what, " contributor ", r["contributor"].get<std::int64_t>());
+    EXPECT_EQ(out.count(key), 0u) << "duplicate record " << key;
+    out[key] = r;
+  }
+  return out;
+}
+
+// Process ids whose command line contains `needle` (the contributor processes of a run).
+std::vector<pid_t> processes_with(const std::string& needle) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (fs::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(it->path().string() + "/cmdline", std::ios::binary);
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find(needle) != std::string::npos) out.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return out;
+}
+
+TEST_F(Resume, ZmqProcessesStoppedThenKilledResumeBitForBit) {
+  const std::string zfull = config_file_with("zfull", kDiLoCo), zres = config_file_with("zres", kDiLoCo);
+  auto r = run_command(pico("train --config " + zfull + " --comm zmq"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto a = keyed_by_process(metrics("zfull"));
+  ASSERT_EQ(a.size(), 2u * 20u + 2u * 5u);  // 20 steps and 5 rounds, each recorded by both processes
+
+  // 1. Stop after step 7 (inside round 2), then resume in processes that are SIGKILLed
+  //    (launcher and contributors) once step 12 is recorded: checkpoints exist for 5, 7, 10.
+  r = run_command(pico("train --config " + zres + " --comm zmq --stop-after-step 7"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(keyed_by_process(metrics("zres")).size(), 2u * 7u + 2u);
+  for (int w : {0, 1}) EXPECT_TRUE(fs::exists(contributor_ckpt("zres", w, "step_000007.h5"))) << w;
+  const std::string log = dir_->file("zres.log");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    const std::string cmd = "exec " + pico("train --config " + zres + " --comm zmq --resume") + " > " + log + " 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  bool reached = false;
+  for (int i = 0; i < 1200 && !reached; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (const auto& rec : metrics("zres"))
+      reached = reached || (rec.contains("step") && rec["step"].get<std::int64_t>() >= 12);
+  }
+  ASSERT_TRUE(reached) << read_text(log);
+  // Only the launcher is killed: its contributor processes must not outlive it.
+  const std::string workers = run_dir("zres") + "/rendezvous";
+  ASSERT_EQ(processes_with(workers).size(), 2u) << read_text(log);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    gone = processes_with(workers).empty();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!gone)
+    for (pid_t p : processes_with(workers)) ::kill(p, SIGKILL);
+  EXPECT_TRUE(gone) << "contributor processes outlived their SIGKILLed launcher";
+  const auto killed = keyed_by_process(metrics("zres"));
+  EXPECT_LT(killed.size(), a.size());
+
+  // 2. Resume again: from the newest step both contributors have; metrics.jsonl keeps the
+  //    records up to it and gets the rest, each exactly once.
+  r = run_command(pico("train --config " + zres + " --comm zmq --resume"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from " + contributor_ckpt("zres", 1, "step_")), std::string::npos) << r.output;
+  const auto b = keyed_by_process(metrics("zres"));
+  ASSERT_EQ(b.size(), a.size());
+  // The records of steps 1–7 are the first process's own (same wall-clock stamps).
+  EXPECT_EQ(b.at("step 3 contributor 1")["elapsed_s"].dump(), killed.at("step 3 contributor 1")["elapsed_s"].dump());
+  for (const auto& [key, ra] : a) {
+    ASSERT_EQ(b.count(key), 1u) << key;
+    for (const char* field : {"tokens", "loss", "lr", "grad_norm", "val_loss", "theta_hash", "pseudo_grad_norm",
+                              "round_tokens"}) {
+      ASSERT_EQ(ra.contains(field), b.at(key).contains(field)) << key << " " << field;
+      if (ra.contains(field)) {
+        EXPECT_EQ(ra[field].dump(), b.at(key)[field].dump()) << key << " " << field;
+      }
+    }
+  }
+  for (int w : {0, 1}) {
+    const std::string fa = contributor_ckpt("zfull", w, "step_000020.h5"), fb = contributor_ckpt("zres", w, "step_000020.h5");
+    for (const char* g : {"/model", "/optim/inner", "/optim/outer", "/pseudo_gradient"}) expect_same_tensors(fa, fb, g);
+  }
+
+  // 3. The same run with threads of one process (the same ring arithmetic, the same intra-op
+  //    thread count): bit-identical too, so a run may be resumed with either communicator.
+  trainer::TrainOptions fresh;
+  fresh.overwrite = true;
+  trainer::run_training(diloco_config("zthreads"), fresh);
+  const auto t = keyed(metrics("zthreads"));
+  for (const auto& [key, rt] : t) {
+    const std::string k = key.rfind("round", 0) == 0 ? key + " contributor 0" : key;
+    ASSERT_EQ(a.count(k), 1u) << k;
+    for (const char* field : {"loss", "grad_norm", "val_loss", "theta_hash"})
+      if (rt.contains(field)) {
+        EXPECT_EQ(rt[field].dump(), a.at(k)[field].dump()) << k << " " << field;
+      }
+  }
+
+  // 4. Bad input: a contributor's checkpoint directory is missing; another config.
+  fs::rename(run_dir("zfull") + "/checkpoints/contributor_1", run_dir("zfull") + "/c1");
+  r = run_command(pico("train --config " + zfull + " --comm zmq --resume"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("contributor_1 is missing"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("HINT"), std::string::npos) << r.output;
+  fs::rename(run_dir("zfull") + "/c1", run_dir("zfull") + "/checkpoints/contributor_1");
+  r = run_command(pico("train --config " + zfull + " --comm zmq --resume --set seed=8 --set outer.timeout_s=20"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("seed = 7"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("HINT"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -165,6 +165,7 @@ CheckpointData gather_state(const RunConfig& cfg, Contributor& c, const TrainSta
   d.set_attr(kTrainState, "dataset_hash", manifest.dataset_hash);
   d.set_attr(kTrainState, "contributor_index", static_cast<std::int64_t>(c.index()));
   d.set_attr(kTrainState, "contributors", cfg.local_workers);
+  if (!state.run_id.empty()) d.set_attr(kTrainState, "run_id", state.run_id);
   std::vector<std::int64_t> shards(c.shards().begin(), c.shards().end());
   d.add(kTrainState, "shards", torch::tensor(shards, torch::kLong));
   for (auto& [name, gen] : default_generators()) {
@@ -315,7 +316,8 @@ std::vector<std::string> check_resume_compatible(const RunConfig& saved, const s
   return warnings;
 }
 
-TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, Contributor& c, OuterStateIO* outer) {
+TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, Contributor& c, OuterStateIO* outer,
+                              bool shards_must_match) {
   const std::string& src = data.source.empty() ? std::string("(in memory)") : data.source;
   const RunConfig saved = parse_run_config(data.config_yaml, str("checkpoint ", src, " (/config@yaml)"));
   const std::string saved_hash = data.attr_string(kTrainState, "dataset_hash");
@@ -337,7 +339,12 @@ TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, 
   const auto& shards_t = data.tensor(kTrainState, "shards");
   std::vector<std::size_t> shards;
   for (std::int64_t i = 0; i < shards_t.numel(); ++i) shards.push_back(static_cast<std::size_t>(shards_t[i].item<std::int64_t>()));
-  if (shards != c.shards()) {
+  if (const auto it = data.attrs.find(kTrainState); it != data.attrs.end() && it->second.count("run_id"))
+    st.run_id = data.attr_string(kTrainState, "run_id");
+  if (shards != c.shards() && !shards_must_match) {
+    log_warn("resume: checkpoint ", src, " read other train shards than this contributor now reads (its broker gave it "
+             "another data slot); it continues on the new ones");
+  } else if (shards != c.shards()) {
     auto list = [](const std::vector<std::size_t>& v) {
       std::vector<std::string> parts;
       for (auto x : v) parts.push_back(std::to_string(x));
@@ -459,7 +466,16 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c, OuterStateIO* 
                  " (a crash after writing it?); relying on its Fletcher32 checksums");
       }
       const auto data = checkpoints::read_checkpoint(path, {{"/learning_dynamics"}});
-      const TrainState st = restore_checkpoint(data, cfg_, c, outer);
+      if (!member_of_.empty()) {
+        const auto it = data.attrs.find(kTrainState);
+        const std::string id = it != data.attrs.end() && it->second.count("run_id") ? data.attr_string(kTrainState, "run_id")
+                                                                                      : std::string("(none: a local run)");
+        if (id != member_of_)
+          throw Error(str("checkpoint ", path, " belongs to run ", id, ", this contributor is joining run ", member_of_),
+                      "resume a member with the join code of the run it was part of, or join this run afresh "
+                      "without --resume (another --set checkpointing.run_name keeps the old checkpoints)");
+      }
+      const TrainState st = restore_checkpoint(data, cfg_, c, outer, /*shards_must_match=*/member_of_.empty());
       if (st.step != step)
         throw CorruptCheckpoint(str("checkpoint ", path, " holds step ", st.step, ", its name says ", step),
                                 "rename it to step_NNNNNN.h5 for the step it holds, or remove it");
@@ -477,7 +493,11 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c, OuterStateIO* 
   }
   throw Error(str("none of the ", files.size(), " checkpoints in ", dir_.dir(), " can be resumed:\n  ",
                   join(reasons, "\n  ")),
-              "fix the config to match the run (RUN_DIR/config.yaml), or start over with --overwrite");
+              member_of_.empty()
+                  ? "fix the config to match the run (RUN_DIR/config.yaml), or start over with --overwrite"
+                  : "the run's shared config is not the one these checkpoints were written with (was it started "
+                    "over?): join it afresh without --resume (another --set checkpointing.run_name keeps the old "
+                    "checkpoints)");
 }
 
 bool RunCheckpointer::maybe_save(Contributor& c, const TrainState& state, const OuterStateIO* outer, bool force) {

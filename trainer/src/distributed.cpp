@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <thread>
 
 #include "pico/broker/client.h"
@@ -23,6 +24,7 @@
 #include "pico/common/progress.h"
 #include "pico/common/strings.h"
 #include "pico/optim/diloco.h"
+#include "pico/trainer/checkpointing.h"
 #include "pico/trainer/config_io.h"
 #include "pico/trainer/contributor.h"
 #include "pico/trainer/metrics.h"
@@ -57,31 +59,112 @@ std::string dataset_prepare_command(const data::Dataset& ds) {
              " (with the run's tokenizer: --tokenizer tokenizer.model, sha256 ", m.tokenizer_sha256.substr(0, 12), "…)");
 }
 
+// A member's outer state as a checkpoint holds it (checkpointing.h): θ_g, momentum and the
+// outer step count of optim::DiLoCo, and its last unweighted pseudo-gradient.
+class MemberOuterState final : public OuterStateIO {
+ public:
+  MemberOuterState(optim::DiLoCo& outer, std::vector<float>& last_delta) : outer_(outer), last_delta_(last_delta) {}
+  optim::NamedTensors outer_state() const override { return outer_.state(); }
+  void load_outer_state(const optim::NamedTensors& state) override { outer_.load_state(state); }
+  optim::NamedTensors pseudo_gradient() const override {
+    optim::NamedTensors out;
+    if (last_delta_.empty()) return out;
+    std::int64_t off = 0;
+    for (const auto& [name, p] : outer_.global_params()) {
+      out.emplace_back(name, torch::from_blob(last_delta_.data() + off, p.sizes(), torch::kFloat32).clone());
+      off += p.numel();
+    }
+    return out;
+  }
+  void load_pseudo_gradient(const optim::NamedTensors& delta) override {
+    std::map<std::string, torch::Tensor> by_name(delta.begin(), delta.end());
+    std::vector<float> flat;
+    for (const auto& [name, p] : outer_.global_params()) {
+      const auto it = by_name.find(name);
+      if (it == by_name.end()) {
+        if (delta.empty()) break;
+        throw Error(str("the checkpoint's pseudo-gradient has no '", name, "'"), "the checkpoint does not match this model");
+      }
+      if (it->second.sizes() != p.sizes())
+        throw Error(str("the checkpoint's pseudo-gradient '", name, "' has shape ", it->second.sizes(), ", expected ",
+                        p.sizes()),
+                    "the checkpoint does not match this model");
+      const torch::Tensor t = optim::to_cpu_float(it->second);
+      flat.insert(flat.end(), t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+    }
+    last_delta_ = std::move(flat);
+  }
+  // Every completed round is one outer step, so the outer step count is the round.
+  std::int64_t rounds_done() const override { return outer_.step_count(); }
+
+ private:
+  optim::DiLoCo& outer_;
+  std::vector<float>& last_delta_;
+};
+
 class NetworkedMember {
  public:
   NetworkedMember(RunConfig cfg, NetworkOptions net, std::string run_id, std::shared_ptr<data::Dataset> dataset,
                   std::unique_ptr<broker::BrokerClient> client, std::shared_ptr<comm::ZmqNode> node,
-                  const std::string& metrics_path, bool append_metrics)
+                  const std::string& metrics_path, const TrainOptions& options)
       : cfg_(std::move(cfg)),
         net_(std::move(net)),
         run_id_(std::move(run_id)),
         dataset_(std::move(dataset)),
         client_(std::move(client)),
         node_(std::move(node)),
-        metrics_(metrics_path, !append_metrics) {
+        options_(options),
+        metrics_path_(metrics_path),
+        metrics_(metrics_path, !options.resume),
+        checkpointer_(cfg_, *dataset_) {
     rounds_total_ = (cfg_.training.max_steps + cfg_.outer.inner_steps - 1) / cfg_.outer.inner_steps;
     wire_ = parse_wire_dtype(cfg_.outer.compression);
+    checkpointer_.set_member_of(run_id_);
+    if (!options.resume) checkpointer_.start_fresh(options.overwrite);
   }
 
   TrainSummary run() {
     join();
+    if (options_.resume) {
+      try {
+        resume();
+      } catch (const Error&) {
+        // Leave at once rather than hold the run's rounds up until the broker evicts us.
+        try {
+          client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
+        } catch (const Error&) {
+        }
+        throw;
+      }
+    }
     start_ = Clock::now();
-    while (base_round_ < rounds_total_ && !finished_) {
+    // --stop-after-step counts this member's steps (with outer.round_seconds a round may hold
+    // more or fewer than H); without it the run ends by rounds.
+    const bool stops = options_.stop_after_step > 0;
+    const std::int64_t stop = stops ? options_.stop_after_step : std::numeric_limits<std::int64_t>::max();
+    while (base_round_ < rounds_total_ && !finished_ && step_ < stop) {
       if (needs_snapshot_) fetch_snapshot();
       if (finished_) break;
       const bool round_complete = train_round();
       if (!round_complete) continue;  // resync or rejoin asked for mid-round
       outer_round();
+    }
+    save_checkpoint(/*force=*/true);
+    checkpointer_.finish();
+    if (stops && step_ >= stop && base_round_ < rounds_total_ && !finished_) {
+      // --stop-after-step: leave the run (it goes on without this member); --resume rejoins.
+      log_info("stopping after step ", step_, " (--stop-after-step ", stop, "); rejoin with --resume");
+      client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
+      client_->set_heartbeat(nlohmann::json::object());
+      TrainSummary s;
+      s.steps = step_;
+      s.tokens = tokens_;
+      s.loss = last_loss_;
+      s.val_loss = last_val_;
+      s.seconds = seconds_since(start_);
+      s.run_dir = cfg_.run_dir();
+      progress_.finish(str("stopped: round ", base_round_, "/", rounds_total_, ", ", step_, " steps"));
+      return s;
     }
     client_->request(MessageType::kRunFinished, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", base_round_}});
     client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
@@ -136,6 +219,49 @@ class NetworkedMember {
       step_ = 0;
     }
     update_heartbeat();
+  }
+
+  // --resume: the inner optimizer, counters and (if the run is still there) θ_g from this
+  // member's newest valid checkpoint. join() has run: the contributor exists and the broker
+  // has said whether θ_g comes from a snapshot (it does once the run has a round).
+  void resume() {
+    MemberOuterState io(*outer_, last_delta_);
+    const auto st = checkpointer_.resume(*contributor_, &io);
+    if (!st) return;  // nothing saved yet: a plain join
+    if (!needs_snapshot_ && st->round > 0)
+      throw Error(str("this member's checkpoint is of round ", st->round, ", but run ", run_id_, " is at round 0"),
+                  "the run was started over since: join it afresh without --resume");
+    step_ = st->step;
+    tokens_ = st->tokens;
+    base_round_ = st->round;
+    resumed_round_ = st->round;
+    resumed_theta_ = outer_->state_hash();
+    last_saved_step_ = st->step;
+    truncate_metrics_after(metrics_path_, st->step, st->round);
+    metrics_ = MetricsWriter(metrics_path_, /*truncate=*/false);
+    {
+      torch::NoGradGuard no_grad;
+      outer_->copy_to(contributor_->model()->named_params());  // the round boundary: θ = θ_g
+    }
+    theta_hash_ = resumed_theta_;
+  }
+
+  // Members save at round boundaries, the only points where their state is a consistent θ_g:
+  // at the end of each round in which a multiple of checkpointing.save_every_n_steps falls
+  // (and, with `force`, at the end), into RUN_DIR/checkpoints.
+  void save_checkpoint(bool force) {
+    if (step_ == 0 || needs_snapshot_ || step_ == last_saved_step_) return;
+    const std::int64_t every = cfg_.checkpointing.save_every_n_steps;
+    const bool due = force || (every > 0 && step_ / every > std::max<std::int64_t>(last_saved_step_, 0) / every);
+    if (!due) return;
+    TrainState st;
+    st.step = step_;
+    st.round = base_round_;
+    st.tokens = tokens_;
+    st.run_id = run_id_;
+    MemberOuterState io(*outer_, last_delta_);
+    checkpointer_.maybe_save(*contributor_, st, &io, /*force=*/true);
+    last_saved_step_ = step_;
   }
 
   void update_heartbeat() {
@@ -234,6 +360,16 @@ class NetworkedMember {
       update_heartbeat();
       log_info("θ_g of round ", round, " loaded (", format_bytes(static_cast<double>(blob.size())), ", hash ",
                theta_hash_.substr(0, 12), ")");
+      if (resumed_round_ >= 0) {
+        if (round == resumed_round_ && theta_hash_ == resumed_theta_)
+          log_info("resume: the run is still at round ", round, " and its θ_g is the checkpoint's: this member continues "
+                   "exactly where it stopped");
+        else
+          log_warn("resume: the run moved on from round ", resumed_round_, " (this member's checkpoint) to round ", round,
+                   " without it; it continues from the run's θ_g with its own inner-optimizer state, so its "
+                   "trajectory is not that of an uninterrupted member");
+        resumed_round_ = -1;
+      }
       return;
     }
   }
@@ -290,6 +426,7 @@ class NetworkedMember {
     double norm = 0;
     bool finite = true;
     compute_delta(norm, finite);
+    last_delta_ = flat_;  // unweighted Δ of this round, for checkpoints (/pseudo_gradient)
     nlohmann::json ready = {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
                             {"base_round", base_round_}, {"tokens", round_tokens_},
                             {"inner_steps", round_steps_}, {"compute_seconds", compute_s_},
@@ -421,6 +558,7 @@ class NetworkedMember {
              format_bytes(static_cast<double>(sent)), " sent in ", format_duration(comm_s),
              std::isfinite(last_val_) ? str(", val_loss ", last_val_) : std::string());
     update_heartbeat();
+    save_checkpoint(/*force=*/false);
     return true;
   }
 
@@ -435,7 +573,14 @@ class NetworkedMember {
   std::unique_ptr<broker::BrokerClient> client_;
   std::shared_ptr<comm::ZmqNode> node_;
   std::unique_ptr<comm::ZmqCommunicator> comm_;
+  TrainOptions options_;
+  std::string metrics_path_;
   MetricsWriter metrics_;
+  RunCheckpointer checkpointer_;
+  std::vector<float> last_delta_;  // (numel) this member's last unweighted Δ; empty before its first round
+  std::int64_t last_saved_step_ = -1;
+  std::int64_t resumed_round_ = -1;  // the round of the checkpoint resumed from, until θ_g is fetched
+  std::string resumed_theta_;
   std::unique_ptr<Contributor> contributor_;
   std::unique_ptr<optim::DiLoCo> outer_;
   std::vector<float> flat_;
@@ -476,6 +621,12 @@ std::shared_ptr<comm::ZmqNode> make_node(const NetworkOptions& net) {
 
 void prepare_run_dir(const RunConfig& cfg, const TrainOptions& options) {
   const std::string metrics_path = cfg.run_dir() + "/metrics.jsonl";
+  if (options.resume) {
+    // A member resuming: its checkpoints, metrics and config stay; the config is the run's.
+    make_dirs(cfg.run_dir());
+    write_file_atomic(cfg.run_dir() + "/config.yaml", to_yaml(cfg));
+    return;
+  }
   if (std::filesystem::exists(metrics_path) && !options.overwrite)
     throw Error(str("run directory ", cfg.run_dir(), " already holds a run (", metrics_path, ")"),
                 "pass --overwrite to start it over, or --set checkpointing.run_name=NEW");
@@ -489,6 +640,32 @@ void prepare_run_dir(const RunConfig& cfg, const TrainOptions& options) {
   write_file_atomic(cfg.run_dir() + "/config.yaml", to_yaml(cfg));
 }
 
+// --resume of a member, before it joins (joining would make it a member of the run): the
+// newest checkpoint in its run directory must be one of `run_id`'s. RunCheckpointer::resume
+// checks every file it loads again.
+void check_member_checkpoints(const RunConfig& cfg, const std::string& run_id) {
+  const checkpoints::CheckpointDir dir(cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir, cfg.checkpointing.keep_latest_k);
+  const auto files = dir.list();
+  if (files.empty()) {
+    log_warn("resume: no checkpoint in ", dir.dir(), "; joining as a new member");
+    return;
+  }
+  const std::string path = dir.path_of(files.front().second);
+  checkpoints::CheckpointData d;
+  try {
+    d = checkpoints::read_checkpoint(path, {{"/model", "/optim", "/pseudo_gradient", "/learning_dynamics", "/tokenizer"}});
+  } catch (const checkpoints::CorruptCheckpoint&) {
+    return;  // resume() reports it and falls back to an older one
+  }
+  const auto it = d.attrs.find("/train_state");
+  const std::string id = it != d.attrs.end() && it->second.count("run_id") ? d.attr_string("/train_state", "run_id")
+                                                                           : std::string("(none: a local run)");
+  if (id != run_id)
+    throw Error(str("checkpoint ", path, " belongs to run ", id, ", this contributor is joining run ", run_id),
+                "resume a member with the join code of the run it was part of, or join this run afresh without "
+                "--resume (another --set checkpointing.run_name keeps the old checkpoints)");
+}
+
 }  // namespace
 
 TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, const TrainOptions& options) {
@@ -496,7 +673,11 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   if (cfg.outer.algorithm != "diloco")
     throw Error(str("a networked run needs outer.algorithm: diloco (this config has ", cfg.outer.algorithm, ")"),
                 "contributors meet only at DiLoCo round boundaries; use --local-workers to simulate ddp or demo");
-  if (options.resume) throw Error("--resume is not supported for networked runs", "rejoin the run instead: members get θ_g from a snapshot");
+  if (options.resume && net.broker.empty())
+    throw Error("--resume is not supported for the host of a networked run with an embedded broker",
+                "the run's broker lived in the stopped process and the members' join codes point at it: start the run "
+                "again with --overwrite, or host runs that must survive their host on a standing broker (pico broker; "
+                "then --broker CODE --resume rejoins it). Members resume with pico train --join CODE --resume");
   set_log_level(parse_log_level(cfg.monitoring.log_level));
   warn_if_slow_blas();
   torch::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
@@ -567,7 +748,7 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   write_file_atomic(cfg.run_dir() + "/join_code.txt", join + "\n", 0600);
 
   auto node = make_node(net);
-  NetworkedMember member(cfg, net, run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl", false);
+  NetworkedMember member(cfg, net, run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl", options);
   member.token_ = token;
   TrainSummary s = member.run();
   if (embedded) {
@@ -579,7 +760,7 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
 }
 
 TrainSummary join_networked(const std::string& join_code, const std::vector<std::string>& overrides,
-                            const NetworkOptions& net) {
+                            const NetworkOptions& net, const TrainOptions& join_options) {
   const auto code = broker::parse_join_code(join_code);
   for (const auto& o : overrides) {
     const std::string key = trim(o.substr(0, o.find('=')));
@@ -608,12 +789,14 @@ TrainSummary join_networked(const std::string& join_code, const std::vector<std:
                 str(how.empty() ? "prepare the run's dataset" : "prepare it with: " + how,
                     ", then join with --set data.path=DIR"));
   }
-  TrainOptions options;
-  options.overwrite = true;  // a joiner's run directory is its own; rejoining starts it over
+  if (join_options.resume) check_member_checkpoints(cfg, code.run_id);
+  TrainOptions options = join_options;
+  // A joiner's run directory is its own: joining again starts it over, unless --resume.
+  options.overwrite = !options.resume;
   prepare_run_dir(cfg, options);
   auto node = make_node(net);
   NetworkedMember member(cfg, net, code.run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl",
-                         false);
+                         options);
   member.token_ = code.token;
   return member.run();
 }

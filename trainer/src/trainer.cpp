@@ -3,6 +3,7 @@
 #include "pico/trainer/trainer.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,9 +62,12 @@ class RunMonitor {
   // `workers` contributors report to this monitor: indices first_worker … first_worker + workers − 1.
   // `append`: keep what metrics.jsonl holds (a resumed run, or contributor processes that
   // share the file); otherwise it starts empty.
-  RunMonitor(const RunConfig& cfg, const std::string& metrics_path, bool append, int workers, int first_worker = 0)
-      : cfg_(cfg), metrics_path_(metrics_path), workers_(workers), first_(first_worker), start_(Clock::now()),
-        per_worker_(static_cast<std::size_t>(workers)) {
+  // `truncate_on_resume`: this monitor cuts metrics.jsonl back on resume (false in the
+  // contributor processes of --comm zmq other than rank 0: one process rewrites the file).
+  RunMonitor(const RunConfig& cfg, const std::string& metrics_path, bool append, int workers, int first_worker = 0,
+             bool truncate_on_resume = true)
+      : cfg_(cfg), metrics_path_(metrics_path), truncated_(!truncate_on_resume), workers_(workers), first_(first_worker),
+        start_(Clock::now()), per_worker_(static_cast<std::size_t>(workers)) {
     metrics_.emplace(metrics_path, /*truncate=*/!append);
   }
 
@@ -78,6 +82,14 @@ class RunMonitor {
     truncated_ = true;
     metrics_.reset();  // reopened after the rewrite (which replaces the file)
     truncate_metrics_after(metrics_path_, state.step, state.round);
+    metrics_.emplace(metrics_path_, /*truncate=*/false);
+  }
+
+  // Opens metrics.jsonl again: another process has replaced it (truncate_metrics_after
+  // writes a new file), and records appended to the old one would be lost.
+  void reopen() {
+    std::lock_guard<std::mutex> lock(mu_);
+    metrics_.reset();
     metrics_.emplace(metrics_path_, /*truncate=*/false);
   }
 
@@ -187,7 +199,7 @@ class RunMonitor {
   std::string metrics_path_;
   std::optional<MetricsWriter> metrics_;
   std::int64_t first_step_ = 0;  // the step the run started or resumed at
-  bool truncated_ = false;
+  bool truncated_;               // metrics.jsonl was cut back already (or is not ours to cut)
   int workers_;
   int first_;
   Clock::time_point start_;
@@ -259,6 +271,20 @@ TrainState resume_agreed(RunCheckpointer& checkpointer, Contributor& c, Algorith
   }
 }
 
+// Waits until every contributor has called it (an all-gather of nothing, on a tag no
+// training collective uses). `what` names the occasion in the error.
+void barrier(comm::Communicator& comm, const std::string& what, double timeout_s) {
+  constexpr std::uint64_t kBarrierTag = ~std::uint64_t{0} - 128;
+  std::vector<std::vector<std::uint8_t>> all;
+  comm::AllgatherOptions opts;
+  opts.tag = kBarrierTag;
+  opts.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
+  const auto r = comm.all_gather(std::vector<std::uint8_t>(1, 0), all, opts);
+  if (!r.ok())
+    throw Error(str("contributors did not meet for ", what, ": ", comm::to_string(r.status), " — ", r.error),
+                "another contributor failed; its error is printed above");
+}
+
 // One contributor's whole run, on its own thread: resume (or check that the run is new),
 // steps, saves, and the final save.
 void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> dataset, torch::Device device, int w,
@@ -276,6 +302,12 @@ void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> datas
   if (options.resume) {
     state = resume_agreed(checkpointer, *contributor, *algorithm, comm, compute_mu, cfg.outer.timeout_s);
     monitor.resumed(w, state);
+    if (options.worker_rank >= 0 && comm.world_size() > 1) {
+      // Contributor processes share metrics.jsonl: rank 0 has just cut it back (replacing
+      // the file); nobody writes before that, and everybody appends to the new file.
+      barrier(comm, "the metrics rewrite after resuming", cfg.outer.timeout_s);
+      monitor.reopen();
+    }
   }
   const std::int64_t max_steps = cfg.training.max_steps;
   const std::int64_t stop_step =
@@ -287,16 +319,18 @@ void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> datas
     state.step = step;
     state.tokens += rep.inner.tokens;
     state.round = algorithm->rounds_done();
-    {
-      std::lock_guard<std::mutex> lock(compute_mu);  // the snapshot computes (learning dynamics)
-      checkpointer.maybe_save(*contributor, state, algorithm.get(), /*force=*/step == stop_step);
-    }
     double val = std::nan("");
     if (w == 0 && (step == max_steps || (eval_every > 0 && step % eval_every == 0))) {
       std::lock_guard<std::mutex> lock(compute_mu);
       val = contributor->evaluate();
     }
+    // The step's record first: a checkpoint of step S implies metrics.jsonl holds S (a
+    // process killed in between has nothing to redo that the file lacks).
     monitor.on_step(w, step, rep, algorithm->bytes_sent(), algorithm->bytes_received(), val);
+    {
+      std::lock_guard<std::mutex> lock(compute_mu);  // the snapshot computes (learning dynamics)
+      checkpointer.maybe_save(*contributor, state, algorithm.get(), /*force=*/step == stop_step);
+    }
   }
   {
     std::lock_guard<std::mutex> lock(compute_mu);
@@ -327,10 +361,21 @@ void check_resume_layout(const RunConfig& cfg) {
     throw Error(str("the checkpoints of ", cfg.run_dir(), " were written by one contributor (", base,
                     "/step_*.h5), this run has local_workers = ", workers),
                 hint);
-  if (workers > 1 && subdirs > 0 && subdirs != workers)
+  if (workers > 1 && subdirs > workers)
     throw Error(str("the checkpoints of ", cfg.run_dir(), " were written by ", subdirs, " contributors, this run has ",
                     "local_workers = ", workers),
                 hint);
+  if (workers > 1 && subdirs > 0) {
+    std::vector<std::string> missing;
+    for (int w = 0; w < workers; ++w)
+      if (!fs::is_directory(checkpoint_dir(cfg, w), ec)) missing.push_back(checkpoint_dir(cfg, w));
+    if (!missing.empty())
+      throw Error(str("cannot resume ", cfg.run_dir(), ": the checkpoint director", missing.size() > 1 ? "ies " : "y ",
+                      join(missing, ", "), missing.size() > 1 ? " are" : " is", " missing (", subdirs, " of ", workers,
+                      " contributors have one)"),
+                  "contributors resume together: restore the missing directory (each holds that contributor's own "
+                  "state and data position), or start the run over with --overwrite");
+  }
 }
 
 // For a run that starts at step 0: every contributor's checkpoint directory must be empty
@@ -367,15 +412,23 @@ TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
   ro.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.outer.timeout_s * 1000));
   const comm::Membership membership = comm::rendezvous_files(*node, ro);
   auto comm = comm::make_zmq_communicator(node, membership);
-  RunMonitor monitor(cfg, cfg.run_dir() + "/metrics.jsonl", /*append=*/true, 1, rank);
+  // Rank 0 alone cuts metrics.jsonl back on resume (run_worker then makes every process reopen it).
+  RunMonitor monitor(cfg, cfg.run_dir() + "/metrics.jsonl", /*append=*/true, 1, rank, /*truncate_on_resume=*/rank == 0);
   std::mutex compute_mu;  // alone in this process
   const auto t0 = Clock::now();
-  TrainOptions worker_options;  // contributor processes save checkpoints; the parent checked the directories
+  // Each process saves and resumes its own checkpoints (RUN_DIR/checkpoints/contributor_<rank>);
+  // the parent has checked the directories (fresh, or laid out for this many contributors).
+  TrainOptions worker_options;
+  worker_options.resume = options.resume;
+  worker_options.stop_after_step = options.stop_after_step;
+  worker_options.worker_rank = rank;
   run_worker(cfg, dataset, device, rank, *comm, compute_mu, monitor, worker_options);
-  if (rank == 0) monitor.finish(cfg.training.max_steps);
+  const std::int64_t steps =
+      options.stop_after_step > 0 ? std::min(options.stop_after_step, cfg.training.max_steps) : cfg.training.max_steps;
+  if (rank == 0) monitor.finish(steps);
   TrainSummary summary;
   summary.run_dir = cfg.run_dir();
-  summary.steps = cfg.training.max_steps;
+  summary.steps = steps;
   summary.tokens = monitor.total_tokens();
   summary.loss = monitor.last_loss();
   summary.val_loss = monitor.last_val_loss();
@@ -385,7 +438,7 @@ TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
 
 // --comm zmq, in the parent: one process per contributor (this binary, re-executed on the
 // resolved config), waited for; if one fails the others are stopped and its error reported.
-void launch_zmq_workers(const RunConfig& cfg) {
+void launch_zmq_workers(const RunConfig& cfg, const TrainOptions& options) {
   const int workers = static_cast<int>(cfg.local_workers);
   const std::string rendezvous = cfg.run_dir() + "/rendezvous";
   std::filesystem::remove_all(rendezvous);
@@ -396,12 +449,26 @@ void launch_zmq_workers(const RunConfig& cfg) {
                                       : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / workers);
   std::vector<pid_t> pids;
   for (int r = 0; r < workers; ++r) {
+    // The argument list is built before fork: only async-signal-safe calls in the child.
+    const std::string rank = std::to_string(r), th = str("threads=", threads),
+                      stop = std::to_string(options.stop_after_step);
+    std::vector<const char*> argv = {"pico", "train", "--config", config.c_str(), "--comm", "zmq", "--worker-rank",
+                                     rank.c_str(), "--rendezvous", rendezvous.c_str(), "--set", th.c_str()};
+    if (options.resume) argv.push_back("--resume");
+    if (options.stop_after_step > 0) {
+      argv.push_back("--stop-after-step");
+      argv.push_back(stop.c_str());
+    }
+    argv.push_back(nullptr);
+    const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) throw Error(str("cannot start contributor process ", r, ": fork failed"), "check the process limit");
     if (pid == 0) {
-      const std::string rank = std::to_string(r), th = str("threads=", threads);
-      ::execl("/proc/self/exe", "pico", "train", "--config", config.c_str(), "--comm", "zmq", "--worker-rank",
-              rank.c_str(), "--rendezvous", rendezvous.c_str(), "--set", th.c_str(), static_cast<char*>(nullptr));
+      // A contributor does not outlive its launcher (killed, even by SIGKILL): the others
+      // would wait for it until outer.timeout_s. The checkpoints on disk stay for --resume.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(1);  // the launcher died before prctl
+      ::execv("/proc/self/exe", const_cast<char* const*>(argv.data()));
       ::_exit(127);
     }
     pids.push_back(pid);
@@ -461,16 +528,15 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
 
   if (!options.resume) check_fresh_checkpoints(cfg, *dataset, options.overwrite);
   if (options.comm == "zmq" && workers > 1) {
-    if (options.resume)
-      throw Error("--resume is not supported with --comm zmq",
-                  "resume with the in-process communicator (without --comm zmq): it reads the same checkpoints");
-    if (options.stop_after_step > 0) throw Error("--stop-after-step is not supported with --comm zmq", "leave it out");
-    MetricsWriter(metrics_path, /*truncate=*/true);  // the contributor processes append to it
+    // The contributor processes append to metrics.jsonl; on --resume their rank 0 cuts it
+    // back to the step they agree to continue from.
+    if (!options.resume) MetricsWriter(metrics_path, /*truncate=*/true);
     const auto t0 = Clock::now();
-    launch_zmq_workers(cfg);
+    launch_zmq_workers(cfg, options);
     TrainSummary summary;
     summary.run_dir = run_dir;
-    summary.steps = cfg.training.max_steps;
+    summary.steps =
+        options.stop_after_step > 0 ? std::min(options.stop_after_step, cfg.training.max_steps) : cfg.training.max_steps;
     summary.seconds = seconds_since(t0);
     log_info("metrics: ", metrics_path);
     return summary;

@@ -33,6 +33,9 @@ struct TrainState {
   std::int64_t step = 0;    // completed optimizer steps
   std::int64_t round = 0;   // completed outer rounds (0 until an outer optimizer exists)
   std::int64_t tokens = 0;  // tokens consumed by this contributor
+  // The networked run this contributor is a member of (its broker's run id, →
+  // /train_state@run_id); "" for a local run, whose identity is its run directory.
+  std::string run_id;
 };
 
 // What an outer algorithm puts into a checkpoint and takes back on resume. Implemented by
@@ -105,8 +108,10 @@ std::vector<std::string> check_resume_compatible(const RunConfig& saved, const s
 // TrainState. Everything is validated (names, shapes, dtypes, config, data cursor, outer
 // state, round) before anything is changed. Throws checkpoints::CorruptCheckpoint for a
 // file that lacks what it should hold, pico::Error for one that does not fit this run.
+// `shards_must_match` = false (a networked member, whose broker may hand it another data
+// slot when it rejoins) accepts a checkpoint of other train shards with a warning.
 TrainState restore_checkpoint(const checkpoints::CheckpointData& data, const RunConfig& cfg, Contributor& c,
-                              OuterStateIO* outer = nullptr);
+                              OuterStateIO* outer = nullptr, bool shards_must_match = true);
 
 // When to save, where, and resuming: one per run directory (RUN_DIR/checkpoints_dir).
 class RunCheckpointer {
@@ -127,6 +132,9 @@ class RunCheckpointer {
   // step retry with the lowest one any of them found). `outer` receives the outer state.
   std::optional<TrainState> resume(Contributor& c, OuterStateIO* outer = nullptr,
                                    std::int64_t max_step = std::numeric_limits<std::int64_t>::max());
+  // A networked member: resume() refuses checkpoints whose /train_state@run_id is not
+  // `run_id` (another run's), and accepts other train shards (see restore_checkpoint).
+  void set_member_of(const std::string& run_id) { member_of_ = run_id; }
   // For a run that starts at step 0: throws pico::Error when the directory already holds
   // checkpoints, unless `overwrite`, in which case they (and the manifest) are deleted.
   void start_fresh(bool overwrite);
@@ -150,6 +158,7 @@ class RunCheckpointer {
   std::string tokenizer_model_;
   checkpoints::CheckpointDir dir_;
   std::unique_ptr<checkpoints::AsyncSaver> saver_;
+  std::string member_of_;  // "" = a local run
   std::int64_t last_saved_step_ = -1;
   std::int64_t saves_ = 0;
   double snapshot_seconds_ = 0;

@@ -9,6 +9,18 @@
 // over CURVE-encrypted ZeroMQ with the members the broker names, the outer step, and the
 // θ_g hash back to the broker. A failed collective is retried with the survivors; a member
 // whose θ_g disagrees resyncs from a snapshot.
+//
+// Checkpoints: every member saves into its own RUN_DIR/checkpoints (the layout of a local
+// run's, with /train_state@run_id = the broker's run id, /train_state@round, /optim/outer =
+// θ_g, momentum and outer step, /pseudo_gradient = its last unweighted Δ) at round
+// boundaries — the end of each round in which a multiple of checkpointing.save_every_n_steps
+// falls, and at the end. `--join CODE --resume` restores the inner AdamW state, counters
+// and θ_g from the newest valid one, rejoins, and takes θ_g from the broker's snapshot as any
+// joiner does. If the run is still at the checkpoint's round (outer.min_contributors kept it
+// waiting), the member continues exactly where it stopped; if the run moved on, it continues
+// from the run's newer θ_g with its old inner-optimizer state: that cannot be bit-exact,
+// since the run went on without it. The host of a run with an embedded broker cannot resume
+// (its broker went away with it); with a standing broker (--broker) it rejoins like a member.
 #pragma once
 
 #include <string>
@@ -39,7 +51,10 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& network, 
 // Joins the run named by `join_code`. `overrides` may set only local keys (data.path,
 // checkpointing.runs_dir, checkpointing.run_name, device, threads, monitoring.*, data.verify);
 // the run's shared settings cannot be overridden (pico::Error names the key).
+// options.resume: continue from this member's newest valid checkpoint (below) instead of
+// starting its run directory over; options.stop_after_step: leave the run at the end of the
+// round that reaches that step (saving a checkpoint there).
 TrainSummary join_networked(const std::string& join_code, const std::vector<std::string>& overrides,
-                            const NetworkOptions& network);
+                            const NetworkOptions& network, const TrainOptions& options = {});
 
 }  // namespace pico::trainer
