@@ -12,6 +12,7 @@
 #include "checksum.h"
 #include "pico/comm/curve_keys.h"
 #include "pico/comm/ring.h"
+#include "pico/common/error.h"
 #include "zmq_test_util.h"
 
 namespace pico::comm::test {
@@ -205,6 +206,22 @@ TEST(ZmqSecurity, AMemberWhoConnectsBeforeItsKeyIsAdmittedGetsInOnTheFirstAttemp
   EXPECT_EQ(std::memcmp(b.data(), expected.data(), b.size() * sizeof(float)), 0);
   EXPECT_EQ(nodes[0]->zap_refusals(), 0u);
   EXPECT_EQ(nodes[1]->zap_refusals(), 0u);
+}
+
+// The hold must end well before libzmq gives up on the handshake (30 s), and cannot be negative.
+TEST(ZmqSecurity, AnAdmitWaitOutOfRangeIsRefusedWithItsName) {
+  ScratchDir keys;
+  for (auto wait : {std::chrono::milliseconds(-1), std::chrono::milliseconds(25'000)}) {
+    ZmqOptions o = test_options(keys.path());
+    o.zap_admit_wait = wait;
+    try {
+      ZmqNode::create(o);
+      ADD_FAILURE() << "zap_admit_wait = " << wait.count() << " ms was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("comm.zap_admit_wait = " + std::to_string(wait.count())), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(ZmqSecurity, MalformedFramesAreRejectedAndLoggedWhileTheCollectiveCompletes) {
