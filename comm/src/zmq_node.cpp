@@ -40,6 +40,9 @@ void ZmqOptions::validate() const {
   if (disconnect_grace.count() < 0 || heartbeat_interval.count() < 0 || heartbeat_timeout.count() < 0 ||
       close_linger.count() < 0)
     throw Error("comm timeouts must not be negative");
+  if (zap_admit_wait.count() < 0 || zap_admit_wait > std::chrono::seconds(20))
+    throw Error(str("comm.zap_admit_wait = ", zap_admit_wait.count(), " ms is out of range"),
+                "use 0..20000 ms (libzmq drops handshakes that take 30 s)");
   if (bind_host.empty()) throw Error("comm.bind_host is empty", "use 127.0.0.1 for one machine, 0.0.0.0 for all");
   if (ipc_dir.size() > 80)
     throw Error(str("comm.ipc_dir '", ipc_dir, "' is too long for a Unix socket path"), "use a short directory");
@@ -135,7 +138,7 @@ std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
   }
   impl->ctx.set(zmq::ctxopt::io_threads, options.io_threads);
   impl->ctx.set(zmq::ctxopt::blocky, 0);  // sockets default to linger 0; we set linger explicitly
-  if (curve) impl->zap = std::make_unique<ZapHandler>(impl->ctx);
+  if (curve) impl->zap = std::make_unique<ZapHandler>(impl->ctx, options.zap_admit_wait);
 
   impl->pull = zmq::socket_t(impl->ctx, zmq::socket_type::pull);
   zmq::socket_t& s = impl->pull;

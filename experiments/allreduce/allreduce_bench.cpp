@@ -23,7 +23,7 @@ namespace {
 
 struct Args {
   int rank = 0, world = 4;
-  std::string dir, out, bind_host = "127.0.0.1", wire = "fp32", ipc_dir;
+  std::string dir, out, bind_host = "127.0.0.1", wire = "fp32", ipc_dir, trace;
   std::vector<double> sizes_mb = {1, 4, 16, 64, 256};
   int iters = 10, warmup = 2, connections = 4, io_threads = 2, heartbeat_ms = 1000, sndbuf = -1;
   std::size_t segment_bytes = 1 << 20;
@@ -66,10 +66,15 @@ Args parse(int argc, char** argv) {
     else if (k == "--wire") a.wire = v;
     else if (k == "--run-id") a.run_id = std::stoull(v);
     else if (k == "--timeout-ms") a.timeout_ms = std::stoi(v);
+    else if (k == "--trace") a.trace = v;
     else throw Error("unknown flag " + k);
   }
   if (a.dir.empty() || a.out.empty()) throw Error("--dir and --out are required");
   return a;
+}
+
+double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -88,6 +93,14 @@ int main(int argc, char** argv) {
     o.io_threads = a.io_threads;
     o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
     o.tcp_send_buffer_bytes = a.sndbuf;
+    // --trace FILE: one line per message processed (wall-clock seconds, round, kind, count),
+    // to see where a shaped link goes idle.
+    FILE* trace = a.trace.empty() ? nullptr : std::fopen(a.trace.c_str(), "w");
+    if (trace)
+      o.on_message = [trace](std::uint64_t round, MessageKind kind, std::uint64_t processed) {
+        std::fprintf(trace, "%.6f %llu %s %llu\n", unix_seconds(), static_cast<unsigned long long>(round),
+                     to_string(kind), static_cast<unsigned long long>(processed));
+      };
     auto node = ZmqNode::create(o);
     FileRendezvousOptions ro;
     ro.dir = a.dir + "/rendezvous";
@@ -109,6 +122,7 @@ int main(int argc, char** argv) {
       for (int it = -a.warmup; it < a.iters; ++it) {
         std::fill(data.begin(), data.end(), static_cast<float>(a.rank + 1));
         if (!comm->barrier(bo).ok()) throw Error("barrier failed");
+        const double start_unix = unix_seconds();
         const auto t0 = std::chrono::steady_clock::now();
         const CollectiveResult r = comm->all_reduce(data.data(), n, ao);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -119,12 +133,13 @@ int main(int argc, char** argv) {
         if (it >= 0)
           std::fprintf(out,
                        "{\"impl\": \"pico\", \"curve\": %s, \"ipc\": %s, \"wire\": \"%s\", \"rank\": %d, \"world\": %d, "
-                       "\"bytes\": %zu, \"iter\": %d, \"seconds\": %.6f, \"tx\": %llu, \"rx\": %llu}\n",
-                       a.curve ? "true" : "false", a.ipc_dir.empty() ? "false" : "true", a.wire.c_str(), a.rank, a.world, n * sizeof(float), it, s,
+                       "\"bytes\": %zu, \"iter\": %d, \"seconds\": %.6f, \"start_unix\": %.6f, \"tx\": %llu, \"rx\": %llu}\n",
+                       a.curve ? "true" : "false", a.ipc_dir.empty() ? "false" : "true", a.wire.c_str(), a.rank, a.world, n * sizeof(float), it, s, start_unix,
                        static_cast<unsigned long long>(r.bytes_sent), static_cast<unsigned long long>(r.bytes_received));
       }
     }
     std::fclose(out);
+    if (trace) std::fclose(trace);
 
     return 0;
   } catch (const std::exception& e) {

@@ -2,8 +2,9 @@
 """All-reduce benchmark: pico's ZeroMQ ring (CURVE on and off) against Gloo (c10d), in one run.
 
   experiments/allreduce/bench.py loopback [--reps 5] [--sizes-mb 1,4,16,64,256]
-  experiments/allreduce/bench.py shaped   [--reps 3] [--rate-mbit 100] [--delay-ms 25]
-                                          [--shaped-arms 1/1024,1/256,4/1024]             (root)
+  experiments/allreduce/bench.py shaped   [--reps 3] [--rate-mbit 100] [--delay-ms 25] [--cc cubic,bbr]
+                                          [--shaped-arms 1/1024,1/256] [--gro off]         (root)
+  experiments/allreduce/bench.py links    [--cc cubic,bbr] [--ring-seconds 20]               (root)
 
 loopback: W=4 ranks on 127.0.0.1. Each repetition runs every arm once (pico CURVE off,
 pico CURVE on, Gloo), in a rotating order, each arm being W fresh processes that all-reduce
@@ -14,8 +15,12 @@ shaped: four network namespaces joined by veth pairs to a bridge, each host's eg
 with `tc tbf` (this kernel has no netem); then the same with a delaying relay (delay_relay,
 built next to allreduce_bench) between each host and the bridge that holds every frame the
 host sends for --delay-ms. Reports bus bandwidth (S/t · 2(n−1)/n, REFERENCE.md "Bounds") as
-a fraction of the link rate. The script creates and deletes its namespaces and sends traffic
-only inside them.
+a fraction of the link rate, once per TCP congestion control (--cc, set on the hosts' routes),
+next to the goodput of four plain TCP streams in a ring (the ceiling: each host's egress
+carries its data and its ACKs for the data it receives). The script creates and deletes its
+namespaces and sends traffic only inside them.
+
+links: only the link checks (one stream; four streams in a ring), per --cc, GRO off and on.
 
 Both write their section of RESULTS.md (next to this file) and print it. Needs the build
 (`cmake --build build --target allreduce_bench delay_relay`) and Debian's python3 with torch.
@@ -201,7 +206,7 @@ NS = [f"pico-h{i}" for i in range(4)]
 SW = "pico-sw"
 
 
-def netns_setup(rate_mbit, relay):
+def netns_setup(rate_mbit, relay, gro=False, cc=None, ring_seconds=6):
     netns_teardown()
     sh(f"ip netns add {SW}")
     sh(f"ip netns exec {SW} sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
@@ -225,9 +230,19 @@ def netns_setup(rate_mbit, relay):
                 sh(f"ip netns exec {ns} ethtool -K {dev} tso off gso off gro off tx off rx off", check=False)
         sh(f"ip -n {ns} addr add 10.77.0.{i + 1}/24 dev eth0")
         sh(f"ip -n {ns} link set eth0 up")
+        if cc:
+            # The hosts' TCP congestion control, on the route to the other hosts (this kernel lets
+            # a namespace set neither net.ipv4.tcp_congestion_control nor load another default).
+            sh(f"ip -n {ns} route replace 10.77.0.0/24 dev eth0 proto kernel scope link src 10.77.0.{i + 1} "
+               f"congctl {cc}")
         # Frames of at most 1514 bytes with complete checksums: what a real NIC puts on the wire,
         # and what the relay can copy as they are.
         sh(f"ip netns exec {ns} ethtool -K eth0 tso off gso off gro off tx off rx off", check=False)
+        if gro:
+            # A NIC's receive offload (on by default on real hosts), so that the stack may ACK
+            # coalesced batches rather than every second frame. Measured: no fewer ACKs at
+            # 100 Mbit/s (frames arrive 120 µs apart; RESULTS.md), hence off by default.
+            sh(f"ip netns exec {ns} ethtool -K eth0 gro on")
         sh(f"ip -n {SW} link set p{i} master br0")
         sh(f"ip -n {SW} link set p{i} up")
         # Egress of the host shaped to the link rate. burst = 32 KB (~2.6 ms at 100 Mbit/s)
@@ -246,7 +261,8 @@ def netns_setup(rate_mbit, relay):
     out = sh(f"ip netns exec {NS[0]} ping -c 5 -i 0.2 -q 10.77.0.2", check=False).stdout
     rtt = out.strip().splitlines()[-1] if out else "?"
     goodput = link_check()
-    return relays, rtt, goodput
+    ring = ring_check(ring_seconds)
+    return relays, rtt, goodput, ring
 
 
 def link_check(seconds=5):
@@ -276,6 +292,47 @@ while time.time() < end: s.sendall(b)
 s.close()"""
 
 
+def ring_check(seconds=6):
+    """Four TCP streams at once, pico-h{i} → pico-h{i+1 mod 4}: every host sends and receives,
+    so its shaped egress carries its data and its ACKs, as in a ring all-reduce. Returns
+    (min, median) goodput over the streams in Mbit/s (bytes in the last seconds − 1 s) and
+    the payload share of the egress bytes of the hosts (IP+TCP+Ethernet headers and ACKs
+    take the rest)."""
+    sinks = [subprocess.Popen(["ip", "netns", "exec", NS[i], PYTHON, "-c", RING_SINK, f"10.77.0.{i + 1}",
+                               str(seconds)], stdout=subprocess.PIPE, text=True) for i in range(4)]
+    time.sleep(0.5)
+    tx0 = [int(sh(f"ip netns exec {ns} cat /sys/class/net/eth0/statistics/tx_bytes").stdout) for ns in NS]
+    sources = [subprocess.Popen(["ip", "netns", "exec", NS[i], PYTHON, "-c", RING_SOURCE, f"10.77.0.{(i + 1) % 4 + 1}",
+                                 str(seconds)]) for i in range(4)]
+    for p in sources:
+        p.wait(timeout=seconds + 30)
+    res = [json.loads(p.communicate(timeout=30)[0]) for p in sinks]
+    tx1 = [int(sh(f"ip netns exec {ns} cat /sys/class/net/eth0/statistics/tx_bytes").stdout) for ns in NS]
+    rates = [r["mbit"] for r in res]
+    payload = sum(r["total"] for r in res) / max(1, sum(b - a for a, b in zip(tx0, tx1)))
+    return min(rates), statistics.median(rates), payload
+
+
+RING_SINK = """
+import json, socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5998)); s.listen(1); c, _ = s.accept()
+t0 = time.time(); mark = t0 + 1.0; n, total, tm, t1 = 0, 0, None, None
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    total += len(b); now = time.time()
+    if now >= mark:
+        if tm is None: tm = now
+        else: n += len(b); t1 = now
+print(json.dumps({"mbit": n * 8 / (t1 - tm) / 1e6, "total": total}))
+"""
+RING_SOURCE = """import socket, sys, time
+s = socket.create_connection((sys.argv[1], 5998)); b = bytes(1 << 20); end = time.time() + float(sys.argv[2])
+while time.time() < end: s.sendall(b)
+s.close()"""
+
+
 def netns_teardown(relays=()):
     for p in relays:
         p.terminate()
@@ -293,30 +350,36 @@ def shaped():
     nets = [(ns, "eth0") for ns in NS]
     sizes = args.sizes_mb
     rate = args.rate_mbit * 1e6 / 8  # bytes/s
+    load0, t0 = loadavg(), time.time()
     sections = []
-    for label, relay in (("no added delay", False), (f"+{args.delay_ms} ms one-way (delaying relay)", True)):
-        relays, rtt, goodput = netns_setup(args.rate_mbit, relay)
-        try:
-            arms = [Arm("gloo", "gloo", netns=nets)]
-            for k, seg in args.shaped_arms:
-                arms.append(Arm(f"pico-c{k}-s{seg}", "pico", ["--connections", str(k), "--segment-bytes",
-                                                              str(seg << 10), "--curve", "on"], netns=nets))
-            res = bench(arms, world, sizes, args.shaped_iters, 1, args.reps, hosts, 3600)
-        finally:
-            netns_teardown(relays)
-        rows = []
-        for b in sorted(res["gloo"]):
-            cells = []
-            for a in arms:
-                t = statistics.median(res[a.name][b])
-                busbw = b / t * 2 * (world - 1) / world
-                cells.append(f"{t:.2f} s, {busbw / rate * 100:.1f}%")
-            rows.append(f"| {b >> 20} MB | " + " | ".join(cells) + " |")
-        head = " | ".join(["Gloo"] + [f"pico, {k} conn., {seg} KiB segments" for k, seg in args.shaped_arms])
-        sections.append(f"""### {label}
+    for cc in args.cc:
+        for label, relay in (("no added delay", False), (f"+{args.delay_ms} ms one-way (delaying relay)", True)):
+            relays, rtt, goodput, ring = netns_setup(args.rate_mbit, relay, args.gro == "on", cc, args.ring_seconds)
+            try:
+                arms = [Arm("gloo", "gloo", netns=nets)]
+                for k, seg in args.shaped_arms:
+                    arms.append(Arm(f"pico-c{k}-s{seg}", "pico", ["--connections", str(k), "--segment-bytes",
+                                                                  str(seg << 10), "--curve", "on"], netns=nets))
+                print(f"{cc}, {label}: one stream {goodput:.1f} Mbit/s, ring of 4 streams {ring[1]:.1f}", flush=True)
+                res = bench(arms, world, sizes, args.shaped_iters, 1, args.reps, hosts, 3600)
+            finally:
+                netns_teardown(relays)
+            rows = []
+            for b in sorted(res["gloo"]):
+                cells = []
+                for a in arms:
+                    t = statistics.median(res[a.name][b])
+                    busbw = b / t * 2 * (world - 1) / world
+                    cells.append(f"{t:.2f} s, {busbw / rate * 100:.1f}%")
+                rows.append(f"| {b >> 20} MB | " + " | ".join(cells) + " |")
+            head = " | ".join(["Gloo"] + [f"pico, {k} conn., {seg} KiB segments" for k, seg in args.shaped_arms])
+            sections.append(f"""### {cc}, {label}
 
-ping {hosts[0]} → {hosts[1]}: `{rtt}`; one TCP stream (Python, 5 s) {goodput:.1f} Mbit/s
-({goodput / args.rate_mbit * 100:.1f}% of the link)
+ping {hosts[0]} → {hosts[1]}: `{rtt}`; TCP goodput (Python, {cc}): one stream h0 → h1 (5 s) {goodput:.1f} Mbit/s
+= {goodput / args.rate_mbit * 100:.1f}% of the link; four streams at once in a ring h0 → h1 → h2 → h3 → h0
+({args.ring_seconds} s, every host sending and receiving, as in an all-reduce) {ring[1]:.1f} Mbit/s median,
+{ring[0]:.1f} slowest = **{ring[1] / args.rate_mbit * 100:.1f}%**, the ceiling for busbw; payload is
+{ring[2] * 100:.1f}% of the bytes the hosts put on their links (headers and ACKs the rest).
 
 | size | {head} |
 | --- | {' | '.join(['---'] * len(arms))} |
@@ -327,12 +390,17 @@ ping {hosts[0]} → {hosts[1]}: `{rtt}`; one TCP stream (Python, 5 s) {goodput:.
 Cells: median time of one all-reduce (slowest rank) over {args.reps} repetitions × {args.shaped_iters}
 iterations (pico with CURVE on, "K conn." = connections per neighbour), and bus bandwidth busbw = (S/t)·2(n−1)/n as a fraction of the {args.rate_mbit} Mbit/s link
 (REFERENCE.md "Bounds"; 100% is the ring bound; TCP/IP over Ethernet with MTU 1500 carries at most
-1448/1514 ≈ 95.6% of the line rate as payload). Gloo: c10d ProcessGroupGloo (torch {torch_version()}).
+1448/1514 ≈ 95.6% of the line rate as payload, less the receiver's ACKs, which share each host's
+egress in a ring). Gloo: c10d ProcessGroupGloo (torch {torch_version()}).
 
 How the links are emulated: network namespaces pico-h0..h3, each with a veth `eth0`
 (10.77.0.1-4/24, MTU 1500, TSO/GSO/GRO and checksum offload off) joined to a bridge in
 namespace pico-sw; each host's egress shaped by `tc qdisc add dev eth0 root tbf rate
-{args.rate_mbit}mbit burst 32kb latency 50ms`. Delay: this kernel has no netem, so
+{args.rate_mbit}mbit burst 32kb latency 50ms`. TCP congestion control of the hosts: set on
+their route to each other (`ip route replace 10.77.0.0/24 dev eth0 … congctl CC`), for
+pico, Gloo and the Python streams alike; this machine's own default is
+{sh("sysctl -n net.ipv4.tcp_congestion_control").stdout.strip()}, Linux's default is cubic.
+Delay: this kernel has no netem, so
 `delay_relay` (experiments/allreduce/delay_relay.cpp) runs inside each host namespace
 between eth0's veth peer and a second veth to the bridge, holding every frame the host
 sends for {args.delay_ms} ms (frames towards the host pass at once): host-to-host one-way
@@ -340,15 +408,26 @@ delay {args.delay_ms} ms, RTT {2 * args.delay_ms} ms.
 
 {chr(10).join(sections)}
 Machine: {machine()}: a shared, noisy 2-core box (other sessions compile on the same
-2 cores; load average {loadavg()} at the end).
+2 cores; load average {load0} at the start, {loadavg()} at the end; the run took {time.time() - t0:.0f} s).
 Command: `{' '.join(sys.argv)}`
 """
     write_section("shaped", body)
 
 
+def links():
+    """Only the link checks (one stream; four streams in a ring) for each --cc, GRO off and on."""
+    for cc in args.cc:
+        for gro in (False, True):
+            relays, rtt, goodput, ring = netns_setup(args.rate_mbit, False, gro, cc, args.ring_seconds)
+            netns_teardown(relays)
+            print(f"{cc}, GRO {'on' if gro else 'off'}: one stream {goodput:.1f} Mbit/s; ring of 4 streams "
+                  f"({args.ring_seconds} s) median {ring[1]:.1f}, slowest {ring[0]:.1f} Mbit/s; payload "
+                  f"{ring[2] * 100:.1f}% of egress bytes (load {loadavg()})", flush=True)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["loopback", "shaped"])
+    p.add_argument("mode", choices=["loopback", "shaped", "links"])
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
@@ -360,10 +439,14 @@ if __name__ == "__main__":
     p.add_argument("--rate-mbit", type=int, default=100)
     p.add_argument("--delay-ms", type=int, default=25)
     p.add_argument("--shaped-iters", type=int, default=3)
-    p.add_argument("--shaped-arms", default=[(1, 1024), (1, 256), (4, 1024)],
+    p.add_argument("--cc", default=["cubic", "bbr"], type=lambda s: s.split(","),
+                   help="shaped/links: the hosts' TCP congestion control(s), comma-separated; one table each")
+    p.add_argument("--gro", choices=["on", "off"], default="off", help="shaped: GRO on the hosts' eth0")
+    p.add_argument("--ring-seconds", type=int, default=20, help="duration of the ring-of-streams link check")
+    p.add_argument("--shaped-arms", default=[(1, 1024), (1, 256)],
                    type=lambda s: [tuple(int(v) for v in a.split("/")) for a in s.split(",")],
                    help="pico arms as CONNECTIONS/SEGMENT_KIB, comma-separated (CURVE on)")
     args = p.parse_args()
     if args.sizes_mb is None:
         args.sizes_mb = "1,4,16,64,256" if args.mode == "loopback" else "32,64"
-    loopback() if args.mode == "loopback" else shaped()
+    {"loopback": loopback, "shaped": shaped, "links": links}[args.mode]()

@@ -12,6 +12,7 @@
 #include "checksum.h"
 #include "pico/comm/curve_keys.h"
 #include "pico/comm/ring.h"
+#include "pico/common/error.h"
 #include "zmq_test_util.h"
 
 namespace pico::comm::test {
@@ -156,6 +157,71 @@ TEST(ZmqSecurity, AStrangerWithoutAnAdmittedKeyCannotConnectOrInject) {
   }
   for (int e : stranger.seen) EXPECT_NE(e, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
   for (int e : plain.seen) EXPECT_NE(e, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+}
+
+// A group's first connection races its admission: a member may connect (make_zmq_communicator
+// on its node) before the neighbour's node admits its key (the neighbour has not yet read the
+// round's member list). The neighbour's ZAP handler holds such a request until admit() names
+// the key (up to ZmqOptions::zap_admit_wait) instead of refusing it, so the first attempt gets
+// in: no refusal, no reconnect.
+TEST(ZmqSecurity, AMemberWhoConnectsBeforeItsKeyIsAdmittedGetsInOnTheFirstAttempt) {
+  ScratchDir keys;
+  ZmqOptions o = test_options(keys.path());
+  std::vector<std::shared_ptr<ZmqNode>> nodes;
+  Membership m;
+  m.run_id = 7;
+  for (int r = 0; r < 2; ++r) {
+    o.key_name = "rank-" + std::to_string(r);
+    nodes.push_back(ZmqNode::create(o));
+    m.members.push_back({r, nodes.back()->endpoint(), nodes.back()->public_key()});
+  }
+  // Neither node has admitted anyone. Rank 0 admits both keys and connects to rank 1 at once.
+  std::vector<float> a = rank_input(0, 5000), b = rank_input(1, 5000);
+  std::vector<float> expected(5000);
+  for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = a[i] + b[i];
+  CollectiveResult r0, r1;
+  std::thread t0([&] {
+    Membership m0 = m;
+    m0.rank = 0;
+    auto c = make_zmq_communicator(nodes[0], m0);
+    AllreduceOptions ao;
+    ao.timeout = 10s;
+    r0 = c->all_reduce(a.data(), a.size(), ao);
+  });
+  // Rank 1 reads the member list later: rank 0's handshakes reach its ZAP handler first.
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(nodes[1]->zap_refusals(), 0u) << "rank 0's first connection attempts were refused";
+  {
+    Membership m1 = m;
+    m1.rank = 1;
+    auto c = make_zmq_communicator(nodes[1], m1);
+    AllreduceOptions ao;
+    ao.timeout = 10s;
+    r1 = c->all_reduce(b.data(), b.size(), ao);
+  }
+  t0.join();
+  ASSERT_TRUE(r0.ok()) << r0.error;
+  ASSERT_TRUE(r1.ok()) << r1.error;
+  EXPECT_EQ(std::memcmp(a.data(), expected.data(), a.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(b.data(), expected.data(), b.size() * sizeof(float)), 0);
+  EXPECT_EQ(nodes[0]->zap_refusals(), 0u);
+  EXPECT_EQ(nodes[1]->zap_refusals(), 0u);
+}
+
+// The hold must end well before libzmq gives up on the handshake (30 s), and cannot be negative.
+TEST(ZmqSecurity, AnAdmitWaitOutOfRangeIsRefusedWithItsName) {
+  ScratchDir keys;
+  for (auto wait : {std::chrono::milliseconds(-1), std::chrono::milliseconds(25'000)}) {
+    ZmqOptions o = test_options(keys.path());
+    o.zap_admit_wait = wait;
+    try {
+      ZmqNode::create(o);
+      ADD_FAILURE() << "zap_admit_wait = " << wait.count() << " ms was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("comm.zap_admit_wait = " + std::to_string(wait.count())), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(ZmqSecurity, MalformedFramesAreRejectedAndLoggedWhileTheCollectiveCompletes) {

@@ -117,6 +117,12 @@ struct ZmqOptions {
   // (finds peers that vanished without closing their TCP connections).
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds heartbeat_timeout{10'000};
+  // A peer whose key this node has not admitted yet is held this long (its CURVE handshake
+  // waits) in case admit() names its key meanwhile, and refused only then. Members of a new
+  // group learn the member list at slightly different moments and connect at once; libzmq
+  // does not retry a refused handshake, so refusing a member that was only early would cost
+  // the collective. 0 = refuse at once. Must stay below libzmq's handshake timeout (30 s).
+  std::chrono::milliseconds zap_admit_wait{2'000};
   // How long closing a communicator after success waits for queued messages to leave.
   std::chrono::milliseconds close_linger{5'000};
   // Raise glibc's mmap and trim thresholds (mallopt, process-wide, once) so that message
@@ -179,7 +185,8 @@ class ZmqNode {
   const ZmqOptions& options() const;
   std::string endpoint() const;    // what peers dial: tcp://advertise_host:port
   std::string public_key() const;  // Z85 ("" in plaintext mode)
-  // Replaces the set of keys the ZAP handler admits (thread-safe; affects new connections).
+  // Replaces the set of keys the ZAP handler admits (thread-safe; affects new connections, and
+  // those held because their key was not admitted yet: see ZmqOptions::zap_admit_wait).
   // make_zmq_communicator admits the membership's keys itself; rendezvous calls this before
   // telling peers it is ready, so no peer is refused during start-up.
   void admit(const std::vector<std::string>& public_keys);
