@@ -261,7 +261,7 @@ def main(work):
             for name, v in g.items():
                 if name == "square_2048":
                     continue
-                print(f"| {name} | {v['m']} × {v['k']} → {v['n']} | {v['forward_gflops']:.0f} / "
+                print(f"| {name.replace('|', ' + ')} | {v['m']} × {v['k']} → {v['n']} | {v['forward_gflops']:.0f} / "
                       f"{v['forward_gflops_median']:.0f} | {v['backward_gflops']:.0f} / {v['backward_gflops_median']:.0f} |")
             if "ops" in pp and "linear_cross_entropy" in pp["ops"]:
                 f = pp["ops"]["linear_cross_entropy"]["fused"]
