@@ -6,7 +6,8 @@
 // object on stdout.
 //
 //   pico_bench_inner --config small.yaml --set data.path=DIR [--steps 20] [--warmup 3]
-//                    [--profile-steps 5] [--peak] [--ops REPEATS] [--threads N]
+//                    [--profile-steps 5] [--peak] [--ops REPEATS] [--gemm-shapes REPEATS]
+//                    [--threads N]
 //   pico_bench_inner --peak            sgemm GFLOP/s only
 //   pico_bench_inner --print-cpu-env   the environment pico would give itself
 #include <ATen/record_function.h>
@@ -158,6 +159,60 @@ nlohmann::json bench_ops(const pico::models::ModelConfig& cfg, std::int64_t batc
   return out;
 }
 
+// Each projection of the model alone, at the step's shapes (N = batch·T rows): its forward
+// product, then its backward pass (the two products dx = dy·w and dw = dyᵀ·x) through
+// pico's linear op, GFLOP/s best and median of `repeats`, alternating with a 2048² square
+// product through the same op. Shows whether any shape runs below the square's rate in
+// isolation (the in-step rate is in the profile).
+nlohmann::json bench_gemm_shapes(const pico::models::ModelConfig& cfg, std::int64_t batch, int repeats) {
+  namespace ops = pico::models::ops;
+  const std::int64_t N = batch * cfg.max_seq_len, C = cfg.d_model, hd = cfg.head_dim();
+  const std::int64_t H = cfg.attention_n_heads, KV = cfg.attention_n_kv_heads, F = cfg.activation_hidden_dim;
+  struct Proj {
+    std::string name;
+    std::int64_t in, out;
+  };
+  const std::vector<Proj> projs = {{"q|k|v", C, (H + 2 * KV) * hd}, {"o_proj", H * hd, C}, {"w_0|w_1", C, 2 * F},
+                                   {"w_2", F, C}};
+  auto sq_a = torch::randn({2048, 2048}), sq_b = torch::randn({2048, 2048});
+  std::vector<double> sq_t;
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& p : projs) {
+    auto x = torch::randn({N, p.in}).requires_grad_(true);
+    auto w = (torch::randn({p.out, p.in}) * 0.05).requires_grad_(true);
+    std::vector<double> fwd, bwd;
+    for (int i = 0; i < repeats + 1; ++i) {
+      {
+        torch::NoGradGuard g;
+        const auto t0 = Clock::now();
+        auto c = ops::linear(sq_a, sq_b);
+        if (i > 0) sq_t.push_back(seconds(t0, Clock::now()));
+      }
+      x.mutable_grad() = torch::Tensor();
+      w.mutable_grad() = torch::Tensor();
+      const auto t0 = Clock::now();
+      auto y = ops::linear(x, w);
+      const auto t1 = Clock::now();
+      y.backward(torch::ones_like(y));
+      const auto t2 = Clock::now();
+      if (i > 0) {
+        fwd.push_back(seconds(t0, t1));
+        bwd.push_back(seconds(t1, t2));
+      }
+    }
+    const double flop = 2.0 * static_cast<double>(N * p.in * p.out);
+    out[p.name] = {{"m", N}, {"k", p.in}, {"n", p.out},
+                   {"forward_gflops", flop / *std::min_element(fwd.begin(), fwd.end()) / 1e9},
+                   {"forward_gflops_median", flop / median(fwd) / 1e9},
+                   {"backward_gflops", 2 * flop / *std::min_element(bwd.begin(), bwd.end()) / 1e9},
+                   {"backward_gflops_median", 2 * flop / median(bwd) / 1e9}};
+  }
+  const double sq_flop = 2.0 * 2048.0 * 2048.0 * 2048.0;
+  out["square_2048"] = {{"gflops", sq_flop / *std::min_element(sq_t.begin(), sq_t.end()) / 1e9},
+                        {"gflops_median", sq_flop / median(sq_t) / 1e9}};
+  return out;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const auto n = v.size();
@@ -169,7 +224,7 @@ int run(int argc, char** argv) {
   std::vector<std::string> overrides;
   int steps = 20, warmup = 3, profile_steps = 0, threads = 0;
   bool peak = false;
-  int ops_repeats = 0;
+  int ops_repeats = 0, gemm_repeats = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -185,6 +240,7 @@ int run(int argc, char** argv) {
     else if (a == "--peak") peak = true;
 
     else if (a == "--ops") ops_repeats = std::stoi(next());
+    else if (a == "--gemm-shapes") gemm_repeats = std::stoi(next());
     else throw pico::Error(pico::str("unknown argument '", a, "'"), "see the usage at the top of bench_inner.cpp");
   }
   nlohmann::json out;
@@ -210,8 +266,9 @@ int run(int argc, char** argv) {
   }
   const auto cfg = pico::trainer::load_run_config(config, overrides);
   out["cpu_kernels"] = pico::models::ops::cpu_kernel_isa();
-  if (ops_repeats > 0) {
-    out["ops"] = bench_ops(cfg.model, cfg.data.batch_size, ops_repeats);
+  if (gemm_repeats > 0) out["gemm_shapes"] = bench_gemm_shapes(cfg.model, cfg.data.batch_size, gemm_repeats);
+  if (ops_repeats > 0 || gemm_repeats > 0) {
+    if (ops_repeats > 0) out["ops"] = bench_ops(cfg.model, cfg.data.batch_size, ops_repeats);
     if (steps == 0 && profile_steps == 0) {
       std::cout << out.dump() << std::endl;
       return 0;
@@ -220,6 +277,7 @@ int run(int argc, char** argv) {
   auto dataset = pico::data::Dataset::open(cfg.data.path, /*verify=*/false);
   pico::trainer::Contributor c(cfg, dataset, torch::Device(torch::kCPU));
   out["num_params"] = cfg.model.num_params();
+  out["vocab_size"] = cfg.model.vocab_size;
   out["flops_per_token"] = cfg.model.train_flops_per_token(cfg.model.max_seq_len);
   // The part of it in the projections (what goes through sgemm; the rest is attention's
   // score and value products, inside the fused attention kernel).

@@ -135,6 +135,18 @@ def main(work):
     for c, *_, sus_p, sus_t in rows:
         print(f"| {c} | {pct(sus_p)} | {pct(sus_t)} |")
     print()
+    loads = {c: [os.path.join(work, f"load_{c}_{r}.txt") for r in range(1, len(rows[i][4]) + 1)]
+             for i, c in enumerate(configs)}
+    if all(os.path.exists(f) for fs in loads.values() for f in fs):
+        print("Round by round, with the machine's load average (1, 5, 15 minutes; 2 cores) when the round began — "
+              "the other helpers' jobs, not pico's:\n")
+        print("| model | round | load average | pico tok/s | PyTorch tok/s | pico / PyTorch | pico MFU |")
+        print("|---|---|---|---|---|---|---|")
+        for c, _, _, _, tp, tt, ratio, mfu_p, *_ in rows:
+            for i, f in enumerate(loads[c]):
+                print(f"| {c} | {i + 1} | {open(f).read().strip()} | {tp[i]:.0f} | {tt[i]:.0f} | {ratio[i]:.2f}× | "
+                      f"{100 * mfu_p[i]:.0f}% |")
+        print()
     if all(details[c][2] for c in configs):
         print("Ablation in the same rounds — pico with its fused kernels off (`PICO_FUSED_KERNELS=0 PICO_GEMM=blas`: "
               "the plain torch-op model pico had before this work, same environment):\n")
@@ -239,6 +251,25 @@ def main(work):
                   f"sgemm peak of the {c} rounds, {peak:.0f} GFLOP/s); {100 * (1 - gemm_s / pp['profile']['step_s']):.0f}% "
                   "of the step is outside them. With every non-GEMM cost at zero and the products at this rate, MFU "
                   f"would be {100 * rate / peak * pp['flops_per_token'] / pp['matmul_flops_per_token']:.0f}%.")
+        if "gemm_shapes" in pp:
+            g = pp["gemm_shapes"]
+            sq = g["square_2048"]
+            print(f"\nEach projection's products alone at the step's shapes (pico's linear op, best / median of 5, "
+                  f"GFLOP/s), alternating with a 2048² square product through the same op "
+                  f"({sq['gflops']:.0f} / {sq['gflops_median']:.0f}):\n")
+            print("| projection | m × k → n | forward | backward (dx and dw) |\n|---|---|---|---|")
+            for name, v in g.items():
+                if name == "square_2048":
+                    continue
+                print(f"| {name.replace('|', ' + ')} | {v['m']} × {v['k']} → {v['n']} | {v['forward_gflops']:.0f} / "
+                      f"{v['forward_gflops_median']:.0f} | {v['backward_gflops']:.0f} / {v['backward_gflops_median']:.0f} |")
+            if "ops" in pp and "linear_cross_entropy" in pp["ops"]:
+                f = pp["ops"]["linear_cross_entropy"]["fused"]
+                n, cdim, v = pp["tokens_per_step"], pp["gemm_shapes"]["o_proj"]["n"], pp.get("vocab_size")
+                if v:
+                    ce = 6.0 * n * cdim * v / (f["forward_min_s"] + f["backward_min_s"]) / 1e9
+                    print(f"| output projection + cross-entropy (3 products per 1M-logit chunk, softmax between) | "
+                          f"{n} × {cdim} → {v} | {ce:.0f} (best, forward and backward together) | |")
         print(f"\nPyTorch eager, {tp_['profile']['step_s'] * 1e3:.0f} ms per profiled step:\n")
         print("| where | ms/step | share |\n|---|---|---|")
         for k, v in bt:

@@ -84,6 +84,7 @@ run_torch() {
 for r in $(seq "$REPEATS"); do
   for c in $CONFIGS; do
     echo "[inner_throughput] round $r/$REPEATS, $c"
+    cut -d' ' -f1-3 /proc/loadavg > "$WORK/load_${c}_$r.txt"  # the machine is shared: say how busy it was
     "$BUILD/pico_bench_inner" --peak --threads "$THREADS" > "$WORK/peak_${c}_$r.json"
     if ((r % 2)); then run_pico "$c" "$r"; run_torch "$c" "$r"; else run_torch "$c" "$r"; run_pico "$c" "$r"; fi
     run_plain "$c" "$r"
@@ -113,7 +114,7 @@ fi
 for c in $CONFIGS; do  # where the time goes (separate runs: profiling slows every op a little)
   echo "[inner_throughput] profiles, $c"
   "$BUILD/pico_bench_inner" --config "$HERE/$c.yaml" --set "data.path=$DATA" --threads "$THREADS" \
-    --steps 0 --warmup 2 --profile-steps 3 --ops 5 > "$WORK/profile_pico_$c.json"
+    --steps 0 --warmup 2 --profile-steps 3 --ops 5 --gemm-shapes 5 > "$WORK/profile_pico_$c.json"
   $PY "$HERE/bench_torch.py" --config "$HERE/$c.yaml" --data "$DATA" --threads "$THREADS" \
     --steps 0 --warmup 2 --profile-steps 3 > "$WORK/profile_torch_$c.json"
 done

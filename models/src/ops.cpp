@@ -13,7 +13,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <optional>
+#include <set>
 
 #include "cpu/kernels.h"
 #include "pico/common/error.h"
@@ -445,6 +447,16 @@ void set_cpu_kernel_isa_for_testing(const std::string& isa) {
       throw Error(str("CPU kernels for '", isa, "' are not available on this CPU"), "use one of available_cpu_kernel_isas()");
   }
   cpu::set_isa_for_testing(isa.c_str());
+}
+
+int fused_op_threads_for_testing() {
+  std::mutex mu;
+  std::set<int> ids;
+  at::parallel_for(0, std::int64_t{1} << 20, 1, [&](std::int64_t, std::int64_t) {
+    const std::lock_guard<std::mutex> lock(mu);
+    ids.insert(at::get_thread_num());
+  });
+  return static_cast<int>(ids.size());
 }
 
 }  // namespace pico::models::ops

@@ -179,6 +179,16 @@ TEST(FusedOpsMisc, GradientsDoNotDependOnTheThreadCount) {
   for (std::size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(torch::equal(one[i], two[i])) << "gradient " << i;
 }
 
+// ops.cpp must be compiled with OpenMP: ATen's parallel_for is inline, and without -fopenmp
+// it silently runs every fused kernel on one thread (as it did before this test existed).
+TEST(FusedOpsMisc, FusedKernelsRunOnEveryIntraOpThread) {
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(2);
+  const int used = ops::fused_op_threads_for_testing();
+  torch::set_num_threads(before);
+  EXPECT_EQ(used, 2);
+}
+
 // The whole decoder: fused float32 loss and gradients against the plain-op model in float64.
 TEST(FusedOpsMisc, DecoderLossAndGradientsMatchThePlainFloat64Model) {
   ModelConfig c;

@@ -52,5 +52,10 @@ void set_fused_kernels_enabled(bool enabled);
 std::string cpu_kernel_isa();
 std::vector<std::string> available_cpu_kernel_isas();
 void set_cpu_kernel_isa_for_testing(const std::string& isa);
+// How many of LibTorch's intra-op threads the fused ops' at::parallel_for spreads a large
+// range over (torch::get_num_threads(), capped by the range). 1 means ops.cpp was compiled
+// without OpenMP: ATen's parallel_for is inline and then degrades to a serial loop, and every
+// fused kernel runs on one core. For tests.
+int fused_op_threads_for_testing();
 
 }  // namespace pico::models::ops
