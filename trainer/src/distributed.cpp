@@ -156,26 +156,14 @@ class NetworkedMember {
       log_info("stopping after step ", step_, " (--stop-after-step ", stop, "); rejoin with --resume");
       client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
       client_->set_heartbeat(nlohmann::json::object());
-      TrainSummary s;
-      s.steps = step_;
-      s.tokens = tokens_;
-      s.loss = last_loss_;
-      s.val_loss = last_val_;
-      s.seconds = seconds_since(start_);
-      s.run_dir = cfg_.run_dir();
+      const TrainSummary s = summary();
       progress_.finish(str("stopped: round ", base_round_, "/", rounds_total_, ", ", step_, " steps"));
       return s;
     }
     client_->request(MessageType::kRunFinished, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", base_round_}});
     client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
     client_->set_heartbeat(nlohmann::json::object());
-    TrainSummary s;
-    s.steps = step_;
-    s.tokens = tokens_;
-    s.loss = last_loss_;
-    s.val_loss = last_val_;
-    s.seconds = seconds_since(start_);
-    s.run_dir = cfg_.run_dir();
+    const TrainSummary s = summary();
     progress_.finish(str("done: round ", base_round_, "/", rounds_total_, ", ", step_, " steps, ", tokens_, " tokens in ",
                          format_duration(s.seconds), " | loss ", last_loss_,
                          std::isfinite(last_val_) ? str(" | val_loss ", last_val_) : std::string(),
@@ -186,6 +174,17 @@ class NetworkedMember {
   const std::string& theta_hash() const { return theta_hash_; }
 
  private:
+  TrainSummary summary() const {
+    TrainSummary s;
+    s.steps = step_;
+    s.tokens = tokens_;
+    s.loss = last_loss_;
+    s.val_loss = last_val_;
+    s.seconds = seconds_since(start_);
+    s.run_dir = cfg_.run_dir();
+    return s;
+  }
+
   void join() {
     const Message r = client_->request(MessageType::kJoin, {{"run_id", run_id_},
                                                             {"dataset_hash", dataset_->manifest().dataset_hash},
