@@ -1,6 +1,7 @@
 #include "pico/optim/diloco.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "parallel.h"
@@ -165,5 +166,37 @@ void DiLoCo::load_state(const NamedTensors& state) {
 }
 
 std::string DiLoCo::state_hash() const { return hash_tensors(state()); }
+
+NamedTensors DiLoCo::unflatten(const std::vector<float>& flat) const {
+  NamedTensors out;
+  if (flat.empty()) return out;
+  PICO_CHECK(static_cast<std::int64_t>(flat.size()) == numel_, "pseudo-gradient has ", flat.size(),
+             " values, θ_g has ", numel_);
+  for (std::size_t i = 0; i < theta_.size(); ++i) {
+    const auto& [name, p] = theta_[i];
+    out.emplace_back(name, torch::from_blob(const_cast<float*>(flat.data()) + offset_[i], p.sizes(), torch::kFloat32).clone());
+  }
+  return out;
+}
+
+std::vector<float> DiLoCo::flatten(const NamedTensors& named) const {
+  std::vector<float> flat;
+  if (named.empty()) return flat;
+  const std::map<std::string, torch::Tensor> by_name(named.begin(), named.end());
+  flat.resize(static_cast<std::size_t>(numel_));
+  for (std::size_t i = 0; i < theta_.size(); ++i) {
+    const auto& [name, p] = theta_[i];
+    const auto it = by_name.find(name);
+    if (it == by_name.end())
+      throw Error(str("the checkpoint's pseudo-gradient has no '", name, "'"), "the checkpoint does not match this model");
+    if (it->second.sizes() != p.sizes())
+      throw Error(str("the checkpoint's pseudo-gradient '", name, "' has shape ", it->second.sizes(), ", expected ",
+                      p.sizes()),
+                  "the checkpoint does not match this model");
+    const torch::Tensor t = to_cpu_float(it->second).contiguous();
+    std::memcpy(flat.data() + offset_[i], t.data_ptr<float>(), static_cast<std::size_t>(t.numel()) * sizeof(float));
+  }
+  return flat;
+}
 
 }  // namespace pico::optim

@@ -158,39 +158,9 @@ class DiLoCo final : public Algorithm {
     round_ = outer_.step_count();
   }
 
-  optim::NamedTensors pseudo_gradient() const override {
-    optim::NamedTensors out;
-    if (last_delta_.empty()) return out;
-    std::int64_t off = 0;
-    for (const auto& [name, p] : outer_.global_params()) {
-      out.emplace_back(name, torch::from_blob(const_cast<float*>(last_delta_.data()) + off, p.sizes(), torch::kFloat32).clone());
-      off += p.numel();
-    }
-    return out;
-  }
+  optim::NamedTensors pseudo_gradient() const override { return outer_.unflatten(last_delta_); }
 
-  void load_pseudo_gradient(const optim::NamedTensors& delta) override {
-    if (delta.empty()) {
-      last_delta_.clear();
-      return;
-    }
-    std::map<std::string, torch::Tensor> by_name(delta.begin(), delta.end());
-    std::vector<float> flat(flat_.size());
-    std::int64_t off = 0;
-    for (const auto& [name, p] : outer_.global_params()) {
-      const auto it = by_name.find(name);
-      if (it == by_name.end())
-        throw Error(str("the checkpoint's pseudo-gradient has no '", name, "'"), "the checkpoint does not match this model");
-      if (it->second.sizes() != p.sizes())
-        throw Error(str("the checkpoint's pseudo-gradient '", name, "' has shape ", it->second.sizes(), ", expected ",
-                        p.sizes()),
-                    "the checkpoint does not match this model");
-      const torch::Tensor t = optim::to_cpu_float(it->second);
-      std::memcpy(flat.data() + off, t.data_ptr<float>(), static_cast<std::size_t>(t.numel()) * sizeof(float));
-      off += p.numel();
-    }
-    last_delta_ = std::move(flat);
-  }
+  void load_pseudo_gradient(const optim::NamedTensors& delta) override { last_delta_ = outer_.flatten(delta); }
 
   std::int64_t rounds_done() const override { return round_; }
 

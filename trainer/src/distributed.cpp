@@ -66,34 +66,8 @@ class MemberOuterState final : public OuterStateIO {
   MemberOuterState(optim::DiLoCo& outer, std::vector<float>& last_delta) : outer_(outer), last_delta_(last_delta) {}
   optim::NamedTensors outer_state() const override { return outer_.state(); }
   void load_outer_state(const optim::NamedTensors& state) override { outer_.load_state(state); }
-  optim::NamedTensors pseudo_gradient() const override {
-    optim::NamedTensors out;
-    if (last_delta_.empty()) return out;
-    std::int64_t off = 0;
-    for (const auto& [name, p] : outer_.global_params()) {
-      out.emplace_back(name, torch::from_blob(last_delta_.data() + off, p.sizes(), torch::kFloat32).clone());
-      off += p.numel();
-    }
-    return out;
-  }
-  void load_pseudo_gradient(const optim::NamedTensors& delta) override {
-    std::map<std::string, torch::Tensor> by_name(delta.begin(), delta.end());
-    std::vector<float> flat;
-    for (const auto& [name, p] : outer_.global_params()) {
-      const auto it = by_name.find(name);
-      if (it == by_name.end()) {
-        if (delta.empty()) break;
-        throw Error(str("the checkpoint's pseudo-gradient has no '", name, "'"), "the checkpoint does not match this model");
-      }
-      if (it->second.sizes() != p.sizes())
-        throw Error(str("the checkpoint's pseudo-gradient '", name, "' has shape ", it->second.sizes(), ", expected ",
-                        p.sizes()),
-                    "the checkpoint does not match this model");
-      const torch::Tensor t = optim::to_cpu_float(it->second);
-      flat.insert(flat.end(), t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
-    }
-    last_delta_ = std::move(flat);
-  }
+  optim::NamedTensors pseudo_gradient() const override { return outer_.unflatten(last_delta_); }
+  void load_pseudo_gradient(const optim::NamedTensors& delta) override { last_delta_ = outer_.flatten(delta); }
   // Every completed round is one outer step, so the outer step count is the round.
   std::int64_t rounds_done() const override { return outer_.step_count(); }
 

@@ -57,6 +57,12 @@ class DiLoCo final : public OuterOptimizer {
   // θ_g as named fp32 CPU tensors (parameter order). Do not modify.
   const NamedTensors& global_params() const { return theta_; }
   const DiLoCoConfig& config() const { return cfg_; }
+  // A flat pseudo-gradient in θ_g's layout (what pseudo_gradient() writes) as named tensors
+  // shaped like θ_g, for checkpoints; empty when `flat` is empty.
+  NamedTensors unflatten(const std::vector<float>& flat) const;
+  // The inverse: named tensors (a checkpoint's /pseudo_gradient) into θ_g's flat layout. Every
+  // name and shape must match θ_g (Error with a HINT otherwise); empty in, empty out.
+  std::vector<float> flatten(const NamedTensors& named) const;
 
  private:
   void check_local(const NamedTensors& local, const char* what) const;
