@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""experiments/low_comm/report.py OUT ARM... — RESULTS.md and val_loss.png from the runs."""
+"""experiments/low_comm/report.py OUT ARM... — RESULTS.md and the val_loss*.png plots from the runs."""
 import json
 import os
 import platform
@@ -36,21 +36,43 @@ for arm, (steps, rounds) in data.items():
 base_loss = dict((r[0], r[1]) for r in rows)["ddp"]
 base_bytes = dict((r[0], r[3]) for r in rows)["ddp"]
 
-with open(f"{out}/val_loss.dat", "w") as f:
-    for i, arm in enumerate(data):
-        f.write(f"# {arm}\n")
-        for t, v in curves[arm]:
-            f.write(f"{t} {v}\n")
-        f.write("\n\n")
+# The arms the issue names go in val_loss.png; tuning arms, controls and diagnostics in
+# val_loss_more.png, each with ddp for reference.
+MAIN = ["ddp", "diloco_h100", "diloco_h100_uint8", "demo", "diloco_h50", "diloco_h500"]
 COLORS = ["#000000", "#1f77b4", "#17becf", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22"]
-plot = "; ".join(
-    [f"set terminal pngcairo size 900,560 noenhanced", f"set output '{out}/val_loss.png'",
-     "set title 'validation loss against tokens (4 contributors, King James Bible)'",
-     "set xlabel 'tokens (all contributors)'", "set ylabel 'validation loss'", "set grid", "set key top right",
-     "plot " + ", ".join(f"'{out}/val_loss.dat' index {i} with linespoints lc rgb '{COLORS[i % len(COLORS)]}' "
-                         f"pt {1 + i % 13} title '{arm}'" for i, arm in enumerate(data))])
-subprocess.run(["gnuplot", "-e", plot], check=True)
+
+
+def plot(png, title, names):
+    dat = png[:-4] + ".dat"
+    with open(dat, "w") as f:
+        for arm in names:
+            f.write(f"# {arm}\n")
+            for t, v in curves[arm]:
+                f.write(f"{t} {v}\n")
+            f.write("\n\n")
+    cmd = "; ".join(
+        ["set terminal pngcairo size 900,560 noenhanced", f"set output '{png}'", f"set title '{title}'",
+         "set xlabel 'tokens (all contributors)'", "set ylabel 'validation loss'", "set grid", "set key top right",
+         "set yrange [*:6]",
+         "plot " + ", ".join(f"'{dat}' index {i} with linespoints lc rgb '{COLORS[i % len(COLORS)]}' "
+                             f"pt {1 + i % 13} title '{arm}'" for i, arm in enumerate(names))])
+    subprocess.run(["gnuplot", "-e", cmd], check=True)
+
+
+main = [a for a in data if a in MAIN]
+more = ["ddp"] + [a for a in data if a not in MAIN]
+plot(f"{out}/val_loss.png", "validation loss against tokens (4 contributors, King James Bible)", main)
+if len(more) > 1:
+    plot(f"{out}/val_loss_more.png", "tuning arms, controls and diagnostics (ddp for reference)", more)
+
+# Hand-written analysis between these markers survives a new report.
+NOTES_BEGIN, NOTES_END = "<!-- notes: hand-written, kept by report.py -->", "<!-- /notes -->"
+notes = ""
+if os.path.exists(f"{out}/RESULTS.md"):
+    old = open(f"{out}/RESULTS.md").read()
+    if NOTES_BEGIN in old and NOTES_END in old:
+        notes = old[old.index(NOTES_BEGIN):old.index(NOTES_END) + len(NOTES_END)] + "\n\n"
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 with open(f"{out}/RESULTS.md", "w") as f:
@@ -66,6 +88,8 @@ with open(f"{out}/RESULTS.md", "w") as f:
         f.write(f"| {arm} | {final:.4f} | {100 * (final - base_loss) / base_loss:+.2f}% | {best:.4f} | "
                 f"{sent / 1e6:,.1f} MB | {fewer} | {nrounds} |\n")
     f.write("\n![validation loss](val_loss.png)\n\n")
+    if len(more) > 1:
+        f.write("![tuning arms, controls and diagnostics](val_loss_more.png)\n\n")
     by = {r[0]: r for r in rows}
     f.write("## Targets\n\n")
     def target(arm, what, max_loss_pct, min_ratio):
@@ -88,6 +112,7 @@ with open(f"{out}/RESULTS.md", "w") as f:
     if "demo_lr3e-3" in by:
         target("demo_lr3e-3", "DeMo, fp16 values, lr 3e-3", None, 50)
     f.write("\n")
+    f.write(notes)
     f.write(f"Machine: {platform.node()}, {os.cpu_count()} cores ({cpu}), shared with other work.\n\n")
     f.write("Command: `experiments/low_comm/run.sh` (arms: " + " ".join(arms) + ")\n")
 print(open(f"{out}/RESULTS.md").read())
