@@ -39,8 +39,9 @@ base_bytes = dict((r[0], r[3]) for r in rows)["ddp"]
 # The arms the issue names go in val_loss.png; tuning arms, controls and diagnostics in
 # val_loss_more.png, each with ddp for reference.
 MAIN = ["ddp", "diloco_h100", "diloco_h100_uint8", "demo", "diloco_h50", "diloco_h500"]
+# ddp is black; no other arm repeats it or another arm's colour (17 arms in all).
 COLORS = ["#000000", "#1f77b4", "#17becf", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2",
-          "#7f7f7f", "#bcbd22"]
+          "#7f7f7f", "#bcbd22", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94"]
 
 
 def plot(png, title, names):
