@@ -43,6 +43,12 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// The step this invocation trains to: max_steps, or --stop-after-step when that comes first.
+std::int64_t last_step(const RunConfig& cfg, const TrainOptions& options) {
+  return options.stop_after_step > 0 ? std::min(options.stop_after_step, cfg.training.max_steps)
+                                     : cfg.training.max_steps;
+}
+
 void set_threads(std::int64_t threads) {
   const int n = threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
@@ -310,8 +316,7 @@ void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> datas
     }
   }
   const std::int64_t max_steps = cfg.training.max_steps;
-  const std::int64_t stop_step =
-      options.stop_after_step > 0 ? std::min(options.stop_after_step, max_steps) : max_steps;
+  const std::int64_t stop_step = last_step(cfg, options);
   const std::int64_t eval_every = cfg.evaluation.every_n_steps;
   for (std::int64_t step = state.step; step < stop_step;) {
     const StepReport rep = algorithm->step(step);
@@ -389,6 +394,19 @@ void check_fresh_checkpoints(const RunConfig& cfg, const data::Dataset& dataset,
 
 namespace {
 
+// What `pico train` reports at the end, from the run's monitor.
+TrainSummary summarize(const std::string& run_dir, std::int64_t steps, const RunMonitor& monitor,
+                       Clock::time_point t0) {
+  TrainSummary summary;
+  summary.run_dir = run_dir;
+  summary.steps = steps;
+  summary.tokens = monitor.total_tokens();
+  summary.loss = monitor.last_loss();
+  summary.val_loss = monitor.last_val_loss();
+  summary.seconds = seconds_since(t0);
+  return summary;
+}
+
 // --comm zmq, in a contributor process: meet the others through the rendezvous directory,
 // then train as contributor `rank` with a ZeroMQ communicator.
 TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
@@ -423,17 +441,9 @@ TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
   worker_options.stop_after_step = options.stop_after_step;
   worker_options.worker_rank = rank;
   run_worker(cfg, dataset, device, rank, *comm, compute_mu, monitor, worker_options);
-  const std::int64_t steps =
-      options.stop_after_step > 0 ? std::min(options.stop_after_step, cfg.training.max_steps) : cfg.training.max_steps;
+  const std::int64_t steps = last_step(cfg, options);
   if (rank == 0) monitor.finish(steps);
-  TrainSummary summary;
-  summary.run_dir = cfg.run_dir();
-  summary.steps = steps;
-  summary.tokens = monitor.total_tokens();
-  summary.loss = monitor.last_loss();
-  summary.val_loss = monitor.last_val_loss();
-  summary.seconds = seconds_since(t0);
-  return summary;
+  return summarize(cfg.run_dir(), steps, monitor, t0);
 }
 
 // --comm zmq, in the parent: one process per contributor (this binary, re-executed on the
@@ -535,8 +545,7 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
     launch_zmq_workers(cfg, options);
     TrainSummary summary;
     summary.run_dir = run_dir;
-    summary.steps =
-        options.stop_after_step > 0 ? std::min(options.stop_after_step, cfg.training.max_steps) : cfg.training.max_steps;
+    summary.steps = last_step(cfg, options);
     summary.seconds = seconds_since(t0);
     log_info("metrics: ", metrics_path);
     return summary;
@@ -570,19 +579,10 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
     for (auto& t : threads) t.join();
     if (first_failure) std::rethrow_exception(first_failure);
   }
-  const std::int64_t steps =
-      options.stop_after_step > 0 ? std::min(options.stop_after_step, cfg.training.max_steps) : cfg.training.max_steps;
+  const std::int64_t steps = last_step(cfg, options);
   monitor.finish(steps);
   log_info("metrics: ", metrics_path);
-
-  TrainSummary summary;
-  summary.run_dir = run_dir;
-  summary.steps = steps;
-  summary.tokens = monitor.total_tokens();
-  summary.loss = monitor.last_loss();
-  summary.val_loss = monitor.last_val_loss();
-  summary.seconds = seconds_since(t0);
-  return summary;
+  return summarize(run_dir, steps, monitor, t0);
 }
 
 }  // namespace pico::trainer
