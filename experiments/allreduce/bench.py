@@ -3,7 +3,7 @@
 
   experiments/allreduce/bench.py loopback [--reps 5] [--sizes-mb 1,4,16,64,256]
   experiments/allreduce/bench.py shaped   [--reps 3] [--rate-mbit 100] [--delay-ms 25] [--cc cubic,bbr]
-                                          [--shaped-arms 1/1024,1/256] [--gro off]         (root)
+                                          [--shaped-arms 1/1024,1/256] [--gro off] [--section shaped]  (root)
   experiments/allreduce/bench.py links    [--cc cubic,bbr] [--ring-seconds 20]               (root)
 
 loopback: W=4 ranks on 127.0.0.1. Each repetition runs every arm once (pico CURVE off,
@@ -385,7 +385,8 @@ ping {hosts[0]} → {hosts[1]}: `{rtt}`; TCP goodput (Python, {cc}): one stream 
 | --- | {' | '.join(['---'] * len(arms))} |
 {chr(10).join(rows)}
 """)
-    body = f"""## Shaped links: 4 hosts, {args.rate_mbit} Mbit/s egress each, fp32
+    tag = "" if args.section == "shaped" else f" ({args.section})"
+    body = f"""## Shaped links{tag}: 4 hosts, {args.rate_mbit} Mbit/s egress each, fp32
 
 Cells: median time of one all-reduce (slowest rank) over {args.reps} repetitions × {args.shaped_iters}
 iterations (pico with CURVE on, "K conn." = connections per neighbour), and bus bandwidth busbw = (S/t)·2(n−1)/n as a fraction of the {args.rate_mbit} Mbit/s link
@@ -411,7 +412,7 @@ Machine: {machine()}: a shared, noisy 2-core box (other sessions compile on the 
 2 cores; load average {load0} at the start, {loadavg()} at the end; the run took {time.time() - t0:.0f} s).
 Command: `{' '.join(sys.argv)}`
 """
-    write_section("shaped", body)
+    write_section(args.section, body)
 
 
 def links():
@@ -443,6 +444,8 @@ if __name__ == "__main__":
                    help="shaped/links: the hosts' TCP congestion control(s), comma-separated; one table each")
     p.add_argument("--gro", choices=["on", "off"], default="off", help="shaped: GRO on the hosts' eth0")
     p.add_argument("--ring-seconds", type=int, default=20, help="duration of the ring-of-streams link check")
+    p.add_argument("--section", default="shaped",
+                   help="shaped: the RESULTS.md section to (re)write, so that a diagnostic run keeps the main one")
     p.add_argument("--shaped-arms", default=[(1, 1024), (1, 256)],
                    type=lambda s: [tuple(int(v) for v in a.split("/")) for a in s.split(",")],
                    help="pico arms as CONNECTIONS/SEGMENT_KIB, comma-separated (CURVE on)")
