@@ -292,6 +292,11 @@ while time.time() < end: s.sendall(b)
 s.close()"""
 
 
+def tx_counters(what="bytes"):
+    """Each host's eth0 transmit counter `what` (bytes, packets), in host order."""
+    return [int(sh(f"ip netns exec {ns} cat /sys/class/net/eth0/statistics/tx_{what}").stdout) for ns in NS]
+
+
 def ring_check(seconds=6):
     """Four TCP streams at once, pico-h{i} → pico-h{i+1 mod 4}: every host sends and receives,
     so its shaped egress carries its data and its ACKs, as in a ring all-reduce. Returns
@@ -301,13 +306,13 @@ def ring_check(seconds=6):
     sinks = [subprocess.Popen(["ip", "netns", "exec", NS[i], PYTHON, "-c", RING_SINK, f"10.77.0.{i + 1}",
                                str(seconds)], stdout=subprocess.PIPE, text=True) for i in range(4)]
     time.sleep(0.5)
-    tx0 = [int(sh(f"ip netns exec {ns} cat /sys/class/net/eth0/statistics/tx_bytes").stdout) for ns in NS]
+    tx0 = tx_counters()
     sources = [subprocess.Popen(["ip", "netns", "exec", NS[i], PYTHON, "-c", RING_SOURCE, f"10.77.0.{(i + 1) % 4 + 1}",
                                  str(seconds)]) for i in range(4)]
     for p in sources:
         p.wait(timeout=seconds + 30)
     res = [json.loads(p.communicate(timeout=30)[0]) for p in sinks]
-    tx1 = [int(sh(f"ip netns exec {ns} cat /sys/class/net/eth0/statistics/tx_bytes").stdout) for ns in NS]
+    tx1 = tx_counters()
     rates = [r["mbit"] for r in res]
     payload = sum(r["total"] for r in res) / max(1, sum(b - a for a, b in zip(tx0, tx1)))
     return min(rates), statistics.median(rates), payload

@@ -114,12 +114,8 @@ MODES = [("streams-uni", PEER_STREAMS, "uni"), ("streams-bidi", PEER_STREAMS, "b
          ("zmq-uni", PEER_ZMQ, "uni"), ("zmq-bidi", PEER_ZMQ, "bidi")]
 
 
-def tx(what):
-    return [int(bench.sh(f"ip netns exec {ns} cat /sys/class/net/eth0/statistics/tx_{what}").stdout) for ns in bench.NS]
-
-
 def run_mode(code, arg):
-    b0, p0 = tx("bytes"), tx("packets")
+    b0, p0 = bench.tx_counters("bytes"), bench.tx_counters("packets")
     procs = [subprocess.Popen(["ip", "netns", "exec", bench.NS[i], bench.PYTHON, "-c", code, str(i), str(args.seconds),
                                arg], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
     outs = []
@@ -128,7 +124,7 @@ def run_mode(code, arg):
         if p.returncode != 0:
             raise RuntimeError(f"peer failed: {err[-2000:]}")
         outs.append(json.loads(out)["mbit_in"])
-    b1, p1 = tx("bytes"), tx("packets")
+    b1, p1 = bench.tx_counters("bytes"), bench.tx_counters("packets")
     frames = sum(b - a for a, b in zip(p0, p1))
     wire = sum(b - a for a, b in zip(b0, b1))
     return sum(outs) / (4 * args.rate_mbit) * 100, frames, wire

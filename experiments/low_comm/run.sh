@@ -29,7 +29,7 @@ declare -A ARM_SETTINGS=(
   [diloco_h100_olr1]="outer.algorithm=diloco outer.inner_steps=100 outer.lr=1.0"
   [demo_lr3e-3]="outer.algorithm=demo outer.demo.value_dtype=fp16 training.optimization.lr=3.0e-3 training.optimization.weight_decay=0"
   [single_b8]="local_workers=1"  # one replica alone: a DiLoCo replica's batch and steps, no averaging
-  # Where the DiLoCo gap comes from (RESULTS.md, "Why the loss target is missed"): ddp's own lr,
+  # Where the DiLoCo gap comes from (RESULTS.md, "Why the loss targets are missed"): ddp's own lr,
   # DiLoCo synchronising every step (H=1, plain averaging of the replicas' AdamW updates: as many
   # bytes as ddp) and every 10 steps, and two more H=100 settings.
   [ddp_lr2e-3]="outer.algorithm=ddp training.optimization.lr=2.0e-3"
