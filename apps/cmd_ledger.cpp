@@ -1,5 +1,6 @@
 // pico ledger — who contributed what to a run, from a live broker or its state file.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -22,6 +23,10 @@ struct LedgerArgs {
 };
 
 nlohmann::json rows_from_state(const std::string& path, const std::string& run) {
+  // Store::open creates a missing database: a typo must not leave an empty one behind.
+  if (!std::filesystem::is_regular_file(path))
+    throw Error(str("broker state file ", path, " does not exist"),
+                "a hosted run keeps it at RUN_DIR/broker.db (e.g. runs/my-run/broker.db); a standing broker at its --state");
   auto store = broker::Store::open(path);
   if (!store->run(run)) {
     std::string known;
@@ -39,17 +44,16 @@ nlohmann::json rows_from_state(const std::string& path, const std::string& run) 
 nlohmann::json rows_from_broker(const LedgerArgs& a) {
   broker::BrokerClientOptions o;
   if (a.broker.rfind("pico://", 0) == 0) {
-    const auto code = broker::parse_join_code(a.broker);
+    const auto code = broker::parse_join_code(a.broker, /*allow_broker_code=*/true);
     o.endpoint = code.endpoint();
     o.broker_public_key = code.broker_key;
   } else {
     o.endpoint = a.broker;
-    o.broker_public_key = a.broker_key;
-    if (o.broker_public_key.empty())  // a broker on this machine keeps its key in the pico home
+    if (a.broker_key.empty())  // a broker on this machine keeps its key in the pico home
       o.broker_public_key = comm::curve_load_or_create_keypair(comm::curve_default_key_dir(), "broker").public_key;
+    else
+      o.broker_public_key = comm::curve_key_from_text(a.broker_key, "--broker-key");
   }
-  if (!comm::curve_is_valid_key(o.broker_public_key))
-    throw Error(str("bad broker key '", o.broker_public_key, "'"), "pass the join code as --broker, or --broker-key Z85");
   const auto mine = comm::curve_generate_keypair();
   o.public_key = mine.public_key;
   o.secret_key = mine.secret_key;
@@ -79,8 +83,9 @@ void register_ledger(CLI::App& app) {
   auto a = std::make_shared<LedgerArgs>();
   auto* sub = app.add_subcommand("ledger", "Show who contributed what to a run: tokens, steps, rounds, compute, bytes.");
   sub->add_option("run", a->run, "Run id (the run name)")->required();
-  auto* b = sub->add_option("--broker", a->broker, "A live broker: its join code, or tcp://HOST:PORT");
-  sub->add_option("--broker-key", a->broker_key, "The broker's public key (Z85) when --broker is tcp://…");
+  auto* b = sub->add_option("--broker", a->broker, "A live broker: a run's join code, the broker code `pico broker` printed, "
+                                                   "or tcp://HOST:PORT");
+  sub->add_option("--broker-key", a->broker_key, "The broker's public key (64 hex digits) when --broker is tcp://…");
   auto* s = sub->add_option("--state", a->state, "The broker's state file (e.g. RUN_DIR/broker.db)");
   b->excludes(s);
   sub->add_flag("--json", a->json, "Print JSON instead of a table");

@@ -8,11 +8,14 @@
 #include "commands.h"
 #include "pico/common/cpu_env.h"
 #include "pico/common/error.h"
+#include "pico/common/interrupt.h"
 
 int main(int argc, char** argv) {
   // OpenMP and OpenBLAS read their settings when they are loaded: set them and re-execute
   // once if needed (pico/common/cpu_env.h; measured in experiments/inner_throughput).
   pico::ensure_cpu_environment(argv);
+  // Before any thread exists: SIGINT/SIGTERM go to one thread (pico/common/interrupt.h).
+  pico::install_signal_thread();
   CLI::App app{
       "pico — decentralized, low-communication training of language models.\n"
       "Many contributors train a LLaMA-style decoder on their own data shards and meet every\n"

@@ -155,7 +155,7 @@ bool is_valid_run_id(const std::string& id) {
   return true;
 }
 
-JoinCode parse_join_code(const std::string& code) {
+JoinCode parse_join_code(const std::string& code, bool allow_broker_code) {
   const char* kHint = "copy the whole code printed by the run's `pico train`, e.g. pico://203.0.113.5:7070/my-run?key=…";
   const std::string prefix = "pico://";
   if (code.rfind(prefix, 0) != 0) throw Error(str("bad join code '", code, "': it must start with pico://"), kHint);
@@ -180,7 +180,11 @@ JoinCode parse_join_code(const std::string& code) {
   if (jc.port < 1 || jc.port > 65535) throw Error(str("bad join code '", code, "': port ", jc.port, " out of range"), kHint);
   const auto q = rest.find('?');
   jc.run_id = rest.substr(0, q);
-  if (!is_valid_run_id(jc.run_id))
+  if (jc.run_id.empty() && !allow_broker_code)
+    throw Error(str("'", code, "' is a broker code, not a join code: it names no run"),
+                "join a run with the code its `pico train` printed (pico://HOST:PORT/RUN?key=…); a broker code is for "
+                "`pico train --config … --broker CODE` and `pico ledger RUN --broker CODE`");
+  if (!jc.run_id.empty() && !is_valid_run_id(jc.run_id))
     throw Error(str("bad join code '", code, "': run id '", jc.run_id, "' is not [A-Za-z0-9_-]{1,64}"), kHint);
   if (q == std::string::npos) throw Error(str("bad join code '", code, "': no ?key=… (the broker's public key)"), kHint);
   std::string key_hex;

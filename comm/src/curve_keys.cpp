@@ -35,6 +35,35 @@ bool curve_is_valid_key(const std::string& key) {
   return zmq_z85_decode(bin.data(), key.c_str()) != nullptr;
 }
 
+std::string curve_key_to_hex(const std::string& z85) {
+  std::array<std::uint8_t, 32> bin{};
+  if (z85.size() != 40 || zmq_z85_decode(bin.data(), z85.c_str()) == nullptr)
+    throw Error(str("'", z85, "' is not a CURVE public key (40 Z85 characters)"));
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (auto b : bin) {
+    hex += kHex[b >> 4];
+    hex += kHex[b & 15];
+  }
+  return hex;
+}
+
+std::string curve_key_from_text(const std::string& text, const std::string& what) {
+  if (curve_is_valid_key(text)) return text;
+  std::string lower = text;
+  for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (lower.size() == 64 && lower.find_first_not_of("0123456789abcdef") == std::string::npos) {
+    std::array<std::uint8_t, 32> bin{};
+    for (std::size_t i = 0; i < 32; ++i)
+      bin[i] = static_cast<std::uint8_t>(std::stoi(lower.substr(2 * i, 2), nullptr, 16));
+    std::array<char, 41> z85{};
+    zmq_z85_encode(z85.data(), bin.data(), bin.size());
+    return z85.data();
+  }
+  throw Error(str(what, " '", text, "' is not a public key (", text.size(), " characters)"),
+              "pass the 64 hex digits the broker printed (or its 40-character Z85 form, quoted)");
+}
+
 CurveKeyPair curve_generate_keypair() {
   curve_require_available();
   std::array<char, 41> pub{}, sec{};

@@ -84,16 +84,19 @@ double get_double(const Message& m, const char* field);
 bool get_bool(const Message& m, const char* field);
 
 // pico://HOST:PORT/RUN_ID?key=HEX64[&token=TOKEN] — what `pico train` prints and `--join` takes.
+// pico://HOST:PORT/?key=HEX64 (no run id) is a broker code: what a standing `pico broker`
+// prints, for `pico train --broker CODE` and `pico ledger RUN --broker CODE`.
 struct JoinCode {
   std::string host;
   int port = 0;
-  std::string run_id;
+  std::string run_id;      // "" in a broker code
   std::string broker_key;  // Z85 (40 chars), decoded from the code's hex
   std::string token;       // "" for public runs
   std::string endpoint() const { return "tcp://" + host + ":" + std::to_string(port); }
 };
-// Throws pico::Error naming what is wrong with the code, and a HINT.
-JoinCode parse_join_code(const std::string& code);
+// Throws pico::Error naming what is wrong with the code, and a HINT. A broker code (no run
+// id) is accepted only with `allow_broker_code`.
+JoinCode parse_join_code(const std::string& code, bool allow_broker_code = false);
 std::string format_join_code(const JoinCode& code);
 
 // Run ids: [A-Za-z0-9_-], 1..64 chars.

@@ -35,4 +35,11 @@ CurveKeyPair curve_generate_keypair();
 // True when `key` is 40 characters of valid Z85.
 bool curve_is_valid_key(const std::string& key);
 
+// A public key as 64 lowercase hex digits: what pico prints for people to copy (Z85 has
+// characters such as & ? $ that a shell would take). Throws pico::Error for an invalid key.
+std::string curve_key_to_hex(const std::string& z85);
+// A public key typed by a person: 64 hex digits or 40 Z85 characters → Z85. Throws
+// pico::Error naming `what` (e.g. "--broker-key") and the value when it is neither.
+std::string curve_key_from_text(const std::string& text, const std::string& what);
+
 }  // namespace pico::comm
