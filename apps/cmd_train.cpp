@@ -38,9 +38,12 @@ void run_train(TrainArgs a) {
     if (!a.config.empty()) throw Error("--join and --config exclude each other", "a joiner takes the run's config from its broker");
     trainer::TrainOptions jo;
     jo.resume = a.resume;
+    jo.resume_required = a.resume;
+    jo.overwrite = a.overwrite;
     jo.stop_after_step = a.stop_after_step;
     if (a.overwrite && a.resume)
-      throw Error("--overwrite and --resume exclude each other", "a joiner starts its run directory over unless --resume");
+      throw Error("--overwrite and --resume exclude each other",
+                  "--resume continues this member's run directory, --overwrite starts it over");
     trainer::join_networked(a.join, a.overrides, a.net, jo);
     return;
   }
@@ -52,6 +55,7 @@ void run_train(TrainArgs a) {
   const trainer::RunConfig cfg = trainer::load_run_config(a.config, overrides);
   trainer::TrainOptions opts;
   opts.resume = a.resume || cfg.checkpointing.auto_resume;
+  opts.resume_required = a.resume;
   opts.overwrite = a.overwrite;
   opts.stop_after_step = a.stop_after_step;
   opts.comm = a.comm;
@@ -60,13 +64,22 @@ void run_train(TrainArgs a) {
   // A DiLoCo run with one contributor here is joinable: it hosts (or registers with) a
   // broker. Local simulations (--local-workers) and ddp/demo runs train in this process only.
   const bool networked = cfg.outer.algorithm == "diloco" && cfg.local_workers == 1 && !a.local && a.worker_rank < 0;
+  trainer::TrainSummary summary;
   if (networked) {
-    trainer::run_networked(cfg, a.net, opts);
+    summary = trainer::run_networked(cfg, a.net, opts);
   } else {
     if (!a.net.broker.empty())
       throw Error("--broker needs a joinable run: outer.algorithm diloco without --local-workers or --local",
                   "set outer.algorithm: diloco in the config");
-    trainer::run_training(cfg, opts);
+    summary = trainer::run_training(cfg, opts);
+  }
+  if (summary.interrupted && !networked) {
+    std::string again = "pico train --config " + a.config;
+    for (const auto& o : a.overrides) again += " --set " + o;
+    if (a.local_workers > 0) again += " --local-workers " + std::to_string(a.local_workers);
+    if (a.local) again += " --local";
+    if (a.comm != "inprocess") again += " --comm " + a.comm;
+    log_info("stopped after step ", summary.steps, " with a checkpoint; continue with: ", again, " --resume");
   }
 }
 
@@ -86,7 +99,9 @@ void register_train(CLI::App& app) {
                 "Continue from the latest valid checkpoint of the run (every contributor of --local-workers, "
                 "inprocess or zmq, from its own). With --join: restore this member's inner optimizer and θ_g from "
                 "its newest checkpoint and rejoin (exact only if the run waited for it)");
-  sub->add_flag("--overwrite", args->overwrite, "Start over in a run directory that already holds a run");
+  sub->add_flag("--overwrite", args->overwrite,
+                "Start over in a run directory that already holds a run (deletes its checkpoints and metrics; a joiner: "
+                "its own directory only)");
   sub->add_option("--stop-after-step", args->stop_after_step,
                   "Stop after this step of the schedule (saving a checkpoint there); --resume continues the run. "
                   "A networked member leaves at the end of the round that reaches it")

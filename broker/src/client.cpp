@@ -1,6 +1,7 @@
 #include "pico/broker/client.h"
 
 #include <atomic>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -29,7 +30,19 @@ struct BrokerClient::Impl {
   std::map<std::uint64_t, Message> replies;
   std::deque<Message> pushes;
   nlohmann::json heartbeat = nlohmann::json::object();
+  bool beat_now = false;  // send the heartbeat at once (its content changed in a way the broker must know)
   std::uint64_t next_id = 1;
+  // Connection state from the socket monitor: since when the broker is unreachable.
+  std::atomic<bool> connected{false};
+  std::atomic<std::int64_t> lost_at_ns{Clock::now().time_since_epoch().count()};
+
+  void on_monitor_event(std::uint16_t event) {
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      connected.store(true);
+    } else if (event == ZMQ_EVENT_DISCONNECTED || event == ZMQ_EVENT_CLOSED) {
+      if (connected.exchange(false)) lost_at_ns.store(Clock::now().time_since_epoch().count());
+    }
+  }
 
   void run() {
     zmq::socket_t sock(ctx, zmq::socket_type::dealer);
@@ -40,6 +53,15 @@ struct BrokerClient::Impl {
     sock.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(kMaxMessageBytes));
     sock.set(zmq::sockopt::reconnect_ivl, 200);
     sock.set(zmq::sockopt::reconnect_ivl_max, 2000);
+    sock.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(opt.link_ping_interval.count()));
+    sock.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(opt.link_timeout.count()));
+    const std::string monitor_ep = str("inproc://broker-client-monitor-", reinterpret_cast<std::uintptr_t>(this));
+    if (zmq_socket_monitor(sock.handle(), monitor_ep.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CLOSED) != 0)
+      throw Error(str("cannot monitor the broker connection: ", zmq_strerror(zmq_errno())));
+    zmq::socket_t monitor(ctx, zmq::socket_type::pair);
+    monitor.set(zmq::sockopt::linger, 0);
+    monitor.connect(monitor_ep);
     sock.connect(opt.endpoint);
     auto last_beat = Clock::now() - opt.heartbeat_interval;
     while (!stop.load()) {
@@ -57,7 +79,8 @@ struct BrokerClient::Impl {
             sent_at[id] = now;
           }
         }
-        if (!heartbeat.empty() && now - last_beat >= opt.heartbeat_interval) {
+        if (!heartbeat.empty() && (beat_now || now - last_beat >= opt.heartbeat_interval)) {
+          beat_now = false;
           Message hb;
           hb.type = MessageType::kHeartbeat;
           hb.body = heartbeat;
@@ -66,8 +89,18 @@ struct BrokerClient::Impl {
         }
       }
       for (auto& bytes : to_send) sock.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
-      zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      zmq::pollitem_t items[2] = {{sock.handle(), 0, ZMQ_POLLIN, 0}, {monitor.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 2, std::chrono::milliseconds(20));
+      while (true) {  // monitor events: two frames, (event id u16 + value u32) and the address
+        zmq::message_t event, address;
+        if (!monitor.recv(event, zmq::recv_flags::dontwait)) break;
+        if (event.more()) (void)monitor.recv(address, zmq::recv_flags::dontwait);
+        if (event.size() >= 2) {
+          std::uint16_t id = 0;
+          std::memcpy(&id, event.data(), sizeof id);
+          on_monitor_event(id);
+        }
+      }
       while (true) {
         zmq::message_t frame;
         if (!sock.recv(frame, zmq::recv_flags::dontwait)) break;
@@ -147,9 +180,20 @@ std::optional<Message> BrokerClient::next_push(std::chrono::milliseconds wait) {
   return m;
 }
 
-void BrokerClient::set_heartbeat(nlohmann::json body) {
+void BrokerClient::set_heartbeat(nlohmann::json body, bool send_now) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->heartbeat = std::move(body);
+  impl_->beat_now = impl_->beat_now || send_now;
+}
+
+}  // namespace pico::broker
+
+namespace pico::broker {
+
+double BrokerClient::seconds_without_broker() const {
+  if (impl_->connected.load()) return 0;
+  const auto lost = Clock::time_point(Clock::duration(impl_->lost_at_ns.load()));
+  return std::chrono::duration<double>(Clock::now() - lost).count();
 }
 
 }  // namespace pico::broker

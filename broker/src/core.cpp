@@ -186,7 +186,9 @@ std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) 
     if (existing->config_yaml != r.config_yaml || existing->dataset_hash != r.dataset_hash)
       throw Error(str("run '", r.run_id, "' already exists on this broker with a different config or dataset"),
                   "choose another checkpointing.run_name, or resume the run with its original config");
-    return {{in.peer, reply(in, MessageType::kAck, {{"run_id", r.run_id}, {"round", existing->round}, {"existing", true}})}};
+    return {{in.peer, reply(in, MessageType::kAck,
+                            {{"run_id", r.run_id}, {"round", existing->round}, {"existing", true},
+                             {"status", existing->status}})}};
   }
   store_.create_run(r);
   if (m.body.contains("allow") && m.body["allow"].is_array())

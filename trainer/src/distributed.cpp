@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <thread>
 
 #include "pico/broker/client.h"
@@ -20,6 +21,7 @@
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
 #include "pico/common/hash.h"
+#include "pico/common/interrupt.h"
 #include "pico/common/log.h"
 #include "pico/common/progress.h"
 #include "pico/common/strings.h"
@@ -116,22 +118,38 @@ class NetworkedMember {
     // more or fewer than H); without it the run ends by rounds.
     const bool stops = options_.stop_after_step > 0;
     const std::int64_t stop = stops ? options_.stop_after_step : std::numeric_limits<std::int64_t>::max();
-    while (base_round_ < rounds_total_ && !finished_ && step_ < stop) {
+    // Ctrl-C / SIGTERM: finish the step, save, say goodbye to the broker, exit 0 (the run
+    // goes on without this member; --resume rejoins it).
+    auto leaving = [&] { return stop_requested() || broker_lost_; };
+    while (base_round_ < rounds_total_ && !finished_ && step_ < stop && !leaving()) {
       if (needs_snapshot_) fetch_snapshot();
-      if (finished_) break;
+      if (finished_ || leaving()) break;
       const bool round_complete = train_round();
-      if (!round_complete) continue;  // resync or rejoin asked for mid-round
+      if (!round_complete) continue;  // resync or rejoin asked for mid-round, or a stop
       outer_round();
     }
     save_checkpoint(/*force=*/true);
     checkpointer_.finish();
-    if (stops && step_ >= stop && base_round_ < rounds_total_ && !finished_) {
-      // --stop-after-step: leave the run (it goes on without this member); --resume rejoins.
-      log_info("stopping after step ", step_, " (--stop-after-step ", stop, "); rejoin with --resume");
-      client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
+    if (broker_lost_)
+      throw Error(str("lost the broker of run ", run_id_, ": no connection for ", static_cast<int>(broker_patience_s()),
+                      " s (at round ", base_round_, ", step ", step_, "; checkpoint saved in ", cfg_.run_dir(), ")"),
+                  "when the run is back (a host restarted with --resume, or the standing broker), rejoin with "
+                  "pico train --join CODE --resume");
+    const bool interrupted = stop_requested() && base_round_ < rounds_total_ && !finished_;
+    if (interrupted || (stops && step_ >= stop && base_round_ < rounds_total_ && !finished_)) {
+      // Leave the run (it goes on without this member); --resume rejoins.
+      if (!interrupted) log_info("stopping after step ", step_, " (--stop-after-step ", stop, "); rejoin with --resume");
+      try {
+        client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}}, "",
+                         std::chrono::seconds(10));
+      } catch (const Error& e) {
+        log_warn("could not tell the broker this member leaves (it evicts silent members anyway): ", e.what());
+      }
       client_->set_heartbeat(nlohmann::json::object());
-      const TrainSummary s = summary();
-      progress_.finish(str("stopped: round ", base_round_, "/", rounds_total_, ", ", step_, " steps"));
+      TrainSummary s = summary();
+      s.interrupted = interrupted;
+      progress_.finish(str("stopped: round ", base_round_, "/", rounds_total_, ", ", step_, " steps",
+                           interrupted ? " (a checkpoint is saved; rejoin with --resume)" : ""));
       return s;
     }
     client_->request(MessageType::kRunFinished, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", base_round_}});
@@ -148,10 +166,14 @@ class NetworkedMember {
   const std::string& theta_hash() const { return theta_hash_; }
 
  private:
+  // How long a member waits for a broker it lost (a host restarting with --resume) before
+  // it saves and gives up: as long as a round's collective may take, and a minute more.
+  double broker_patience_s() const { return cfg_.outer.timeout_s + 60; }
+
   TrainSummary summary() const {
     TrainSummary s;
     s.steps = step_;
-    s.tokens = tokens_;
+    s.tokens = tokens_ - resumed_tokens_;
     s.loss = last_loss_;
     s.val_loss = last_val_;
     s.seconds = seconds_since(start_);
@@ -204,8 +226,12 @@ class NetworkedMember {
     if (!needs_snapshot_ && st->round > 0)
       throw Error(str("this member's checkpoint is of round ", st->round, ", but run ", run_id_, " is at round 0"),
                   "the run was started over since: join it afresh without --resume");
-    step_ = st->step;
+    // A checkpoint saved mid-round (a member stopped by Ctrl-C) holds inner steps the run
+    // went on without: the member restarts its round from θ_g, so its count goes back to the
+    // round boundary (tokens stay: they were trained).
+    step_ = cfg_.outer.round_seconds > 0 ? st->step : st->round * cfg_.outer.inner_steps;
     tokens_ = st->tokens;
+    resumed_tokens_ = st->tokens;
     base_round_ = st->round;
     resumed_round_ = st->round;
     resumed_theta_ = outer_->state_hash();
@@ -237,9 +263,14 @@ class NetworkedMember {
     last_saved_step_ = step_;
   }
 
+  // The heartbeat's content; sent at once when the base round changed (the broker decides
+  // who takes part in the next round from it), else at the next interval.
   void update_heartbeat() {
-    client_->set_heartbeat({{"run_id", run_id_}, {"member_id", member_id_}, {"base_round", needs_snapshot_ ? -1 : base_round_},
-                            {"step", step_}, {"tokens_per_s", tok_per_s_}, {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}});
+    const std::int64_t base = needs_snapshot_ ? -1 : base_round_;
+    client_->set_heartbeat({{"run_id", run_id_}, {"member_id", member_id_}, {"base_round", base},
+                            {"step", step_}, {"tokens_per_s", tok_per_s_}, {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}},
+                           /*send_now=*/base != last_beat_base_);
+    last_beat_base_ = base;
   }
 
   // Handles a message the broker pushed. Returns false when training must stop and resync.
@@ -297,6 +328,7 @@ class NetworkedMember {
     progress_.update("waiting for a θ_g snapshot", true);
     const auto give_up = Clock::now() + std::chrono::duration<double>(2 * cfg_.outer.timeout_s + 60);
     for (;;) {
+      if (stop_requested()) return;
       if (Clock::now() > give_up)
         throw Error(str("no θ_g snapshot arrived within ", static_cast<int>(2 * cfg_.outer.timeout_s + 60), " s"),
                     "is the run still going, and its broker up? Join again with `pico train --join CODE`");
@@ -311,10 +343,17 @@ class NetworkedMember {
       const std::int64_t chunks = m->body.at("chunks").get<std::int64_t>();
       const std::string sha = m->body.at("sha256").get<std::string>();
       std::string blob;
-      for (std::int64_t i = 0; i < chunks; ++i)
-        blob += client_->request(MessageType::kSnapshotGet,
-                                 {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}})
-                    .blob;
+      try {
+        for (std::int64_t i = 0; i < chunks; ++i)
+          blob += client_->request(MessageType::kSnapshotGet,
+                                   {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}})
+                      .blob;
+      } catch (const Error& e) {
+        // The run moved on while we downloaded and the broker keeps only its newest
+        // snapshot: it announces that one next.
+        log_warn("the snapshot of round ", round, " went away while it downloaded (", e.what(), "); waiting for a newer one");
+        continue;
+      }
       if (sha256_hex(blob) != sha) {
         log_warn("the snapshot of round ", round, " failed its SHA-256 check; waiting for another");
         continue;
@@ -376,6 +415,7 @@ class NetworkedMember {
                            std::round(r.loss * 1000) / 1000, " | ", static_cast<int>(tok_per_s_), " tok/s | sent ",
                            format_bytes(static_cast<double>(bytes_sent_))));
       update_heartbeat();
+      if (stop_requested()) return false;  // the step is done: run() saves and leaves
       while (auto m = client_->next_push(std::chrono::milliseconds(0)))
         if (!handle_push(*m)) return false;
     }
@@ -421,6 +461,11 @@ class NetworkedMember {
     progress_.update(str("round ", round, "/", rounds_total_, ": waiting for the other contributors"), true);
     std::int64_t last_attempt = 0;
     for (;;) {
+      if (stop_requested()) return;  // run() leaves the run; the broker retries without us
+      if (client_->seconds_without_broker() > broker_patience_s()) {
+        broker_lost_ = true;
+        return;
+      }
       auto m = client_->next_push(std::chrono::milliseconds(500));
       if (!m) continue;
       if (m->type != MessageType::kRoundStart) {
@@ -553,6 +598,9 @@ class NetworkedMember {
   std::vector<float> last_delta_;  // (numel) this member's last unweighted Δ; empty before its first round
   std::int64_t last_saved_step_ = -1;
   std::int64_t resumed_round_ = -1;  // the round of the checkpoint resumed from, until θ_g is fetched
+  std::int64_t resumed_tokens_ = 0;  // tokens of the checkpoint resumed from (trained before this process)
+  bool broker_lost_ = false;         // no connection to the broker for broker_patience_s()
+  std::int64_t last_beat_base_ = -3; // the base round the last heartbeat announced
   std::string resumed_theta_;
   std::unique_ptr<Contributor> contributor_;
   std::unique_ptr<optim::DiLoCo> outer_;
@@ -641,59 +689,97 @@ void check_member_checkpoints(const RunConfig& cfg, const std::string& run_id) {
 
 }  // namespace
 
-TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, const TrainOptions& options) {
+TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, const TrainOptions& options_in) {
   cfg.validate();
   if (cfg.outer.algorithm != "diloco")
     throw Error(str("a networked run needs outer.algorithm: diloco (this config has ", cfg.outer.algorithm, ")"),
                 "contributors meet only at DiLoCo round boundaries; use --local-workers to simulate ddp or demo");
-  if (options.resume && net.broker.empty())
-    throw Error("--resume is not supported for the host of a networked run with an embedded broker",
-                "the run's broker lived in the stopped process and the members' join codes point at it: start the run "
-                "again with --overwrite, or host runs that must survive their host on a standing broker (pico broker; "
-                "then --broker CODE --resume rejoins it). Members resume with pico train --join CODE --resume");
   set_log_level(parse_log_level(cfg.monitoring.log_level));
   warn_if_slow_blas();
   torch::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  prepare_run_dir(cfg, options);
-  log_info("resolved config:\n", to_yaml(cfg));
+  // The dataset first: nothing is written, and no broker started, for a run that cannot train.
   auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
+  const std::string run_dir = cfg.run_dir();
+  const bool embedded_broker = net.broker.empty();
+  TrainOptions options = options_in;
+  std::optional<broker::JoinCode> previous_code;  // the code this host printed before it stopped
+  if (options.resume) {
+    // A host resumes its embedded broker's state (RUN_DIR/broker.db: members, rounds, ledger,
+    // snapshots) on the same port, so the join code members hold stays valid.
+    const bool previous = embedded_broker ? std::filesystem::exists(run_dir + "/broker.db")
+                                          : !checkpoints::CheckpointDir(run_dir + "/" + cfg.checkpointing.checkpoints_dir)
+                                                 .list()
+                                                 .empty();
+    if (!previous) {
+      if (options.resume_required)
+        throw Error(str("--resume: ", run_dir, " holds no networked run to continue (no ",
+                        embedded_broker ? "broker.db" : "checkpoint", ")"),
+                    "start the run without --resume (check checkpointing.run_name and runs_dir if you expected one)");
+      options.resume = false;  // auto_resume: nothing there yet, a new run
+    } else if (embedded_broker && std::filesystem::exists(run_dir + "/join_code.txt")) {
+      previous_code = broker::parse_join_code(trim(read_file(run_dir + "/join_code.txt")));
+    }
+  }
+  prepare_run_dir(cfg, options);
+  log_info("resolved config (also in ", run_dir, "/config.yaml):\n", to_yaml(cfg));
   const std::string key_dir = net.key_dir.empty() ? comm::curve_default_key_dir() : net.key_dir;
   const auto keys = comm::curve_load_or_create_keypair(key_dir, net.identity);
 
   std::unique_ptr<broker::BrokerService> embedded;
-  std::string endpoint, broker_key, host = net.advertise_host.empty() ? net.listen_host : net.advertise_host;
-  if (net.broker.empty()) {
+  broker::JoinCode code;  // host, port and key of the broker; the run id and token below
+  if (embedded_broker) {
     broker::ServiceOptions so;
-    so.listen = str("tcp://", net.listen_host, ":", net.broker_port);
-    so.state_path = cfg.run_dir() + "/broker.db";
+    const int port = net.broker_port != 0 ? net.broker_port : previous_code ? previous_code->port : 0;
+    so.listen = str("tcp://", net.listen_host, ":", port);
+    so.state_path = run_dir + "/broker.db";
     so.http = net.broker_http;
     so.key_dir = key_dir;
     so.key_name = "broker";
     so.core.member_timeout_s = net.member_timeout_s;
     so.core.result_timeout_s = cfg.outer.timeout_s + 60;
-    embedded = std::make_unique<broker::BrokerService>(so);
+    try {
+      embedded = std::make_unique<broker::BrokerService>(so);
+    } catch (const Error& e) {
+      if (!previous_code) throw;
+      throw Error(str("cannot resume the run's broker on port ", port, " (the port of its join code): ", e.what()),
+                  "another process holds the port: stop it, or pass --broker-port to use another (members then need "
+                  "the new join code)");
+    }
     embedded->start_background();
-    endpoint = embedded->endpoint();
-    broker_key = embedded->public_key();
+    const std::string& ep = embedded->endpoint();
+    code.host = net.advertise_host.empty() ? net.listen_host : net.advertise_host;
+    code.port = std::stoi(ep.substr(ep.rfind(':') + 1));
+    code.broker_key = embedded->public_key();
   } else if (net.broker.rfind("pico://", 0) == 0) {
-    const auto code = broker::parse_join_code(net.broker);
-    endpoint = code.endpoint();
-    broker_key = code.broker_key;
+    code = broker::parse_join_code(net.broker, /*allow_broker_code=*/true);
   } else {
-    endpoint = net.broker;
-    broker_key = net.broker_key;
-    if (!comm::curve_is_valid_key(broker_key))
-      throw Error(str("--broker ", net.broker, " needs the broker's public key"), "pass --broker-key Z85, or the broker's join code");
+    // tcp://HOST:PORT and --broker-key
+    const std::string rest = net.broker.rfind("tcp://", 0) == 0 ? net.broker.substr(6) : net.broker;
+    const auto colon = rest.rfind(':');
+    if (colon == std::string::npos)
+      throw Error(str("--broker ", net.broker, " is neither a broker code nor tcp://HOST:PORT"),
+                  "pass the broker code `pico broker` printed (pico://HOST:PORT/?key=…)");
+    code.host = rest.substr(0, colon);
+    code.port = std::atoi(rest.substr(colon + 1).c_str());
+    if (net.broker_key.empty())
+      throw Error(str("--broker ", net.broker, " needs the broker's public key"),
+                  "pass the broker code `pico broker` printed (it holds the key), or --broker-key HEX");
+    code.broker_key = comm::curve_key_from_text(net.broker_key, "--broker-key");
   }
   const std::string run_id = cfg.checkpointing.run_name;
-  auto client = make_client(endpoint, broker_key, keys);
+  code.run_id = run_id;
+  auto client = make_client(code.endpoint(), code.broker_key, keys);
   std::string token;
   if (net.is_private) {
-    std::uint8_t raw[16];
-    std::ifstream("/dev/urandom", std::ios::binary).read(reinterpret_cast<char*>(raw), sizeof raw);
-    static const char* kHex = "0123456789abcdef";
-    for (auto b : raw) token += {kHex[b >> 4], kHex[b & 15]};
+    if (previous_code && !previous_code->token.empty()) {
+      token = previous_code->token;  // the members' codes hold it; the broker stored its hash
+    } else {
+      std::uint8_t raw[16];
+      std::ifstream("/dev/urandom", std::ios::binary).read(reinterpret_cast<char*>(raw), sizeof raw);
+      static const char* kHex = "0123456789abcdef";
+      for (auto b : raw) token += {kHex[b >> 4], kHex[b & 15]};
+    }
   }
   std::string theta0;
   {
@@ -702,33 +788,43 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   }
   nlohmann::json allow = net.allow_keys;
   allow.push_back(keys.public_key);
-  client->request(MessageType::kCreateRun, {{"run_id", run_id}, {"config_yaml", to_yaml(cfg)},
-                                            {"dataset_hash", dataset->manifest().dataset_hash},
-                                            {"num_shards", dataset->num_train_shards()}, {"private", net.is_private},
-                                            {"min_members", cfg.outer.min_contributors},
-                                            {"token_sha256", token.empty() ? "" : sha256_hex(token)},
-                                            {"theta0_hash", theta0}, {"allow", allow},
-                                            {"dataset_info", {{"prepare", dataset_prepare_command(*dataset)}}}});
-  broker::JoinCode code;
-  code.host = host;
-  code.port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
-  code.run_id = run_id;
-  code.broker_key = broker_key;
+  const Message created =
+      client->request(MessageType::kCreateRun, {{"run_id", run_id}, {"config_yaml", to_yaml(cfg)},
+                                                {"dataset_hash", dataset->manifest().dataset_hash},
+                                                {"num_shards", dataset->num_train_shards()}, {"private", net.is_private},
+                                                {"min_members", cfg.outer.min_contributors},
+                                                {"token_sha256", token.empty() ? "" : sha256_hex(token)},
+                                                {"theta0_hash", theta0}, {"allow", allow},
+                                                {"dataset_info", {{"prepare", dataset_prepare_command(*dataset)}}}});
+  if (created.body.value("status", std::string("active")) == "finished")
+    throw Error(str("run ", run_id, " already finished (round ", created.body.value("round", std::int64_t{0}),
+                    "): there is nothing to resume"),
+                "start a new run with --overwrite, or another --set checkpointing.run_name=NEW");
+  if (options.resume && embedded_broker)
+    log_info("resuming run ", run_id, " at round ", created.body.value("round", std::int64_t{0}),
+             " with its broker's state from ", run_dir, "/broker.db");
   code.token = token;
   const std::string join = broker::format_join_code(code);
   std::cout << "join code: " << join << std::endl;
   log_info("others join with: pico train --join '", join, "'");
-  write_file_atomic(cfg.run_dir() + "/join_code.txt", join + "\n", 0600);
+  write_file_atomic(run_dir + "/join_code.txt", join + "\n", 0600);
 
   auto node = make_node(net);
-  NetworkedMember member(cfg, net, run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl", options);
+  NetworkedMember member(cfg, net, run_id, dataset, std::move(client), node, run_dir + "/metrics.jsonl", options);
   member.token_ = token;
+  GracefulStopScope graceful(embedded_broker ? "stopping after this step: a checkpoint is saved and the run pauses with its "
+                                               "broker (Ctrl-C again to exit at once)"
+                                             : "stopping after this step: a checkpoint is saved and this member leaves the "
+                                               "run (Ctrl-C again to exit at once)");
   TrainSummary s = member.run();
   if (embedded) {
     // Let the other members' last messages reach the broker before it goes away with us.
     std::this_thread::sleep_for(std::chrono::seconds(2));
     embedded->stop();
   }
+  if (s.interrupted)
+    log_info("stopped; continue the run (its broker, members and ledger) with: pico train --config … --resume",
+             embedded_broker ? "" : " --broker CODE");
   return s;
 }
 
@@ -747,6 +843,10 @@ TrainSummary join_networked(const std::string& join_code, const std::vector<std:
   auto client = make_client(code.endpoint(), code.broker_key, keys);
   const Message info = client->request(MessageType::kRunInfo, {{"run_id", code.run_id}}, "", std::chrono::seconds(30));
   RunConfig cfg = parse_run_config(info.body.at("config_yaml").get<std::string>(), "the run's config", overrides);
+  const bool named = std::any_of(overrides.begin(), overrides.end(), [](const std::string& o) {
+    return trim(o.substr(0, o.find('='))) == "checkpointing.run_name";
+  });
+  if (!named) cfg.checkpointing.run_name = str(code.run_id, "-", net.identity);
   set_log_level(parse_log_level(cfg.monitoring.log_level));
   warn_if_slow_blas();
   torch::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
@@ -762,16 +862,36 @@ TrainSummary join_networked(const std::string& join_code, const std::vector<std:
                 str(how.empty() ? "prepare the run's dataset" : "prepare it with: " + how,
                     ", then join with --set data.path=DIR"));
   }
-  if (join_options.resume) check_member_checkpoints(cfg, code.run_id);
   TrainOptions options = join_options;
-  // A joiner's run directory is its own: joining again starts it over, unless --resume.
-  options.overwrite = !options.resume;
+  // A joiner keeps to a run directory of its own (RUN-IDENTITY unless --set
+  // checkpointing.run_name): never the host's runs/RUN on the same machine. What is already
+  // there is continued (--resume, or the run's checkpointing.auto_resume) or, only with
+  // --overwrite, started over; otherwise the joiner refuses rather than delete it.
+  const bool has_member_dir = std::filesystem::exists(cfg.run_dir() + "/metrics.jsonl") ||
+                              !checkpoints::CheckpointDir(cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir)
+                                   .list()
+                                   .empty();
+  if (!options.overwrite && !options.resume && cfg.checkpointing.auto_resume && has_member_dir) options.resume = true;
+  if (options.resume && !has_member_dir) {
+    if (options.resume_required)
+      throw Error(str("--resume: ", cfg.run_dir(), " holds no checkpoint of this member to continue from"),
+                  "join without --resume (or --set checkpointing.run_name to the directory the member used before)");
+    options.resume = false;
+  }
+  if (!options.resume && !options.overwrite && has_member_dir)
+    throw Error(str("run directory ", cfg.run_dir(), " already holds a member's run"),
+                "pass --resume to continue it, --overwrite to start it over, or --set checkpointing.run_name=NEW");
+  if (options.resume) check_member_checkpoints(cfg, code.run_id);
   prepare_run_dir(cfg, options);
   auto node = make_node(net);
   NetworkedMember member(cfg, net, code.run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl",
                          options);
   member.token_ = code.token;
-  return member.run();
+  GracefulStopScope graceful("stopping after this step: a checkpoint is saved and this member leaves the run (Ctrl-C "
+                             "again to exit at once)");
+  TrainSummary s = member.run();
+  if (s.interrupted) log_info("rejoin with: pico train --join '", join_code, "' --resume");
+  return s;
 }
 
 }  // namespace pico::trainer

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "algorithms.h"
+#include "stop_agreement.h"
 #include "pico/checkpoints/store.h"
 #include "pico/comm/in_process.h"
 #include "pico/comm/rendezvous.h"
@@ -28,6 +29,7 @@
 #include "pico/common/cpu_env.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
+#include "pico/common/interrupt.h"
 #include "pico/common/log.h"
 #include "pico/common/progress.h"
 #include "pico/common/strings.h"
@@ -82,7 +84,7 @@ class RunMonitor {
   void resumed(int w, const TrainState& state) {
     std::lock_guard<std::mutex> lock(mu_);
     per_worker_[static_cast<std::size_t>(w - first_)].tokens = state.tokens;
-    total_tokens_ += state.tokens;
+    resumed_tokens_ += state.tokens;
     first_step_ = state.step;
     if (truncated_) return;
     truncated_ = true;
@@ -108,7 +110,7 @@ class RunMonitor {
     s.interval_loss += rep.inner.loss;
     s.interval_steps += 1;
     s.interval_tokens += rep.inner.tokens;
-    total_tokens_ += rep.inner.tokens;
+    session_tokens_ += rep.inner.tokens;
     if (rep.round_done) on_round(w, rep.round);
     const bool last = step == cfg_.training.max_steps;
     const bool has_val = std::isfinite(val_loss);
@@ -130,6 +132,7 @@ class RunMonitor {
       last_val_ = val_loss;
     }
     metrics_->write(rec);
+    if (w == first_) sent_per_contributor_ = bytes_sent;
     if (w == 0) {
       last_loss_ = loss;
       update_progress(step, rep.inner.lr, bytes_sent, has_val || last);
@@ -140,17 +143,27 @@ class RunMonitor {
     s.interval_start = Clock::now();
   }
 
-  void finish(std::int64_t steps) {
+  // The run's last line. `steps`: the step reached; `interrupted`: stopped by a signal.
+  void finish(std::int64_t steps, bool interrupted) {
     const auto n = cfg_.local_workers;
-    std::string done = str("done: ", steps, " steps × ", n, " contributor", n > 1 ? "s" : "", ", ",
-                           total_tokens_, " tokens in ", format_duration(seconds_since(start_)), " | loss ", last_loss_);
+    const std::string trained =
+        first_step_ > 0 ? str("steps ", first_step_, "→", steps) : str(steps, " steps");
+    std::string done = str(interrupted ? "stopped: " : "done: ", trained, " × ", n, " contributor", n > 1 ? "s" : "",
+                           ", ", session_tokens(), " tokens in ", format_duration(seconds_since(start_)));
+    if (resumed_tokens_ > 0) done += str(" (", session_tokens() + resumed_tokens() , " in the run)");
+    done += str(" | loss ", last_loss_);
     if (std::isfinite(last_val_)) done += str(" | val_loss ", last_val_);
+    if (n > 1) done += str(" | sent ", format_bytes(static_cast<double>(sent_per_contributor_)), " per contributor");
     progress_.finish(done);
   }
 
   double last_loss() const { return last_loss_; }
   double last_val_loss() const { return last_val_; }
-  std::int64_t total_tokens() const { return total_tokens_; }
+  // Tokens trained by every local contributor in this invocation, and before it (resumed).
+  // A --comm zmq process sees its own only; contributors of a local run process the same
+  // number of tokens per step, so its share times the contributors is the run's total.
+  std::int64_t session_tokens() const { return session_tokens_ * cfg_.local_workers / workers_; }
+  std::int64_t resumed_tokens() const { return resumed_tokens_ * cfg_.local_workers / workers_; }
 
  private:
   struct WorkerStats {
@@ -194,8 +207,8 @@ class RunMonitor {
     if (std::isfinite(last_val_)) line += str(" | val ", std::round(last_val_ * 1000) / 1000);
     char lr_buf[16];
     std::snprintf(lr_buf, sizeof lr_buf, "%.2e", lr);
-    line += str(" | ", format_rate(static_cast<double>(total_tokens_) / elapsed), " tok/s | lr ", lr_buf);
-    if (workers_ > 1) line += str(" | sent ", format_bytes(static_cast<double>(bytes_sent)));
+    line += str(" | ", format_rate(static_cast<double>(session_tokens()) / elapsed), " tok/s | lr ", lr_buf);
+    if (cfg_.local_workers > 1) line += str(" | sent ", format_bytes(static_cast<double>(bytes_sent)));
     line += str(" | ETA ", format_duration(eta));
     progress_.update(line, force);
   }
@@ -215,7 +228,9 @@ class RunMonitor {
     std::vector<std::string> hashes;
   };
   std::map<std::int64_t, PendingRound> rounds_;
-  std::int64_t total_tokens_ = 0;
+  std::uint64_t sent_per_contributor_ = 0;  // bytes the first of this monitor's contributors has sent
+  std::int64_t session_tokens_ = 0;  // trained by this monitor's contributors since it started
+  std::int64_t resumed_tokens_ = 0;  // theirs before that (from checkpoints)
   double last_loss_ = std::nan(""), last_val_ = std::nan("");
   ProgressLine progress_;
 };
@@ -292,9 +307,11 @@ void barrier(comm::Communicator& comm, const std::string& what, double timeout_s
 }
 
 // One contributor's whole run, on its own thread: resume (or check that the run is new),
-// steps, saves, and the final save.
-void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> dataset, torch::Device device, int w,
-                comm::Communicator& comm, std::mutex& compute_mu, RunMonitor& monitor, const TrainOptions& options) {
+// steps, saves, and the final save. Returns the step it stopped after: the last step of
+// the schedule, or the step every contributor agreed on when a stop was requested.
+std::int64_t run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> dataset, torch::Device device, int w,
+                        comm::Communicator& comm, std::mutex& compute_mu, RunMonitor& monitor,
+                        const TrainOptions& options, StopAgreement& stop) {
   if (cfg.local_workers > 1) set_log_thread_tag(str("[w", w, "] "));
   std::unique_ptr<Contributor> contributor;
   {
@@ -318,7 +335,7 @@ void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> datas
   const std::int64_t max_steps = cfg.training.max_steps;
   const std::int64_t stop_step = last_step(cfg, options);
   const std::int64_t eval_every = cfg.evaluation.every_n_steps;
-  for (std::int64_t step = state.step; step < stop_step;) {
+  for (std::int64_t step = state.step; step < stop_step && stop.may_continue(w, step);) {
     const StepReport rep = algorithm->step(step);
     ++step;
     state.step = step;
@@ -342,6 +359,19 @@ void run_worker(const RunConfig& cfg, std::shared_ptr<const data::Dataset> datas
     checkpointer.maybe_save(*contributor, state, algorithm.get(), /*force=*/true);  // no-op when this step is saved
   }
   checkpointer.finish();
+  return state.step;
+}
+
+// Whether the run directory holds any step file, of one contributor or of several.
+bool run_has_checkpoints(const RunConfig& cfg) {
+  namespace fs = std::filesystem;
+  const std::string base = cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir;
+  std::error_code ec;
+  if (!fs::is_directory(base, ec)) return false;
+  if (!checkpoints::CheckpointDir(base).list().empty()) return true;
+  for (fs::directory_iterator it(base, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory() && !checkpoints::CheckpointDir(it->path().string()).list().empty()) return true;
+  return false;
 }
 
 // For --resume: the checkpoints on disk must come from as many contributors as this run has
@@ -351,7 +381,7 @@ void check_resume_layout(const RunConfig& cfg) {
   const std::string base = cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir;
   std::error_code ec;
   if (!fs::is_directory(base, ec)) return;
-  const bool top_files = !checkpoints::CheckpointDir(base, 2).list().empty();
+  const bool top_files = !checkpoints::CheckpointDir(base).list().empty();
   int subdirs = 0;
   for (fs::directory_iterator it(base, ec), end; !ec && it != end; it.increment(ec))
     if (it->is_directory() && it->path().filename().string().rfind("contributor_", 0) == 0) ++subdirs;
@@ -395,12 +425,13 @@ void check_fresh_checkpoints(const RunConfig& cfg, const data::Dataset& dataset,
 namespace {
 
 // What `pico train` reports at the end, from the run's monitor.
-TrainSummary summarize(const std::string& run_dir, std::int64_t steps, const RunMonitor& monitor,
+TrainSummary summarize(const std::string& run_dir, std::int64_t steps, bool interrupted, const RunMonitor& monitor,
                        Clock::time_point t0) {
   TrainSummary summary;
   summary.run_dir = run_dir;
   summary.steps = steps;
-  summary.tokens = monitor.total_tokens();
+  summary.interrupted = interrupted;
+  summary.tokens = monitor.session_tokens();
   summary.loss = monitor.last_loss();
   summary.val_loss = monitor.last_val_loss();
   summary.seconds = seconds_since(t0);
@@ -440,10 +471,14 @@ TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
   worker_options.resume = options.resume;
   worker_options.stop_after_step = options.stop_after_step;
   worker_options.worker_rank = rank;
-  run_worker(cfg, dataset, device, rank, *comm, compute_mu, monitor, worker_options);
-  const std::int64_t steps = last_step(cfg, options);
-  if (rank == 0) monitor.finish(steps);
-  return summarize(cfg.run_dir(), steps, monitor, t0);
+  // Ctrl-C reaches the launcher, which sends each contributor one SIGTERM (and so does the
+  // kernel when the launcher dies): they agree on a step, save there and exit 0.
+  GracefulStopScope graceful("contributor stops after the step all contributors agree on", {}, SigintMode::kIgnore);
+  auto stop = StopAgreement::shared_file(options.rendezvous_dir + "/stop", workers, /*create=*/false);
+  const std::int64_t steps = run_worker(cfg, dataset, device, rank, *comm, compute_mu, monitor, worker_options, *stop);
+  const bool interrupted = steps < last_step(cfg, options);
+  if (rank == 0) monitor.finish(steps, interrupted);
+  return summarize(cfg.run_dir(), steps, interrupted, monitor, t0);
 }
 
 // --comm zmq, in the parent: one process per contributor (this binary, re-executed on the
@@ -451,13 +486,23 @@ TrainSummary run_zmq_worker(const RunConfig& cfg, const TrainOptions& options) {
 void launch_zmq_workers(const RunConfig& cfg, const TrainOptions& options) {
   const int workers = static_cast<int>(cfg.local_workers);
   const std::string rendezvous = cfg.run_dir() + "/rendezvous";
-  std::filesystem::remove_all(rendezvous);
+  std::filesystem::remove_all(rendezvous);  // the previous invocation's addresses: ours to replace
   make_dirs(rendezvous);
+  const auto stop_board = StopAgreement::shared_file(rendezvous + "/stop", workers, /*create=*/true);
   const std::string config = cfg.run_dir() + "/config.yaml";
   // Each process gets its share of the cores unless the config says otherwise.
   const int threads = cfg.threads > 0 ? static_cast<int>(cfg.threads)
                                       : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / workers);
   std::vector<pid_t> pids;
+  std::mutex pids_mu;
+  // The first Ctrl-C or SIGTERM: one SIGTERM to each contributor, which stop together at a
+  // step they agree on (stop_agreement.h) and save. A second exits at once; the kernel then
+  // sends them SIGTERM again (PR_SET_PDEATHSIG), their second: they exit at once too.
+  GracefulStopScope graceful("stopping: each contributor finishes its step and saves a checkpoint (Ctrl-C again to exit at once)",
+                             [&] {
+                               std::lock_guard<std::mutex> lock(pids_mu);
+                               for (pid_t p : pids) ::kill(p, SIGTERM);
+                             });
   for (int r = 0; r < workers; ++r) {
     // The argument list is built before fork: only async-signal-safe calls in the child.
     const std::string rank = std::to_string(r), th = str("threads=", threads),
@@ -481,7 +526,9 @@ void launch_zmq_workers(const RunConfig& cfg, const TrainOptions& options) {
       ::execv("/proc/self/exe", const_cast<char* const*>(argv.data()));
       ::_exit(127);
     }
+    std::lock_guard<std::mutex> lock(pids_mu);
     pids.push_back(pid);
+    if (stop_requested()) ::kill(pid, SIGTERM);  // the signal came while we were starting them
   }
   int failed_rank = -1, failed_status = 0;
   for (std::size_t done = 0; done < pids.size(); ++done) {
@@ -493,8 +540,9 @@ void launch_zmq_workers(const RunConfig& cfg, const TrainOptions& options) {
     if (!ok && failed_rank < 0) {
       failed_rank = static_cast<int>(it - pids.begin());
       failed_status = status;
+      std::lock_guard<std::mutex> lock(pids_mu);
       for (pid_t other : pids)
-        if (other != pid) ::kill(other, SIGTERM);
+        if (other != pid) ::kill(other, SIGKILL);  // they would wait for it in a collective
     }
   }
   if (failed_rank >= 0)
@@ -506,17 +554,31 @@ void launch_zmq_workers(const RunConfig& cfg, const TrainOptions& options) {
 
 }  // namespace
 
-TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
+TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options_in) {
   cfg.validate();
   set_log_level(parse_log_level(cfg.monitoring.log_level));
   set_threads(cfg.threads);
-  if (options.comm != "inprocess" && options.comm != "zmq")
-    throw Error(str("unknown --comm '", options.comm, "'"), "use inprocess or zmq");
-  if (options.worker_rank >= 0) return run_zmq_worker(cfg, options);
+  if (options_in.comm != "inprocess" && options_in.comm != "zmq")
+    throw Error(str("unknown --comm '", options_in.comm, "'"), "use inprocess or zmq");
+  if (options_in.worker_rank >= 0) return run_zmq_worker(cfg, options_in);
   warn_if_slow_blas();
+
+  // The dataset first: a missing or damaged dataset is the commonest first-run mistake,
+  // and nothing should be written before it is found.
+  const torch::Device device = resolve_device(cfg.device);
+  auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
 
   const std::string run_dir = cfg.run_dir();
   const std::string metrics_path = run_dir + "/metrics.jsonl";
+  TrainOptions options = options_in;
+  if (options.resume && !run_has_checkpoints(cfg)) {
+    if (options.resume_required)
+      throw Error(str("--resume: ", run_dir, " holds no checkpoint to continue from"),
+                  std::filesystem::exists(metrics_path)
+                      ? "the run stopped before its first checkpoint: start it over with --overwrite"
+                      : "start the run without --resume (check checkpointing.run_name and runs_dir if you expected one)");
+    log_info("auto_resume: no checkpoint in ", run_dir, " yet; starting at step 0");
+  }
   if (std::filesystem::exists(metrics_path) && !options.resume && !options.overwrite)
     throw Error(str("run directory ", run_dir, " already holds a run (", metrics_path, ")"),
                 "pass --resume to continue it, --overwrite to start it over, or --set checkpointing.run_name=NEW");
@@ -524,10 +586,8 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
   make_dirs(run_dir);
   const std::string yaml = to_yaml(cfg);
   write_file_atomic(run_dir + "/config.yaml", yaml);
-  log_info("resolved config:\n", yaml);
+  log_info("resolved config (also in ", run_dir, "/config.yaml):\n", yaml);
 
-  const torch::Device device = resolve_device(cfg.device);
-  auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
   const auto& m = dataset->manifest();
   log_info("dataset ", cfg.data.path, ": ", m.train_tokens(), " train tokens in ", m.train.size(), " shards, ",
            m.val_tokens(), " validation tokens (", m.dataset_hash.substr(0, 12), ")");
@@ -546,6 +606,11 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
     TrainSummary summary;
     summary.run_dir = run_dir;
     summary.steps = last_step(cfg, options);
+    if (stop_requested()) {
+      summary.interrupted = true;
+      const auto saved = checkpoints::CheckpointDir(checkpoint_dir(cfg, 0)).list();
+      if (!saved.empty()) summary.steps = saved.front().first;
+    }
     summary.seconds = seconds_since(t0);
     log_info("metrics: ", metrics_path);
     return summary;
@@ -553,20 +618,24 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
 
   RunMonitor monitor(cfg, metrics_path, options.resume, workers);
   comm::InProcessGroup group(workers);
+  auto stop = StopAgreement::in_memory(workers);
+  GracefulStopScope graceful("stopping after this step; a checkpoint will be saved (Ctrl-C again to exit at once)");
   std::mutex compute_mu;  // local contributors take turns computing, each with every core
   std::exception_ptr first_failure;  // the root cause; the others fail because of the abort
   std::mutex failure_mu;
   const auto t0 = Clock::now();
+  std::int64_t steps = 0;
   if (workers == 1) {
     auto comm = group.communicator(0);
-    run_worker(cfg, dataset, device, 0, *comm, compute_mu, monitor, options);
+    steps = run_worker(cfg, dataset, device, 0, *comm, compute_mu, monitor, options, *stop);
   } else {
     std::vector<std::thread> threads;
     for (int w = 0; w < workers; ++w) {
       threads.emplace_back([&, w] {
         try {
           auto comm = group.communicator(w);
-          run_worker(cfg, dataset, device, w, *comm, compute_mu, monitor, options);
+          const std::int64_t reached = run_worker(cfg, dataset, device, w, *comm, compute_mu, monitor, options, *stop);
+          if (w == 0) steps = reached;  // every contributor stops after the same step
         } catch (...) {
           std::lock_guard<std::mutex> lock(failure_mu);
           if (!first_failure) {
@@ -579,10 +648,10 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options) {
     for (auto& t : threads) t.join();
     if (first_failure) std::rethrow_exception(first_failure);
   }
-  const std::int64_t steps = last_step(cfg, options);
-  monitor.finish(steps);
+  const bool interrupted = steps < last_step(cfg, options);
+  monitor.finish(steps, interrupted);
   log_info("metrics: ", metrics_path);
-  return summarize(run_dir, steps, monitor, t0);
+  return summarize(run_dir, steps, interrupted, monitor, t0);
 }
 
 }  // namespace pico::trainer

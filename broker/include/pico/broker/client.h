@@ -23,6 +23,10 @@ struct BrokerClientOptions {
   std::string public_key, secret_key;  // this contributor's CURVE key pair (Z85)
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds retry_interval{2000};  // re-send an unanswered request this often
+  // ZMTP heartbeats: a PING this often; no traffic for `link_timeout` drops the connection
+  // (libzmq reconnects on its own when the broker is back).
+  std::chrono::milliseconds link_ping_interval{1000};
+  std::chrono::milliseconds link_timeout{5000};
 };
 
 class BrokerClient {
@@ -41,8 +45,14 @@ class BrokerClient {
   void send(MessageType type, nlohmann::json body);
   // The next message the broker pushed, waiting up to `wait`.
   std::optional<Message> next_push(std::chrono::milliseconds wait);
-  // What the heartbeat says from now on (an empty object stops heartbeats).
-  void set_heartbeat(nlohmann::json body);
+  // What the heartbeat says from now on (an empty object stops heartbeats). `send_now`:
+  // send it at once rather than at the next interval (a member that just loaded θ_g must
+  // be counted in the next round before it starts).
+  void set_heartbeat(nlohmann::json body, bool send_now = false);
+  // Seconds since the connection to the broker was lost (ZMTP heartbeats notice a broker
+  // that died or a link that went silent within a few seconds), 0 while connected. Counts
+  // from construction until the first connection.
+  double seconds_without_broker() const;
 
  private:
   struct Impl;
