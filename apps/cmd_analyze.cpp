@@ -1,4 +1,5 @@
 // pico analyze — learning-dynamics metrics over a run's checkpoints (analysis/, docs/ANALYSIS.md).
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -20,9 +21,19 @@ struct AnalyzeArgs {
   std::string target_step;
   std::string output;
   bool no_plots = false;
+  bool overwrite = false;
   bool list_metrics = false;
   std::size_t summary_lines = 60;
 };
+
+// Results already in `dir` are replaced only with --overwrite.
+void refuse_existing_results(const std::string& dir, bool overwrite) {
+  if (overwrite) return;
+  for (const char* name : {"metrics.csv", "metrics.json", "summary.txt"})
+    if (std::filesystem::exists(dir + "/" + name))
+      throw Error(str("analysis results already exist in ", dir, " (", name, ")"),
+                  "pass --overwrite to replace them, or --output DIR for another directory");
+}
 
 void run_analyze(const AnalyzeArgs& a, const CLI::App& sub) {
   if (a.list_metrics) {
@@ -64,9 +75,13 @@ void run_analyze(const AnalyzeArgs& a, const CLI::App& sub) {
     }
     cfg = analysis::quick_config(q, info.recorded_suffixes);
   }
+  // Refuse before the work when the output directory is known already, else after it.
+  if (!a.output.empty()) refuse_existing_results(a.output, a.overwrite);
+  else if (!cfg.analysis_name.empty()) refuse_existing_results(cfg.output_dir + "/" + cfg.analysis_name, a.overwrite);
   analysis::RunnerOptions ro;
   const auto result = analysis::run_analysis(cfg, ro);
   const std::string out_dir = !a.output.empty() ? a.output : cfg.output_dir + "/" + result.analysis_name;
+  refuse_existing_results(out_dir, a.overwrite);
   const auto files = analysis::write_report(out_dir, result, cfg, !a.no_plots);
 
   std::cout << "\n" << result.analysis_name << ": " << result.rows.size() << " values from " << result.layout.describe()
@@ -112,6 +127,7 @@ void register_analyze(CLI::App& app) {
                 "DiLoCo runs: drift of each contributor from theta_g, and pairwise cosine of pseudo-gradients");
   sub->add_option("--output,-o", args->output, "Output directory (default: analysis_results/<analysis name>)");
   sub->add_flag("--no-plots", args->no_plots, "Do not draw PNGs with gnuplot");
+  sub->add_flag("--overwrite", args->overwrite, "Replace results already in the output directory");
   sub->add_option("--summary-lines", args->summary_lines, "Lines of the terminal summary (0 = all)")->capture_default_str();
   sub->add_flag("--list-metrics", args->list_metrics, "List the metrics and exit");
   sub->callback([args, sub] { run_analyze(*args, *sub); });

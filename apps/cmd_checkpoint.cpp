@@ -72,9 +72,9 @@ void run_inspect(const InspectArgs& a) {
   const auto info = checkpoints::inspect_checkpoint(path, !a.no_verify);
   auto& out = std::cout;
   out << "checkpoint  " << path << "\n";
-  std::string created = attr_or(info, "/", "created_unix", "");
-  if (!created.empty()) {
-    const std::time_t t = static_cast<std::time_t>(std::atof(created.c_str()));
+  std::string created;
+  if (const auto* v = find_attr(info, "/", "created_unix"); v != nullptr && std::holds_alternative<double>(*v)) {
+    const std::time_t t = static_cast<std::time_t>(std::get<double>(*v));
     char buf[64];
     std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
     created = buf;
@@ -168,7 +168,7 @@ void run_inspect(const InspectArgs& a) {
         << "/" << info.datasets.size() << " datasets read back intact; ";
   // The run's manifest, next to the file.
   const std::filesystem::path p(path);
-  checkpoints::CheckpointDir dir(p.has_parent_path() ? p.parent_path().string() : ".", 2);
+  checkpoints::CheckpointDir dir(p.has_parent_path() ? p.parent_path().string() : ".");
   const auto entry = dir.manifest_entry(p.filename().string());
   bool sha_ok = true;
   if (!entry) {

@@ -31,6 +31,8 @@ void register_data(CLI::App& app) {
       ->capture_default_str();
   prep->add_option("--seed", opts->seed, "Chooses which text is held out")->capture_default_str();
   prep->add_option("--threads", opts->threads, "Encoding threads (0 = all cores)")->capture_default_str();
+  prep->add_flag("--overwrite", opts->overwrite,
+                 "Replace the dataset already in --output (its manifest, tokenizer and shards)");
   prep->callback([opts] { data::prepare_dataset(*opts); });
 }
 

@@ -11,6 +11,9 @@
 #include "commands.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
+#include "pico/common/hash.h"
+#include "pico/data/sampler.h"
+#include "pico/data/manifest.h"
 #include "pico/common/log.h"
 #include "pico/trainer/inference.h"
 
@@ -20,6 +23,7 @@ namespace {
 struct EvalArgs {
   std::string checkpoint;
   std::string text_file;
+  std::string data;  // a dataset directory: evaluate its validation split
   std::int64_t batch_size = 8;
   std::int64_t threads = 0;
   std::string save_logits;
@@ -52,16 +56,42 @@ void write_npy(const std::string& path, const torch::Tensor& t0) {
   write_file_atomic(path, bytes);
 }
 
+// The validation split of a prepared dataset, as token ids; its tokenizer must be the
+// checkpoint's (the ids would mean other pieces otherwise).
+std::vector<std::int32_t> validation_ids(const std::string& dir, const trainer::LoadedModel& m) {
+  const auto ds = data::Dataset::open(dir, /*verify=*/true);
+  const std::string mine = sha256_hex(m.tokenizer_model);
+  if (ds->manifest().tokenizer_sha256 != mine)
+    throw Error(str("dataset ", dir, " was tokenized with another tokenizer (", ds->manifest().tokenizer_sha256.substr(0, 12),
+                    "…) than checkpoint ", m.path, " (", mine.substr(0, 12), "…)"),
+                "evaluate on the dataset the run trained on (data.path in its config), or use --text-file");
+  const data::TokenStream val = data::val_stream(*ds);
+  if (val.size() < 2)
+    throw Error(str("dataset ", dir, " has no validation split"),
+                "prepare it with --val-fraction > 0, or evaluate a text with --text-file");
+  std::vector<std::int64_t> wide(val.size());
+  val.read(0, val.size(), wide.data());
+  return std::vector<std::int32_t>(wide.begin(), wide.end());
+}
+
 void run_eval(const EvalArgs& a) {
   if (a.batch_size < 1) throw Error(str("--batch-size ", a.batch_size), "use at least 1 window per forward pass");
-  if (!std::filesystem::is_regular_file(a.text_file))
+  if (a.text_file.empty() == a.data.empty())
+    throw Error("pico eval needs one of --text-file FILE or --data DIR",
+                "e.g. pico eval --checkpoint runs/demo --data data/kjv (its validation split)");
+  if (!a.text_file.empty() && !std::filesystem::is_regular_file(a.text_file))
     throw Error(str("text file ", a.text_file, " does not exist"), "pass --text-file with a UTF-8 text file");
   set_threads(a.threads);
   const auto t0 = std::chrono::steady_clock::now();
   trainer::LoadedModel m = trainer::load_model(a.checkpoint);
-  const data::Tokenizer tok = trainer::load_tokenizer(m);
-  const std::string text = read_file(a.text_file);
-  const auto ids = tok.encode(text);
+  std::vector<std::int32_t> ids;
+  if (!a.data.empty()) {
+    ids = validation_ids(a.data, m);
+  } else {
+    const data::Tokenizer tok = trainer::load_tokenizer(m);
+    ids = tok.encode(read_file(a.text_file));
+  }
+  const std::string source = a.data.empty() ? a.text_file : a.data + " (validation split)";
   if (ids.size() < 2)
     throw Error(str("text file ", a.text_file, " encodes to ", ids.size(), " token(s); a next-token loss needs at least 2"),
                 "pass a longer --text-file");
@@ -76,7 +106,7 @@ void run_eval(const EvalArgs& a) {
     write_npy(a.save_logits + ".tokens.npy", x);
     write_npy(a.save_logits + ".logits.npy", m.model->forward(x).to(torch::kFloat32));
   }
-  log_info("eval of ", m.path, " (step ", m.step, ") on ", a.text_file, ": ", ids.size(), " tokens in ", r.windows,
+  log_info("eval of ", m.path, " (step ", m.step, ") on ", source, ": ", ids.size(), " tokens in ", r.windows,
            " windows, ", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s");
   nlohmann::ordered_json j = {{"tokens", r.tokens}, {"loss", r.loss}, {"ppl", r.ppl}};
   std::cout << j.dump() << std::endl;
@@ -84,7 +114,9 @@ void run_eval(const EvalArgs& a) {
 
 void register_eval(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
-  auto* sub = app.add_subcommand("eval", "Mean next-token loss of a checkpoint's model over a text file.");
+  auto* sub = app.add_subcommand("eval",
+                                 "Mean next-token loss of a checkpoint's model over a text file or a dataset's validation "
+                                 "split.");
   sub->footer(
       "Prints one JSON line {\"tokens\": N, \"loss\": L, \"ppl\": P}. The text is tokenized with the run's\n"
       "tokenizer (embedded in the checkpoint; no BOS/EOS added) and cut into consecutive windows of\n"
@@ -93,7 +125,11 @@ void register_eval(CLI::App& app) {
   sub->add_option("--checkpoint", args->checkpoint,
                   "A step_*.h5 file, or a run or checkpoints directory (its newest checkpoint)")
       ->required();
-  sub->add_option("--text-file", args->text_file, "UTF-8 text to evaluate on")->required();
+  auto* text = sub->add_option("--text-file", args->text_file, "UTF-8 text to evaluate on");
+  sub->add_option("--data", args->data,
+                  "A dataset directory (pico data prepare): evaluate its whole validation split, tokenized as "
+                  "prepared")
+      ->excludes(text);
   sub->add_option("--batch-size", args->batch_size, "Windows per forward pass (memory vs speed; changes the result only by float rounding)")
       ->capture_default_str();
   sub->add_option("--threads", args->threads, "CPU threads, 0 = all cores")->capture_default_str();

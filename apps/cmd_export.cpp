@@ -1,4 +1,5 @@
 // pico export — a checkpoint as a Hugging Face Llama model directory.
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -17,11 +18,16 @@ struct ExportArgs {
   std::string checkpoint;
   std::string format = "hf";
   std::string output;
+  bool overwrite = false;
 };
 
 void run_export(const ExportArgs& a) {
   if (a.format != "hf")
     throw Error(str("unknown export format '", a.format, "'"), "pico export supports --format hf (Hugging Face Llama)");
+  for (const char* name : {"model.safetensors", "config.json", "tokenizer.model"})
+    if (!a.overwrite && std::filesystem::exists(a.output + "/" + name))
+      throw Error(str("--output ", a.output, " already holds an export (", name, ")"),
+                  "pass --overwrite to replace it, or choose another --output");
   const trainer::LoadedModel m = trainer::load_model(a.checkpoint);
   const auto& mc = m.config.model;
   const data::Tokenizer tok = trainer::load_tokenizer(m);
@@ -56,8 +62,8 @@ void register_export(CLI::App& app) {
       ->required();
   sub->add_option("--format", args->format, "Export format: hf (Hugging Face Llama, the only one so far)")
       ->capture_default_str();
-  sub->add_option("--output,-o", args->output, "Directory to write (created if needed; existing files are replaced)")
-      ->required();
+  sub->add_option("--output,-o", args->output, "Directory to write (created if needed)")->required();
+  sub->add_flag("--overwrite", args->overwrite, "Replace an export already in --output");
   sub->callback([args] { run_export(*args); });
 }
 

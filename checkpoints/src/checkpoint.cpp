@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -553,7 +554,12 @@ std::string dtype_name(torch::ScalarType t) {
 
 std::string format_attr(const AttrValue& v) {
   if (const auto* i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
-  if (const auto* d = std::get_if<double>(&v)) return str(*d);
+  if (const auto* d = std::get_if<double>(&v)) {
+    // The shortest text that reads back as the same double (a Unix time keeps its seconds).
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, *d);
+    return std::string(buf, r.ptr);
+  }
   return std::get<std::string>(v);
 }
 

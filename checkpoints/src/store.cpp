@@ -26,10 +26,13 @@ constexpr int kManifestVersion = 1;
 
 }  // namespace
 
-CheckpointDir::CheckpointDir(std::string dir, std::int64_t keep_latest_k) : dir_(std::move(dir)), keep_(keep_latest_k) {
-  if (keep_ < 2)
+CheckpointDir::CheckpointDir(std::string dir, std::int64_t keep_latest_k, std::int64_t keep_every_n_steps)
+    : dir_(std::move(dir)), keep_(keep_latest_k), keep_every_(keep_every_n_steps) {
+  if (keep_ < 0 || keep_ == 1)
     throw Error(str("checkpointing.keep_latest_k = ", keep_, " for ", dir_),
-                "keep at least 2 checkpoints, so that a crash while saving leaves a valid one");
+                "keep at least 2 checkpoints, so that a crash while saving leaves a valid one (0 keeps every one)");
+  if (keep_every_ < 0)
+    throw Error(str("checkpointing.keep_every_n_steps = ", keep_every_, " for ", dir_), "use 0 (none) or a step count");
 }
 
 std::string CheckpointDir::file_name(std::int64_t step) {
@@ -119,10 +122,12 @@ void CheckpointDir::write_manifest(const std::vector<ManifestEntry>& entries) co
 void CheckpointDir::prune(std::int64_t saved_step, std::vector<ManifestEntry>& entries) {
   // Only files at or before the step just saved are ours to prune: a newer file can only be
   // one that failed to load (and was kept for inspection) or one of another trajectory.
+  if (keep_ == 0) return;  // a whole trajectory
   std::int64_t kept = 0;
   for (const auto& [step, name] : list()) {
     if (step > saved_step) continue;
     if (++kept <= keep_) continue;
+    if (keep_every_ > 0 && step % keep_every_ == 0) continue;
     std::error_code ec;
     fs::remove(path_of(name), ec);
     if (ec) log_warn("cannot delete old checkpoint ", path_of(name), ": ", ec.message());
@@ -211,7 +216,7 @@ std::string resolve_checkpoint(const std::string& path) {
   for (const std::string& dir : {path, path + "/checkpoints", path + "/checkpoints/contributor_0",
                                  path + "/contributor_0"}) {
     if (!fs::is_directory(dir, ec)) continue;
-    CheckpointDir d(dir, 2);
+    CheckpointDir d(dir);
     if (auto latest = d.latest(); latest && fs::is_regular_file(d.path_of(*latest), ec)) return d.path_of(*latest);
     if (auto files = d.list(); !files.empty()) return d.path_of(files.front().second);
   }

@@ -35,10 +35,53 @@ void validate(const PrepareOptions& o) {
     throw Error(str("tokenizer ", o.tokenizer, " does not exist"), "pass an existing sentencepiece .model, or omit --tokenizer to train one");
 }
 
+// The files a dataset directory holds that prepare_dataset writes: manifest.json first (a
+// directory without it is not a dataset), then the tokenizer and the shards.
+std::vector<std::filesystem::path> dataset_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> out;
+  std::error_code ec;
+  if (fs::exists(fs::path(dir) / "manifest.json", ec)) out.push_back(fs::path(dir) / "manifest.json");
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const bool shard = (name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0) && it->path().extension() == ".bin";
+    if (shard || name == "tokenizer.model" || name == "tokenizer.vocab") out.push_back(it->path());
+  }
+  return out;
+}
+
+// Refuses to replace a dataset unless told to; with `overwrite`, removes pico's files of it
+// (keeping a tokenizer that --tokenizer names, which is about to be reused).
+void clear_output(const PrepareOptions& o) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(o.output_dir, ec)) return;
+  if (!fs::is_directory(o.output_dir, ec))
+    throw Error(str("--output ", o.output_dir, " is a file, not a directory"), "choose a directory for the dataset");
+  auto files = dataset_files(o.output_dir);
+  if (files.empty()) return;
+  if (!o.overwrite)
+    throw Error(str("dataset directory ", o.output_dir, " already holds a dataset (", files.front().filename().string(),
+                    files.size() > 1 ? str(" and ", files.size() - 1, " more files") : std::string(), ")"),
+                "pass --overwrite to replace it, or choose another --output");
+  const fs::path keep = o.tokenizer.empty() ? fs::path() : fs::absolute(o.tokenizer);
+  std::size_t removed = 0;
+  for (const auto& f : files) {  // manifest.json first: a half-removed directory is no dataset
+    if (!keep.empty() && fs::absolute(f) == keep) continue;
+    fs::remove(f, ec);
+    if (ec) throw Error(str("--overwrite: cannot remove ", f.string(), ": ", ec.message()), "check the permissions");
+    ++removed;
+  }
+  log_info("--overwrite: removed the previous dataset's ", removed, " files in ", o.output_dir);
+}
+
 }  // namespace
 
 Manifest prepare_dataset(const PrepareOptions& o) {
   validate(o);
+  for (const auto& path : o.inputs)  // before anything is removed or written
+    if (!std::filesystem::exists(path)) throw Error(str("input file ", path, " does not exist"), "check the path given to --input");
+  clear_output(o);
   const auto t0 = std::chrono::steady_clock::now();
 
   // 1. Read every input as lines; a file becomes consecutive blocks of lines.

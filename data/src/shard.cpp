@@ -101,6 +101,15 @@ void ShardReader::read(std::uint64_t begin, std::uint64_t n, std::int64_t* out) 
   } else {
     for (std::uint64_t i = 0; i < n; ++i) out[i] = get<std::uint32_t>(tokens_, 4 * (begin + i));
   }
+  // With data.verify = false nothing checked the tokens at start: an id outside the
+  // vocabulary would reach the embedding as "index out of range" without a file name.
+  const auto vocab = static_cast<std::int64_t>(header_.vocab_size);
+  for (std::uint64_t i = 0; i < n; ++i)
+    if (out[i] >= vocab)
+      throw Error(str("token shard ", path(), " is corrupt: token ", begin + i, " is ", out[i],
+                      ", outside the vocabulary of ", vocab),
+                  "the file was damaged after `pico data prepare`; run with data.verify: true to check every shard at "
+                  "start, and prepare the dataset again");
 }
 
 }  // namespace pico::data

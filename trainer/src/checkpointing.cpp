@@ -296,7 +296,15 @@ std::vector<std::string> check_resume_compatible(const RunConfig& saved, const s
   };
   const auto& o1 = saved.training.optimization;
   const auto& o2 = current.training.optimization;
-  differs("training.max_steps", saved.training.max_steps, current.training.max_steps);
+  if (saved.training.max_steps != current.training.max_steps) {
+    const auto& sched = current.training.optimization.lr_scheduler;
+    warnings.push_back(str("training.max_steps changed from ", saved.training.max_steps, " to ", current.training.max_steps,
+                           sched == "constant"
+                               ? std::string(": the run continues to the new length")
+                               : str(": the ", sched, " learning-rate schedule is laid over the new length, so from the "
+                                     "resumed step on the learning rate differs from the original run's (the schedule "
+                                     "does not restart; it jumps to where the new length puts this step)")));
+  }
   differs("training.optimization.lr", o1.lr, o2.lr);
   differs("training.optimization.lr_scheduler", o1.lr_scheduler, o2.lr_scheduler);
   differs("training.optimization.lr_warmup_steps", o1.lr_warmup_steps, o2.lr_warmup_steps);
@@ -419,7 +427,8 @@ TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, 
 RunCheckpointer::RunCheckpointer(const RunConfig& cfg, const data::Dataset& dataset, const std::string& dir)
     : cfg_(cfg),
       tokenizer_model_(read_file(dataset.tokenizer_path())),
-      dir_(dir.empty() ? cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir : dir, cfg.checkpointing.keep_latest_k),
+      dir_(dir.empty() ? cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir : dir, cfg.checkpointing.keep_latest_k,
+           cfg.checkpointing.keep_every_n_steps),
       saver_(std::make_unique<checkpoints::AsyncSaver>(dir_)) {
   if (std::filesystem::exists(dir_.dir())) dir_.remove_stale_temporaries();
 }
@@ -445,7 +454,7 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c, OuterStateIO* 
   std::erase_if(files, [&](const auto& f) { return f.first > max_step; });
   if (files.empty()) {
     if (max_step == std::numeric_limits<std::int64_t>::max())
-      log_warn("resume: no checkpoint in ", dir_.dir(), "; starting from step 0");
+      log_info("resume: no checkpoint in ", dir_.dir(), " yet; starting from step 0");
     else
       log_warn("resume: no checkpoint of step ≤ ", max_step, " in ", dir_.dir());
     return std::nullopt;

@@ -66,7 +66,10 @@ std::vector<Field> fields_of(RunConfig& c) {
       {"checkpointing.runs_dir", Kind::kString, &c.checkpointing.runs_dir, {}, "parent of run directories"},
       {"checkpointing.checkpoints_dir", Kind::kString, &c.checkpointing.checkpoints_dir, {}, "inside the run dir"},
       {"checkpointing.save_every_n_steps", Kind::kInt, &c.checkpointing.save_every_n_steps, {}, "0 = end only"},
-      {"checkpointing.keep_latest_k", Kind::kInt, &c.checkpointing.keep_latest_k, {}, ">= 2"},
+      {"checkpointing.keep_latest_k", Kind::kInt, &c.checkpointing.keep_latest_k, {},
+       "0 = keep every checkpoint, else keep the newest k >= 2"},
+      {"checkpointing.keep_every_n_steps", Kind::kInt, &c.checkpointing.keep_every_n_steps, {},
+       "with keep_latest_k: also keep multiples of this step"},
       {"checkpointing.auto_resume", Kind::kBool, &c.checkpointing.auto_resume, {}, "resume when a checkpoint exists"},
       {"checkpointing.learning_dynamics.layer_suffixes", Kind::kStringList, &ld.layer_suffixes, {},
        "modules recorded"},
@@ -117,12 +120,30 @@ std::vector<std::string> all_keys() {
   return keys;
 }
 
+// Characters the two keys share from the start, counted in whole sections.
+std::size_t common_sections(const std::string& a, const std::string& b) {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < a.size() && i < b.size() && a[i] == b[i]; ++i)
+    if (a[i] == '.') ++n;
+  return n;
+}
+
 [[noreturn]] void unknown_key(const std::string& key, const std::string& source) {
-  // A key given without its section ("runs_dir") or with a typo ("model.d_modle").
+  // A key given without its section ("runs_dir"), under the wrong section (a mis-indented
+  // "data.batch_size"), or with a typo ("model.d_modle"). Among the keys with the same last
+  // part, the one that shares the most sections with what was written wins (batch_size under
+  // data → data.dataloader.batch_size, not checkpointing.learning_dynamics.batch_size).
   std::string guess;
+  std::size_t best = 0;
   const std::string leaf = key.substr(key.rfind('.') + 1);
-  for (const auto& k : all_keys())
-    if (ends_with(k, "." + leaf) && k != key) guess = k;
+  for (const auto& k : all_keys()) {
+    if (!(ends_with(k, "." + leaf) || k == leaf) || k == key) continue;
+    const std::size_t shared = common_sections(k, key) + 1;
+    if (shared > best) {
+      best = shared;
+      guess = k;
+    }
+  }
   if (guess.empty()) guess = closest_match(key, all_keys());
   throw Error(str("unknown config key '", key, "' in ", source),
               guess.empty() ? "run `pico train --help-config` to list every key"
@@ -326,7 +347,11 @@ std::vector<std::string> describe_keys() {
   RunConfig defaults;
   std::vector<std::string> out;
   for (const auto& f : fields_of(defaults)) {
-    std::string line = str(f.key, "  (", kind_name(f.kind), ")  ", f.doc);
+    YAML::Emitter value;
+    emit_value(value, f);
+    std::string shown = value.c_str();
+    if (f.kind == Kind::kString && shown == "\"\"") shown = "\"\" (none)";
+    std::string line = str(f.key, "  (", kind_name(f.kind), ", default ", shown, ")  ", f.doc);
     if (!f.choices.empty()) line += str("  [", join(f.choices, "|"), "]");
     out.push_back(line);
   }

@@ -14,7 +14,9 @@ torch::Device resolve_device(const std::string& name) {
   if (name.rfind("cuda", 0) == 0) {
     if (!torch::cuda::is_available())
       throw Error(str("device '", name, "' requested but this LibTorch sees no CUDA GPU"),
-                  "use device: cpu (or auto), or build pico against a CUDA LibTorch (scripts/gpu-build)");
+                  "use device: cpu (or auto); for a GPU, build pico against a CUDA LibTorch: PICO_CMAKE_ARGS="
+                  "\"-DCMAKE_PREFIX_PATH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')\" "
+                  "scripts/setup with a CUDA build of PyTorch installed");
     return torch::Device(name);
   }
   throw Error(str("unknown device '", name, "'"), "use auto, cpu, cuda or cuda:N");

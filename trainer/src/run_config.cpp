@@ -40,8 +40,10 @@ void RunConfig::validate() const {
           "a plain name without '/'");
   require(checkpointing.save_every_n_steps >= 0, "checkpointing.save_every_n_steps", checkpointing.save_every_n_steps,
           ">= 0 (0 = only at the end)");
-  require(checkpointing.keep_latest_k >= 2, "checkpointing.keep_latest_k", checkpointing.keep_latest_k,
-          ">= 2 (a crash while saving must leave a valid checkpoint behind)");
+  require(checkpointing.keep_latest_k == 0 || checkpointing.keep_latest_k >= 2, "checkpointing.keep_latest_k",
+          checkpointing.keep_latest_k, "0 (keep every checkpoint) or >= 2 (a crash while saving must leave a valid one)");
+  require(checkpointing.keep_every_n_steps >= 0, "checkpointing.keep_every_n_steps", checkpointing.keep_every_n_steps,
+          ">= 0 (0 = none)");
   const auto& ld = checkpointing.learning_dynamics;
   require(ld.batch_size >= 1, "checkpointing.learning_dynamics.batch_size", ld.batch_size, ">= 1");
   require(ld.sequence_idx >= -model.max_seq_len && ld.sequence_idx < model.max_seq_len,

@@ -4,8 +4,8 @@
 //   RUN_DIR/checkpoints/manifest.json    SHA-256, size and step of every kept file (atomic)
 //   RUN_DIR/checkpoints/latest           the newest file's name, one line (atomic)
 //
-// Saving order: file (temporary name, fsync, rename) → manifest → latest → prune to the
-// newest keep_latest_k. A crash between any two leaves a directory resume can use: an
+// Saving order: file (temporary name, fsync, rename) → manifest → latest → prune (the
+// retention policy: every file, or the newest keep_latest_k plus every keep_every_n_steps). A crash between any two leaves a directory resume can use: an
 // unlisted but complete step file is still loadable (checked by its Fletcher32s), a
 // stale temporary is ignored and later removed.
 //
@@ -33,8 +33,12 @@ struct ManifestEntry {
 
 class CheckpointDir {
  public:
-  // `keep_latest_k` >= 2 (older step files beyond it are deleted after each save).
-  CheckpointDir(std::string dir, std::int64_t keep_latest_k);
+  // What save() keeps: `keep_latest_k` = 0 keeps every step file (a trajectory for
+  // `pico analyze`, as pico-train keeps); k >= 2 keeps the newest k and, when
+  // `keep_every_n_steps` > 0, also every older one whose step is a multiple of it (a coarse
+  // trajectory at bounded disk use); the rest are deleted after each save. k = 1 is refused:
+  // a crash while saving must leave a valid checkpoint behind.
+  explicit CheckpointDir(std::string dir, std::int64_t keep_latest_k = 0, std::int64_t keep_every_n_steps = 0);
 
   static std::string file_name(std::int64_t step);                     // "step_000250.h5"
   static std::optional<std::int64_t> parse_step(const std::string& name);  // "step_000250.h5" → 250
@@ -67,7 +71,8 @@ class CheckpointDir {
   void write_manifest(const std::vector<ManifestEntry>& entries) const;
   void prune(std::int64_t saved_step, std::vector<ManifestEntry>& entries);
   std::string dir_;
-  std::int64_t keep_;
+  std::int64_t keep_;        // 0 = all
+  std::int64_t keep_every_;  // 0 = none beyond the newest keep_
 };
 
 // A checkpoint named on a command line: a step_*.h5 file itself, or a checkpoints directory

@@ -55,7 +55,8 @@ struct CheckpointingConfig {
   std::string runs_dir = "runs";
   std::string checkpoints_dir = "checkpoints";
   std::int64_t save_every_n_steps = 1000;
-  std::int64_t keep_latest_k = 3;
+  std::int64_t keep_latest_k = 0;       // 0: keep every checkpoint (the trajectory `pico analyze` reads)
+  std::int64_t keep_every_n_steps = 0;  // with keep_latest_k >= 2: also keep every step multiple of this
   bool auto_resume = false;
   LearningDynamicsConfig learning_dynamics;
 };
