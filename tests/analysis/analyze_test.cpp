@@ -474,7 +474,11 @@ TEST_F(AnalyzeDecentralized, MissingPseudoGradientsAndSelectionsAreExplained) {
     EXPECT_NE(row["contributor"], "1");
   }
   // Model metrics on a multi-contributor run carry the contributor.
+  // (into the same directory: that takes --overwrite)
   r = run_command(pico(dir_->file("run") + " --metrics gini --suffixes swiglu.w_2 --layers 0 --steps 10" + o));
+  ASSERT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("analysis results already exist in " + dir_->file("err")), std::string::npos) << r.output;
+  r = run_command(pico(dir_->file("run") + " --metrics gini --suffixes swiglu.w_2 --layers 0 --steps 10 --overwrite" + o));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j2 = nlohmann::json::parse(read_text(dir_->file("err") + "/metrics.json"));
   ASSERT_EQ(j2["rows"].size(), 3u);

@@ -13,6 +13,7 @@
 #include <regex>
 #include <thread>
 
+#include "support/process.h"
 #include "support/test_util.h"
 
 namespace pico {
@@ -20,77 +21,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A background process whose output goes to a log file. The exit status is kept when the
-// child is reaped, so alive() followed by wait() still reports how it ended.
-struct Proc {
-  pid_t pid = -1;
-  std::string log;
-  mutable int status = -1;  // raw waitpid status once reaped
-  bool alive() const {
-    if (pid <= 0 || status != -1) return false;
-    int st = 0;
-    if (::waitpid(pid, &st, WNOHANG) == 0) return true;
-    status = st;
-    return false;
-  }
-  int wait() const {
-    if (status == -1 && pid > 0) {
-      int st = 0;
-      if (::waitpid(pid, &st, 0) == pid) status = st;
-    }
-    if (status == -1) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  void kill9() const {
-    if (alive()) ::kill(pid, SIGKILL);
-    wait();
-  }
-};
+using test::Proc;
+using test::slurp;
+using test::wait_for_log;
 
-// Every process spawned by the running test; TearDown kills what is left after a failure.
-std::vector<pid_t> g_spawned;
+Proc spawn(const std::string& args, const std::string& log) { return test::spawn_pico(args, log); }
 
-Proc spawn(const std::string& args, const std::string& log) {
-  Proc p;
-  p.log = log;
-  p.pid = ::fork();
-  if (p.pid == 0) {
-    ::setpgid(0, 0);
-    const std::string cmd = "exec " + test::pico_binary() + " " + args + " > " + log + " 2>&1";
-    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  g_spawned.push_back(p.pid);
-  return p;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Waits until `pred` holds or `seconds` pass.
 template <typename Pred>
 bool wait_for(Pred pred, double seconds) {
-  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return pred();
-}
-
-// Waits until `pattern` matches in the log file; its groups go to `groups`, in order.
-bool wait_for_log(const std::string& log, const std::regex& pattern, std::initializer_list<std::string*> groups,
-                  double seconds) {
-  return wait_for([&] {
-    const std::string text = slurp(log);
-    std::smatch m;
-    if (!std::regex_search(text, m, pattern)) return false;
-    std::size_t i = 1;
-    for (std::string* g : groups) *g = m[i++];
-    return true;
-  }, seconds);
+  return test::wait_until(pred, seconds);
 }
 
 const std::regex kListening(R"(listening on (tcp://127\.0\.0\.1:\d+) \(key (\S{40})\))");
@@ -125,13 +64,7 @@ class Networked : public ::testing::Test {
                      "threads: 1\n");
   }
 
-  void TearDown() override {
-    for (pid_t pid : g_spawned) {
-      if (::kill(pid, 0) == 0) ::kill(-pid, SIGKILL);  // its own process group (setpgid in spawn)
-      ::waitpid(pid, nullptr, WNOHANG);
-    }
-    g_spawned.clear();
-  }
+  void TearDown() override { test::kill_spawned(); }
 
   std::string common() const { return " --key-dir " + dir_.file("keys") + " "; }
 
@@ -445,6 +378,74 @@ TEST_F(Networked, MemberCheckpointsAndResumesWhereTheRunWaitedForIt) {
   EXPECT_NE(slurp(a3.log).find("of run net left"), std::string::npos) << "b should leave at once";
   EXPECT_TRUE(std::filesystem::exists(ckdir + "/step_000120.h5")) << "a checkpoint that does not fit is kept";
   a3.kill9();
+}
+
+}  // namespace
+}  // namespace pico
+
+namespace pico {
+namespace {
+
+// Ctrl-C on a member: it finishes its step, saves, leaves the run (which goes on with the
+// others) and exits 0. Ctrl-C on the host: the same, and its embedded broker's state stays;
+// the member still in the run waits for it; the same command (auto_resume) brings the run
+// back on the same port, so the join code still works: the waiting member carries on, the
+// one that left rejoins with --resume, and all end with one θ_g. Nobody hangs.
+TEST_F(Networked, CtrlCLeavesTheRunAndTheHostResumesItsBrokerOnTheSamePort) {
+  const std::string host_cmd = "train --config " + dir_.file("run.yaml") +
+                               " --set training.max_steps=900 --set outer.min_contributors=2"
+                               " --set checkpointing.auto_resume=true --set checkpointing.save_every_n_steps=30"
+                               " --identity a" +
+                               common();
+  Proc a = spawn(host_cmd, dir_.file("a.log"));
+  std::string code;
+  ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
+  auto join = [&](const std::string& who, const std::string& extra, const std::string& log) {
+    return spawn("train --join '" + code + "' --identity " + who + " --set checkpointing.run_name=net-" + who + extra +
+                     common(),
+                 dir_.file(log));
+  };
+  Proc b = join("b", "", "b.log");
+  Proc c = join("c", "", "c.log");
+  ASSERT_TRUE(wait_for([&] { return rounds_of(dir_.file("runs/net-b/metrics.jsonl")).size() >= 2; }, 120))
+      << slurp(b.log);
+  b.signal(SIGINT);
+  ASSERT_EQ(b.wait_for(60), 0) << slurp(b.log);
+  EXPECT_NE(slurp(b.log).find("stopped: round"), std::string::npos) << slurp(b.log);
+  EXPECT_NE(slurp(b.log).find("rejoin with: pico train --join"), std::string::npos) << slurp(b.log);
+  const std::size_t host_rounds = rounds_of(dir_.file("runs/net/metrics.jsonl")).size();
+  ASSERT_TRUE(wait_for([&] { return rounds_of(dir_.file("runs/net/metrics.jsonl")).size() >= host_rounds + 2; }, 60))
+      << "the run did not go on without the member that left\n"
+      << slurp(a.log);
+
+  a.signal(SIGINT);
+  ASSERT_EQ(a.wait_for(60), 0) << slurp(a.log);
+  const std::int64_t stopped_round = rounds_of(dir_.file("runs/net/metrics.jsonl")).back()["round"];
+  ASSERT_LT(stopped_round, 30) << "the run finished before it was interrupted";
+  EXPECT_TRUE(c.alive()) << "a member gave up on the broker at once\n" << slurp(c.log);
+
+  Proc a2 = spawn(host_cmd, dir_.file("a2.log"));
+  std::string code2;
+  ASSERT_TRUE(wait_for_log(a2.log, kJoinCode, {&code2}, 60)) << slurp(a2.log);
+  EXPECT_EQ(code2, code) << "the resumed host's join code changed";
+  EXPECT_NE(slurp(a2.log).find("resuming run net at round "), std::string::npos) << slurp(a2.log);
+  Proc b2 = join("b", " --resume", "b2.log");
+  ASSERT_TRUE(wait_for([&] { return !a2.alive() && !b2.alive() && !c.alive(); }, 300))
+      << slurp(a2.log) << slurp(b2.log) << slurp(c.log);
+  EXPECT_EQ(a2.wait(), 0) << slurp(a2.log);
+  EXPECT_EQ(b2.wait(), 0) << slurp(b2.log);
+  EXPECT_EQ(c.wait(), 0) << slurp(c.log);
+  const auto ra = rounds_of(dir_.file("runs/net/metrics.jsonl"));
+  const auto rb = rounds_of(dir_.file("runs/net-b/metrics.jsonl"));
+  const auto rc = rounds_of(dir_.file("runs/net-c/metrics.jsonl"));
+  ASSERT_FALSE(ra.empty());
+  ASSERT_FALSE(rb.empty());
+  ASSERT_FALSE(rc.empty());
+  EXPECT_EQ(ra.back()["round"], 30);
+  EXPECT_EQ(rb.back()["round"], 30) << "the member that left did not rejoin the resumed run";
+  EXPECT_EQ(rc.back()["round"], 30);
+  EXPECT_EQ(ra.back()["theta_hash"], rb.back()["theta_hash"]);
+  EXPECT_EQ(ra.back()["theta_hash"], rc.back()["theta_hash"]);
 }
 
 }  // namespace
