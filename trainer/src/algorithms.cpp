@@ -1,5 +1,7 @@
 #include "algorithms.h"
 
+#include "outer_round.h"
+
 #include <chrono>
 #include <algorithm>
 #include <cmath>
@@ -10,16 +12,13 @@
 #include "pico/common/codec.h"
 #include "pico/common/error.h"
 #include "pico/common/log.h"
+#include "pico/common/strings.h"
 #include "pico/optim/compress.h"
 #include "pico/optim/demo.h"
 #include "pico/optim/diloco.h"
 
 namespace pico::trainer {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // The one-integer entry `name` of `state`; throws pico::Error when missing or malformed.
 std::int64_t scalar_entry(const optim::NamedTensors& state, const std::string& name) {
@@ -102,23 +101,14 @@ class Ddp final : public Algorithm {
   comm::AllreduceOptions opts_;
 };
 
-// H local AdamW steps, then one outer round: Δ_i = θ_g − θ_i weighted by the tokens each
-// contributor processed, all-reduced (compressed on the wire), an outer Nesterov step on
-// θ_g, θ_g copied back into the model. Inner AdamW state carries over between rounds.
+// H local AdamW steps, then one outer round (outer_round.h): Δ_i weighted by the tokens
+// each contributor processed, all-reduced (compressed on the wire), an outer Nesterov step
+// on θ_g copied back into the model, and the θ_g hashes compared. Inner AdamW state carries
+// over between rounds.
 class DiLoCo final : public Algorithm {
  public:
   DiLoCo(const RunConfig& cfg, Contributor& c, comm::Communicator& comm, std::mutex& mu)
-      : cfg_(cfg),
-        c_(c),
-        comm_(comm),
-        mu_(mu),
-        outer_(c.model()->named_params(), {cfg.outer.lr, cfg.outer.momentum, cfg.outer.nesterov}),
-        flat_(static_cast<std::size_t>(c.numel())) {
-    opts_.wire = parse_wire_dtype(cfg.outer.compression);
-    opts_.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.outer.timeout_s * 1000));
-    if (cfg.outer.error_feedback)
-      feedback_ = std::make_unique<optim::ErrorFeedback>("outer.error_feedback", flat_.size(), opts_.wire);
-  }
+      : cfg_(cfg), c_(c), comm_(comm), mu_(mu), round_(cfg, c.model()->named_params()) {}
 
   StepReport step(std::int64_t step) override {
     StepReport rep;
@@ -132,109 +122,58 @@ class DiLoCo final : public Algorithm {
     return rep;
   }
 
-  const optim::DiLoCo& outer() const { return outer_; }
-
   optim::NamedTensors outer_state() const override {
-    optim::NamedTensors s = outer_.state();
+    optim::NamedTensors s = round_.state();
     s.emplace_back("round_tokens", torch::tensor({round_tokens_}, torch::kLong));
-    if (feedback_) {
-      for (auto& e : feedback_->state()) s.push_back(std::move(e));
-    }
     return s;
   }
 
   void load_outer_state(const optim::NamedTensors& state) override {
-    // Validate everything before changing anything.
+    // Validate everything before changing anything (OuterRound::load_state does the same).
     const std::int64_t round_tokens = scalar_entry(state, "round_tokens");
     if (round_tokens < 0) throw Error(str("outer state 'round_tokens' is negative: ", round_tokens), "the checkpoint is damaged");
-    std::unique_ptr<optim::ErrorFeedback> fb;  // a copy (the residual is a plain vector) takes the state first
-    if (feedback_) {
-      fb = std::make_unique<optim::ErrorFeedback>(*feedback_);
-      fb->load_state(state);
-    }
-    outer_.load_state(without(state, {"round_tokens"}));  // validates everything before it changes anything
-    if (feedback_) feedback_ = std::move(fb);
+    round_.load_state(without(state, {"round_tokens"}));
     round_tokens_ = round_tokens;
-    round_ = outer_.step_count();
   }
 
-  optim::NamedTensors pseudo_gradient() const override { return outer_.unflatten(last_delta_); }
-
-  void load_pseudo_gradient(const optim::NamedTensors& delta) override { last_delta_ = outer_.flatten(delta); }
-
-  std::int64_t rounds_done() const override { return round_; }
+  optim::NamedTensors pseudo_gradient() const override { return round_.pseudo_gradient(); }
+  void load_pseudo_gradient(const optim::NamedTensors& delta) override { round_.load_pseudo_gradient(delta); }
+  std::int64_t rounds_done() const override { return round_.rounds_done(); }
 
  private:
   void outer_round(std::int64_t step, StepReport& rep) {
-    RoundReport& r = rep.round;
-    r.round = ++round_;
-    r.contributors = comm_.world_size();
-    double compute_s = 0;
-    auto t = Clock::now();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      outer_.pseudo_gradient(c_.model()->named_params(), flat_.data());
-      last_delta_ = flat_;  // unweighted Δ, for checkpoints
+    RoundPlan plan;
+    plan.round = round_.rounds_done() + 1;
+    plan.tokens = static_cast<double>(round_tokens_);
+    plan.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.outer.timeout_s * 1000));
+    RoundOutcome out = round_.run(comm_, plan, c_.model()->named_params(), mu_);
+    bytes_sent_ += out.report.bytes_sent;
+    bytes_received_ += out.report.bytes_received;
+    if (!out.ok)
+      throw Error(str("outer round ", plan.round, " (after step ", step + 1, "): ", out.error),
+                  "a contributor died, stalled or disagrees; restart the run with --resume (outer.timeout_s sets how long "
+                  "to wait)");
+    if (!out.disagreeing.empty()) {
+      std::vector<std::string> who;
+      for (int rank : out.disagreeing)
+        who.push_back(str("contributor ", rank, " (", out.hashes[static_cast<std::size_t>(rank)].substr(0, 12), "…)"));
+      throw Error(str("after outer round ", plan.round, " the θ_g of ", join(who, ", "), " differs from the others' (",
+                      out.majority_hash.substr(0, 12),
+                      "…): its state was damaged (memory, a bad checkpoint) or pico has a bug; the run stops rather than "
+                      "train on diverged copies"),
+                  "resume from the last checkpoint with --resume; if it happens again, report it with the run's config");
     }
-    compute_s += seconds_since(t);
-    // Weights first (a tiny exact-enough fp32 sum, identical on every rank), so that each
-    // contributor can scale its own Δ: the reduce then yields Σ w_i Δ_i / Σ w_i directly.
-    float weight = static_cast<float>(round_tokens_);
-    comm::AllreduceOptions wopts;
-    wopts.timeout = opts_.timeout;
-    wopts.tag = tag(step, 0);
-    auto wr = comm_.all_reduce(&weight, 1, wopts);
-    check(wr, "the round-weight all-reduce", step);
-    account(wr, r);
-    t = Clock::now();
-    const float scale = static_cast<float>(round_tokens_) / weight;
-    for (auto& v : flat_) v *= scale;
-    if (feedback_) feedback_->compensate(flat_.data());
-    compute_s += seconds_since(t);
-    opts_.tag = tag(step, 1);
-    auto dr = comm_.all_reduce(flat_.data(), flat_.size(), opts_);
-    check(dr, "the pseudo-gradient all-reduce", step);
-    account(dr, r);
-    t = Clock::now();
-    double norm2 = 0;
-    for (float v : flat_) norm2 += static_cast<double>(v) * v;
-    r.pseudo_grad_norm = std::sqrt(norm2);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      outer_.step(flat_.data());
-      outer_.copy_to(c_.model()->named_params());
-    }
-    r.theta_hash = outer_.state_hash();
-    compute_s += seconds_since(t);
-    r.outer_step_s = compute_s;
-    r.tokens = static_cast<std::int64_t>(weight);
+    rep.round = out.report;
     rep.round_done = true;
-    rep.comm_s = r.comm_s;
+    rep.comm_s = out.report.comm_s;
     round_tokens_ = 0;
-  }
-
-  std::uint64_t tag(std::int64_t step, std::uint64_t part) const {
-    return static_cast<std::uint64_t>(step) * 4 + part;
-  }
-
-  void account(const comm::CollectiveResult& res, RoundReport& r) {
-    bytes_sent_ += res.bytes_sent;
-    bytes_received_ += res.bytes_received;
-    r.bytes_sent += res.bytes_sent;
-    r.bytes_received += res.bytes_received;
-    r.comm_s += res.seconds;
   }
 
   const RunConfig& cfg_;
   Contributor& c_;
   comm::Communicator& comm_;
   std::mutex& mu_;
-  optim::DiLoCo outer_;
-  std::unique_ptr<optim::ErrorFeedback> feedback_;
-  std::vector<float> flat_;  // (numel) Δ, then the reduced Δ̄
-  std::vector<float> last_delta_;  // (numel) this contributor's last unweighted Δ; empty before round 1
-  comm::AllreduceOptions opts_;
-  std::int64_t round_ = 0;
+  OuterRound round_;
   std::int64_t round_tokens_ = 0;
 };
 
