@@ -62,8 +62,10 @@ void run_train(TrainArgs a) {
   opts.worker_rank = a.worker_rank;
   opts.rendezvous_dir = a.rendezvous;
   // A DiLoCo run with one contributor here is joinable: it hosts (or registers with) a
-  // broker. Local simulations (--local-workers) and ddp/demo runs train in this process only.
-  const bool networked = cfg.outer.algorithm == "diloco" && cfg.local_workers == 1 && !a.local && a.worker_rank < 0;
+  // broker. Local simulations (--local-workers N, even N = 1, or --local) and ddp/demo runs
+  // train in this process only.
+  const bool networked = cfg.outer.algorithm == "diloco" && cfg.local_workers == 1 && a.local_workers == 0 &&
+                         !a.local && a.worker_rank < 0;
   trainer::TrainSummary summary;
   if (networked) {
     summary = trainer::run_networked(cfg, a.net, opts);
@@ -107,7 +109,8 @@ void register_train(CLI::App& app) {
                   "A networked member leaves at the end of the round that reaches it")
       ->check(CLI::PositiveNumber);
   sub->add_option("--local-workers", args->local_workers,
-                  "Simulate N contributors in this process, each on its own data shard (sets local_workers)")
+                  "Simulate N contributors on this machine, each on its own data shard (sets local_workers; even "
+                  "N = 1 trains locally, without a broker)")
       ->check(CLI::Range(1, 64));
   sub->add_flag("--local", args->local, "Train a DiLoCo config in this process only, without a broker");
   sub->add_option("--comm", args->comm,
