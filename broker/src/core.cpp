@@ -528,6 +528,11 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
     for (auto id : run.participants) {
       const auto rd = run.ready.find(id);
       const std::string key = run.members.count(id) ? run.members.at(id).rec.public_key : store_.member(run.rec.run_id, id)->public_key;
+      if (rd == run.ready.end()) {  // cannot happen (evict() keeps participants' reports); credit nothing rather than guess
+        log_warn("broker: round ", round, ": no ready report of participant ", id, "; it is credited nothing");
+        credits.push_back({key, 0, 0, 0, 0, 0.0, run.results.count(id) ? run.results.at(id).bytes_sent : 0});
+        continue;
+      }
       const bool rejected = run.rejected.count(id) > 0;
       LedgerRow row{key, rejected ? 0 : rd->second.tokens, rejected ? 0 : rd->second.inner_steps, rejected ? 0 : 1,
                     rejected ? 1 : 0, rd->second.compute_seconds,
@@ -687,7 +692,11 @@ void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string&
   store_.log_event(run.rec.run_id, why == "left" ? "leave" : "evict", str("member ", member_id, ": ", why), now);
   log_info("broker: member ", member_id, " of run ", run.rec.run_id, why == "left" ? " left" : " evicted: ", why == "left" ? "" : why);
   run.members.erase(it);
-  run.ready.erase(member_id);
+  // A participant of the attempt in flight keeps its report: if the others complete the
+  // collective, its update is in θ_g and the ledger credits it for the round.
+  const bool in_flight = run.running && std::find(run.participants.begin(), run.participants.end(), member_id) !=
+                                            run.participants.end();
+  if (!in_flight) run.ready.erase(member_id);
   if (run.uploader == member_id) run.uploader = -1, run.upload_round = -1;
   if (!peer.empty() && why != "left")
     out.push_back({peer, push(MessageType::kEvicted, {{"run_id", run.rec.run_id}, {"reason", why}})});

@@ -243,6 +243,30 @@ TEST(Dashboard, TheEventLogHasJoinsLeavesEvictionsRejectionsAndResyncsInOrder) {
   EXPECT_TRUE(r.view(q).events.empty());
 }
 
+TEST(Dashboard, AMemberEvictedMidRoundIsCreditedForTheRoundItTookPartIn) {
+  // (Found by the dashboard: the ledger showed garbage for a member evicted during a round
+  // that the others then completed — its ready report was gone when the round committed.)
+  LiveRun r;
+  r.create();
+  const auto a = r.join("a"), b = r.join("b"), c = r.join("c");
+  r.ready("a", a, 1, 3.0);
+  r.ready("b", b, 1, 3.0);
+  ASSERT_EQ(count(r.ready("c", c, 1, 3.0), MessageType::kRoundStart), 3u);
+  r.core->operator_evict("r", c, r.now);  // c took part in the all-reduce, then was removed
+  r.result("a", a, 1);
+  r.result("b", b, 1);
+  const RunView v = r.view();
+  ASSERT_EQ(v.round, 1);
+  ASSERT_EQ(v.ledger.size(), 3u);
+  for (const auto& row : v.ledger) {
+    EXPECT_EQ(row.tokens, 100) << row.public_key;
+    EXPECT_EQ(row.inner_steps, 10) << row.public_key;
+    EXPECT_EQ(row.rounds_accepted, 1) << row.public_key;
+  }
+  EXPECT_EQ(v.rounds.at(0).tokens, 300);
+  EXPECT_EQ(v.rounds.at(0).participants, 3);
+}
+
 TEST(Dashboard, ViewsOfUnknownRunsAreEmptyAndFinishedRunsStayVisible) {
   LiveRun r;
   r.create();

@@ -13,85 +13,17 @@
 #include <regex>
 #include <thread>
 
+#include "support/process.h"
 #include "support/test_util.h"
 
 namespace pico {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// A background process whose output goes to a log file. The exit status is kept when the
-// child is reaped, so alive() followed by wait() still reports how it ended.
-struct Proc {
-  pid_t pid = -1;
-  std::string log;
-  mutable int status = -1;  // raw waitpid status once reaped
-  bool alive() const {
-    if (pid <= 0 || status != -1) return false;
-    int st = 0;
-    if (::waitpid(pid, &st, WNOHANG) == 0) return true;
-    status = st;
-    return false;
-  }
-  int wait() const {
-    if (status == -1 && pid > 0) {
-      int st = 0;
-      if (::waitpid(pid, &st, 0) == pid) status = st;
-    }
-    if (status == -1) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  void kill9() const {
-    if (alive()) ::kill(pid, SIGKILL);
-    wait();
-  }
-};
-
-// Every process spawned by the running test; TearDown kills what is left after a failure.
-std::vector<pid_t> g_spawned;
-
-Proc spawn(const std::string& args, const std::string& log) {
-  Proc p;
-  p.log = log;
-  p.pid = ::fork();
-  if (p.pid == 0) {
-    ::setpgid(0, 0);
-    const std::string cmd = "exec " + test::pico_binary() + " " + args + " > " + log + " 2>&1";
-    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  g_spawned.push_back(p.pid);
-  return p;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Waits until `pred` holds or `seconds` pass.
-template <typename Pred>
-bool wait_for(Pred pred, double seconds) {
-  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return pred();
-}
-
-// Waits until `pattern` matches in the log file; its groups go to `groups`, in order.
-bool wait_for_log(const std::string& log, const std::regex& pattern, std::initializer_list<std::string*> groups,
-                  double seconds) {
-  return wait_for([&] {
-    const std::string text = slurp(log);
-    std::smatch m;
-    if (!std::regex_search(text, m, pattern)) return false;
-    std::size_t i = 1;
-    for (std::string* g : groups) *g = m[i++];
-    return true;
-  }, seconds);
-}
+using test::Proc;
+using test::slurp;
+using test::spawn;
+using test::wait_for;
+using test::wait_for_log;
 
 const std::regex kListening(R"(listening on (tcp://127\.0\.0\.1:\d+) \(key (\S{40})\))");
 const std::regex kJoinCode(R"(join code: (pico://\S+))");
@@ -125,13 +57,7 @@ class Networked : public ::testing::Test {
                      "threads: 1\n");
   }
 
-  void TearDown() override {
-    for (pid_t pid : g_spawned) {
-      if (::kill(pid, 0) == 0) ::kill(-pid, SIGKILL);  // its own process group (setpgid in spawn)
-      ::waitpid(pid, nullptr, WNOHANG);
-    }
-    g_spawned.clear();
-  }
+  void TearDown() override { test::kill_spawned(); }
 
   std::string common() const { return " --key-dir " + dir_.file("keys") + " "; }
 
