@@ -59,7 +59,8 @@ class HttpSource final : public ViewSource {
   }
   std::vector<std::string> run_ids() override {
     std::vector<std::string> ids;
-    for (const auto& r : get("/api/runs").at("runs")) ids.push_back(r.at("run_id").get<std::string>());
+    const nlohmann::json runs = get("/api/runs");
+    for (const auto& r : runs.at("runs")) ids.push_back(r.at("run_id").get<std::string>());
     return ids;
   }
   nlohmann::json run(const std::string& id, std::int64_t rounds_after, std::int64_t events_after) override {

@@ -68,12 +68,16 @@ class Page:
 
     def wait_for(self, expression, timeout, what):
         end = time.time() + timeout
+        last = None
         while time.time() < end:
-            v = self.js(expression)
-            if v:
-                return v
+            try:
+                v = self.js(expression)
+                if v:
+                    return v
+            except RuntimeError as e:  # the page is (re)loading: its elements are not there yet
+                last = e
             time.sleep(0.25)
-        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last: {last})" if last else ""))
 
     def click(self, selector):
         """A real mouse click (pressed + released) at the middle of the element."""
@@ -208,8 +212,7 @@ def main():
 
         # A read-only visitor (no token) sees no operator controls.
         page.js("sessionStorage.clear()")
-        page.call("Page.navigate", url=a.url)
-        page.call("Page.reload", ignoreCache=True)
+        page.call("Page.navigate", url=a.url + "?read-only")  # another URL: a real navigation, not a hash change
         page.wait_for(f"(() => {{ const o = {OBSERVE}; return o.member_rows > 0 ? o : null; }})()", t, "a read-only reload")
         out["read_only"] = page.js("""(() => ({role: document.getElementById('role').textContent,
             pause_visible: document.getElementById('pause').offsetParent !== null,
