@@ -111,6 +111,13 @@ void exec(sqlite3* db, const char* sql, const std::string& path) {
   }
 }
 
+bool has_column(sqlite3* db, const char* table, const char* column) {
+  Stmt s(db, str("PRAGMA table_info(", table, ")").c_str());
+  while (s.step())
+    if (s.text(1) == column) return true;
+  return false;
+}
+
 RunRecord read_run(const Stmt& s) {
   RunRecord r;
   r.run_id = s.text(0);
@@ -209,14 +216,16 @@ std::unique_ptr<Store> Store::open(const std::string& path) {
   Stmt get(db, "SELECT value FROM meta WHERE key = 'schema_version'");
   if (get.step()) {
     const std::string v = get.text(0);
-    if (v == "1")  // version 1 had no runs.min_members: add it (every run then waits for 1)
-      exec(db, "ALTER TABLE runs ADD COLUMN min_members INTEGER NOT NULL DEFAULT 1;", path);
-    if (v == "1" || v == "2")  // the dashboard's columns (round_stats and banned are created above)
-      exec(db, "ALTER TABLE runs ADD COLUMN algorithm TEXT NOT NULL DEFAULT '';"
-               "ALTER TABLE runs ADD COLUMN model_params INTEGER NOT NULL DEFAULT 0;"
-               "ALTER TABLE runs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;"
-               "UPDATE meta SET value = '3' WHERE key = 'schema_version';", path);
-    else if (v != std::to_string(kSchemaVersion))
+    if (v == "1" || v == "2") {
+      // Older files lack runs' newer columns (1: min_members, every run then waits for 1;
+      // 2: the dashboard's); the new tables were created above.
+      for (const auto& [column, ddl] : {std::pair{"min_members", "INTEGER NOT NULL DEFAULT 1"},
+                                        std::pair{"algorithm", "TEXT NOT NULL DEFAULT ''"},
+                                        std::pair{"model_params", "INTEGER NOT NULL DEFAULT 0"},
+                                        std::pair{"paused", "INTEGER NOT NULL DEFAULT 0"}})
+        if (!has_column(db, "runs", column)) exec(db, str("ALTER TABLE runs ADD COLUMN ", column, " ", ddl, ";").c_str(), path);
+      exec(db, "UPDATE meta SET value = '3' WHERE key = 'schema_version';", path);
+    } else if (v != std::to_string(kSchemaVersion))
       throw Error(str("broker state ", path, " has schema version ", v, ", expected ", kSchemaVersion),
                   "use a state file written by this version of pico, or start a new one");
   } else {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <regex>
 
 #include "pico/broker/core.h"
@@ -291,6 +292,34 @@ TEST(Dashboard, ViewsOfUnknownRunsAreEmptyAndFinishedRunsStayVisible) {
   } catch (const OperatorError& e) {
     EXPECT_EQ(e.kind, OperatorError::Kind::kNotFound);  // not an active run any more
   }
+}
+
+TEST(Dashboard, AStateFileOfSchema2OpensWithoutTheDashboardsColumnsAndGetsThem) {
+  test::TempDir dir;
+  {
+    LiveRun r;
+    r.create();
+    r.join("a");
+    r.core.reset();
+    r.store.reset();
+    std::filesystem::copy_file(r.dir.file("broker.db"), dir.file("b.db"));
+  }
+  // Make it a version-2 file: what a broker before the dashboard wrote.
+  const auto sql = test::run_command("sqlite3 " + dir.file("b.db") +
+                                     " \"ALTER TABLE runs DROP COLUMN algorithm; ALTER TABLE runs DROP COLUMN model_params; "
+                                     "ALTER TABLE runs DROP COLUMN paused; DROP TABLE round_stats; DROP TABLE banned; "
+                                     "UPDATE meta SET value = '2' WHERE key = 'schema_version';\"");
+  ASSERT_EQ(sql.exit_code, 0) << sql.output;
+  auto store = Store::open(dir.file("b.db"));
+  const auto run = store->run("r");
+  ASSERT_TRUE(run.has_value());
+  EXPECT_EQ(run->algorithm, "");
+  EXPECT_EQ(run->model_params, 0);
+  EXPECT_FALSE(run->paused);
+  EXPECT_TRUE(store->round_stats("r", -1, 10).empty());
+  store->set_run_paused("r", true);
+  EXPECT_TRUE(store->run("r")->paused);
+  EXPECT_EQ(test::run_command("sqlite3 " + dir.file("b.db") + " \"SELECT value FROM meta WHERE key = 'schema_version'\"").output, "3\n");
 }
 
 TEST(Dashboard, PrometheusTextNamesEveryFamilyOnceWithHelpTypeAndEscapedLabels) {
