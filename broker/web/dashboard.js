@@ -115,6 +115,7 @@ function drawChart(canvas, series, opts) {
   if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
   const m = (y1 - y0) * 0.06;
   y1 += m; if (!(stacks.size > 0 || hasBars) || opts.logY) y0 -= m;
+  if (!opts.logY && y0 < 0 && Math.min(...ys) >= 0) y0 = 0;  // no negative axis for data that cannot be
   const X = (x) => pad.l + ((x - x0) / (x1 - x0)) * pw;
   const Y = (y) => pad.t + ph - ((ty(y) - y0) / (y1 - y0)) * ph;
   // Grid and axis labels.
@@ -127,9 +128,9 @@ function drawChart(canvas, series, opts) {
     ctx.beginPath(); ctx.moveTo(pad.l, py); ctx.lineTo(pad.l + pw, py); ctx.stroke();
     ctx.fillText(opts.yFmt(opts.logY ? Math.pow(10, yv) : yv), pad.l - 4, py + 4);
   }
-  ctx.textAlign = "center";
   for (let i = 0; i <= 4; i++) {
     const xv = x0 + ((x1 - x0) * i) / 4;
+    ctx.textAlign = i === 0 ? "left" : i === 4 ? "right" : "center";  // the end labels stay inside
     ctx.fillText(opts.xFmt(xv), pad.l + (pw * i) / 4, h - 6);
   }
   // Bars (stacked ones on top of each other), then lines.
@@ -231,7 +232,7 @@ function renderCharts(v, rounds) {
   drawChart($("chart-loss"), lossS, { xFmt: fmtNum, yFmt: (y) => y.toFixed(2) });
 
   const now = Date.now() / 1000;
-  const tpsS = [{ name: "total (per round)", color: "#1d1f21", kind: "line", dots: true,
+  const tpsS = [{ name: "run (tokens ÷ round time)", color: "#1d1f21", kind: "line", dots: true,
     points: rounds.filter((r) => r.round_s > 0).map((r) => [r.committed_at - now, r.tokens / r.round_s]) }];
   let i = 1;
   for (const m of v.members) {
