@@ -1,4 +1,4 @@
-// pico broker — a standing broker: run registry, membership, rounds, ledger, status.
+// pico broker — a standing broker: run registry, membership, rounds, ledger, dashboard.
 #include <iostream>
 #include <memory>
 
@@ -46,7 +46,9 @@ void register_broker(CLI::App& app) {
                   "Address other machines dial, printed in the broker code (default: this machine's first "
                   "non-loopback address when --listen is 0.0.0.0)");
   sub->add_option("--state", opts.state_path, "SQLite file for the broker's durable state")->required();
-  sub->add_option("--http", opts.http, "Serve JSON status at http://ADDR:PORT/status (e.g. 127.0.0.1:8080)");
+  sub->add_option("--http", opts.http,
+                  "Serve the live dashboard at http://ADDR:PORT/ (with /metrics for Prometheus and /status as JSON): "
+                  "PORT alone listens on 127.0.0.1. Operator actions (pause, resume, evict) need the token it prints");
   sub->add_option("--key-dir", opts.key_dir, "Where the broker's CURVE key pair is kept (default: the pico home)");
   sub->add_option("--member-timeout", opts.core.member_timeout_s, "Evict a member silent for this many seconds")
       ->capture_default_str()

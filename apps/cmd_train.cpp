@@ -128,7 +128,9 @@ void register_train(CLI::App& app) {
   sub->add_option("--advertise", args->net.advertise_host, "Address other machines dial to reach this one (default: --listen)");
   sub->add_option("--broker-port", args->net.broker_port, "Port of the embedded broker (0 = any free port)")
       ->capture_default_str();
-  sub->add_option("--http", args->net.broker_http, "Embedded broker: serve JSON status at ADDR:PORT/status");
+  sub->add_option("--http", args->net.broker_http,
+                  "Embedded broker: serve the live dashboard at http://ADDR:PORT/ (and /metrics, /status); PORT alone "
+                  "listens on 127.0.0.1");
   sub->add_option("--identity", args->net.identity,
                   "Name of this contributor's key pair; give each process on one machine its own")
       ->capture_default_str();

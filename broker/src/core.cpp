@@ -23,6 +23,7 @@ struct LiveMember {
   double tokens_per_s = 0;
   std::int64_t step = 0;
   double loss = std::nan("");
+  std::int64_t val_round = 0;  // the newest round whose validation loss it reported
 };
 
 struct BrokerCore::RunState {
@@ -41,6 +42,12 @@ struct BrokerCore::RunState {
   std::int64_t uploader = -1;
   std::int64_t upload_next = 0;
   std::string upload_tmp;
+  // For the round's stats (RoundStats), on the broker's clock; not persisted (a round
+  // resumed after a restart has NaN times).
+  std::map<std::int64_t, double> ready_at, ready_loss, result_at;
+  double attempt_started_at = std::nan("");
+  double last_commit_at = std::nan("");
+  std::int64_t run_tokens = 0;  // credited so far
 };
 
 namespace {
@@ -86,8 +93,11 @@ BrokerCore::BrokerCore(Store& store, BrokerOptions options, double now) : store_
       lm.rec = m;
       lm.last_seen = now;
       lm.last_persisted = now;
+      lm.val_round = rec.round;  // validation losses up to here are in the store already
       run->members.emplace(m.member_id, std::move(lm));
     }
+    for (const auto& row : store_.ledger(rec.run_id)) run->run_tokens += row.tokens;
+    if (auto last = store_.round(rec.run_id, rec.round); last && last->status == "done") run->last_commit_at = last->finished_at;
     const std::int64_t next = rec.round + 1;
     for (auto& r : store_.ready_reports(rec.run_id, next)) run->ready[r.member_id] = r;
     log_info("broker: run ", rec.run_id, " is at round ", rec.round, " with ", run->members.size(), " active members (",
@@ -131,7 +141,17 @@ std::vector<Outgoing> BrokerCore::dispatch(const Incoming& in, double now) {
     case MessageType::kLeave: return on_leave(in, now);
     case MessageType::kRunFinished: return on_run_finished(in, now);
     case MessageType::kLedgerQuery: return on_ledger(in, now);
-    case MessageType::kStatusQuery: return {{in.peer, reply(in, MessageType::kAck, status(now))}};
+    case MessageType::kStatusQuery: {
+      if (!in.message.body.contains("run_id")) return {{in.peer, reply(in, MessageType::kAck, status(now))}};
+      // One run as the dashboard shows it (`pico top CODE`), with only the new rounds and events.
+      const std::string id = get_string(in.message, "run_id", 64);
+      ViewQuery q;
+      if (in.message.body.contains("rounds_after")) q.rounds_after = get_int(in.message, "rounds_after");
+      if (in.message.body.contains("events_after")) q.events_after = get_int(in.message, "events_after");
+      const auto view = run_view(id, q, now);
+      if (!view) throw Error(str("no run '", id, "' on this broker"), "check the run id in the join code");
+      return {{in.peer, reply(in, MessageType::kAck, to_json(*view))}};
+    }
     case MessageType::kRunInfo: {
       const RunState& run = run_of(in.message);
       return {{in.peer, reply(in, MessageType::kAck,
@@ -179,6 +199,9 @@ std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) 
   r.dataset_info = m.body.contains("dataset_info") ? m.body["dataset_info"].dump() : "{}";
   r.created_at = now;
   r.min_members = m.body.contains("min_members") ? get_int(m, "min_members") : 1;
+  r.algorithm = m.body.contains("algorithm") ? get_string(m, "algorithm", 200) : "";
+  r.model_params = m.body.contains("model_params") ? get_int(m, "model_params") : 0;
+  if (r.model_params < 0) throw ProtocolError("model_params must be >= 0");
   if (r.num_shards < 1) throw ProtocolError("num_shards must be >= 1");
   if (r.min_members < 1 || r.min_members > 100000) throw ProtocolError("min_members must be in [1, 100000]");
   if (auto existing = store_.run(r.run_id)) {
@@ -225,6 +248,10 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
                       "… is not on its allow-list", token.empty() ? "" : ", and the join token is wrong"),
                   "ask the run's owner for a join code with a token, or to allow-list your public key");
   }
+  if (store_.is_banned(run.rec.run_id, in.public_key))
+    throw Error(str("the operator of run ", run.rec.run_id, " removed your key ", in.public_key.substr(0, 8),
+                    "… from it"),
+                "ask the run's operator; another run (or another broker) may take you");
   const std::string endpoint = get_string(m, "endpoint", 256);
   // A key that is still an active member rejoins (its old process is gone): retire the old one.
   std::vector<Outgoing> out;
@@ -259,6 +286,7 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
   // Before round 1, θ_g is the seeded initialization every member builds itself.
   lm.base_round = run.rec.round == 0 ? 0 : -1;
   lm.awaiting_snapshot = run.rec.round > 0;
+  lm.val_round = run.rec.round;
   run.members.emplace(rec.member_id, lm);
   store_.log_event(run.rec.run_id, "join", str("member ", rec.member_id, " (", in.public_key.substr(0, 8), "…, ",
                                                rec.device, ") slot ", slot), now);
@@ -292,7 +320,7 @@ std::vector<Outgoing> BrokerCore::on_heartbeat(const Incoming& in, double now) {
   if (base == -1 || lm->base_round < 0 || base > lm->base_round) lm->base_round = base;
   lm->step = get_int(in.message, "step");
   lm->tokens_per_s = get_double(in.message, "tokens_per_s");
-  if (in.message.body.contains("loss") && in.message.body["loss"].is_number()) lm->loss = in.message.body["loss"].get<double>();
+  note_progress(run, *lm, in.message);
   if (now - lm->last_persisted >= opt_.heartbeat_persist_s) {
     store_.heartbeat(run.rec.run_id, lm->rec.member_id, now, lm->tokens_per_s);
     if (std::isfinite(lm->loss)) store_.record_loss(run.rec.run_id, {lm->rec.member_id, lm->step, lm->loss, now});
@@ -308,6 +336,7 @@ std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
   RunState& run = run_of(in.message);
   LiveMember& lm = member_of(run, in);
   lm.last_seen = now;
+  note_progress(run, lm, in.message);
   const std::int64_t round = get_int(in.message, "round");
   const std::int64_t base = get_int(in.message, "base_round");
   lm.base_round = base;
@@ -319,7 +348,7 @@ std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
     if (in.message.body.contains("last_result") && in.message.body["last_result"].is_object()) {
       Message report;
       report.body = in.message.body["last_result"];
-      record_result(run, lm, report);
+      record_result(run, lm, report, now);
     }
     maybe_finish_round(run, now, out);
     if (run.running && base == run.rec.round + 1) {
@@ -331,6 +360,10 @@ std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
   if (base != run.rec.round || round != next || (run.running && std::find(run.participants.begin(), run.participants.end(),
                                                                            lm.rec.member_id) == run.participants.end())) {
     // Behind (it missed a round) or too late for the attempt in flight: its Δ is stale.
+    if (!lm.awaiting_snapshot)
+      store_.log_event(run.rec.run_id, "resync", str("member ", lm.rec.member_id, ": its update is for round ", round,
+                                                     " from θ_g of round ", base, ", the run is at round ", run.rec.round),
+                       now);
     lm.awaiting_snapshot = true;
     lm.base_round = -1;
     out.push_back({in.peer, reply(in, MessageType::kResync,
@@ -352,13 +385,15 @@ std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
   if (r.tokens < 0 || r.inner_steps < 0) throw ProtocolError("negative tokens or steps");
   store_.save_ready(run.rec.run_id, next, r);
   run.ready[r.member_id] = r;
+  run.ready_at[r.member_id] = now;
+  run.ready_loss[r.member_id] = lm.loss;
   out.push_back({in.peer, reply(in, MessageType::kAck, {{"round", next}})});
   maybe_start_round(run, now, out);
   return out;
 }
 
 void BrokerCore::maybe_start_round(RunState& run, double now, std::vector<Outgoing>& out) {
-  if (run.running || run.rec.status != "active") return;
+  if (run.running || run.rec.status != "active" || run.rec.paused) return;
   std::vector<std::int64_t> eligible;
   for (auto& [id, lm] : run.members) {
     // After a restart, wait until every member has said where it is (or has been evicted
@@ -401,11 +436,8 @@ void BrokerCore::start_attempt(RunState& run, const std::vector<std::int64_t>& m
     // Nothing to sum: everyone goes back to the current θ_g and tries again.
     for (auto id : members) {
       auto& lm = run.members.at(id);
-      lm.awaiting_snapshot = true;
-      lm.base_round = -1;
       run.ready.erase(id);
-      out.push_back({lm.peer, push(MessageType::kResync, {{"run_id", run.rec.run_id}, {"round", run.rec.round},
-                                                          {"reason", "every update of the round was rejected"}})});
+      resync(run, lm, "every update of the round was rejected", now, out);
       store_.credit(run.rec.run_id, {lm.rec.public_key, 0, 0, 0, 1, 0.0, 0});
     }
     if (run.rec.snapshot_round == run.rec.round) announce_snapshot(run, out);
@@ -416,6 +448,8 @@ void BrokerCore::start_attempt(RunState& run, const std::vector<std::int64_t>& m
   ++run.attempt;
   run.participants = members;
   run.results.clear();
+  run.result_at.clear();
+  run.attempt_started_at = now;
   run.deadline = now + opt_.result_timeout_s;
   RoundRecord rr;
   rr.run_id = run.rec.run_id;
@@ -446,11 +480,11 @@ std::vector<Outgoing> BrokerCore::on_round_result(const Incoming& in, double now
   lm.last_seen = now;
   const std::int64_t round = get_int(in.message, "round");
   std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"round", round}})}};
-  if (record_result(run, lm, in.message)) maybe_finish_round(run, now, out);
+  if (record_result(run, lm, in.message, now)) maybe_finish_round(run, now, out);
   return out;
 }
 
-bool BrokerCore::record_result(RunState& run, LiveMember& lm, const Message& report) {
+bool BrokerCore::record_result(RunState& run, LiveMember& lm, const Message& report, double now) {
   const std::int64_t round = get_int(report, "round");
   const std::int64_t attempt = get_int(report, "attempt");
   const bool current = run.running && round == run.rec.round + 1 && attempt == run.attempt &&
@@ -464,6 +498,7 @@ bool BrokerCore::record_result(RunState& run, LiveMember& lm, const Message& rep
   r.error = report.body.contains("error") && report.body["error"].is_string() ? report.body["error"].get<std::string>() : "";
   store_.save_result(run.rec.run_id, round, attempt, r);
   run.results[r.member_id] = r;
+  run.result_at[r.member_id] = now;
   return true;
 }
 
@@ -495,19 +530,30 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
     for (auto id : run.participants) {
       const auto rd = run.ready.find(id);
       const std::string key = run.members.count(id) ? run.members.at(id).rec.public_key : store_.member(run.rec.run_id, id)->public_key;
+      if (rd == run.ready.end()) {  // cannot happen (evict() keeps participants' reports); credit nothing rather than guess
+        log_warn("broker: round ", round, ": no ready report of participant ", id, "; it is credited nothing");
+        credits.push_back({key, 0, 0, 0, 0, 0.0, run.results.count(id) ? run.results.at(id).bytes_sent : 0});
+        continue;
+      }
       const bool rejected = run.rejected.count(id) > 0;
       LedgerRow row{key, rejected ? 0 : rd->second.tokens, rejected ? 0 : rd->second.inner_steps, rejected ? 0 : 1,
                     rejected ? 1 : 0, rd->second.compute_seconds,
                     run.results.count(id) ? run.results.at(id).bytes_sent : 0};
       credits.push_back(row);
     }
-    store_.commit_round(run.rec.run_id, round, bytes, hash, now, credits);
+    const RoundStats stats = round_stats_of(run, round, credits, bytes, now);
+    store_.commit_round(run.rec.run_id, round, bytes, hash, now, credits, &stats);
+    run.run_tokens = stats.run_tokens;
+    run.last_commit_at = now;
     store_.log_event(run.rec.run_id, "round_done", str("round ", round, " attempt ", run.attempt, ": ", run.participants.size(),
                                                        " members, θ_g ", hash.substr(0, 12)), now);
     run.rec.round = round;
     run.running = false;
     run.attempt = 0;
     run.ready.clear();
+    run.ready_at.clear();
+    run.ready_loss.clear();
+    run.result_at.clear();
     for (auto& [id, lm] : run.members) {
       const auto r = run.results.find(id);
       if (r != run.results.end() && r->second.ok && r->second.theta_hash == hash) {
@@ -519,10 +565,10 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
         store_.log_event(run.rec.run_id, "hash_mismatch", str("member ", id, " reported θ_g ",
                                                              r->second.theta_hash.substr(0, 12), ", the round agreed on ",
                                                              hash.substr(0, 12)), now);
-      lm.base_round = -1;
-      lm.awaiting_snapshot = true;
-      out.push_back({lm.peer, push(MessageType::kResync, {{"run_id", run.rec.run_id}, {"round", round},
-                                                          {"reason", "your θ_g is not the round's"}})});
+      resync(run, lm, r == run.results.end() ? "not in the attempt that committed the round"
+                      : r->second.ok         ? "its θ_g is not the round's"
+                                             : "its collective failed",
+             now, out);
     }
     log_info("broker: run ", run.rec.run_id, " round ", round, " done (θ_g ", hash.substr(0, 12), ")");
     request_snapshot_if_needed(run, out);
@@ -540,6 +586,105 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
   start_attempt(run, survivors, now, out);
 }
 
+void BrokerCore::resync(RunState& run, LiveMember& lm, const std::string& why, double now, std::vector<Outgoing>& out) {
+  if (!lm.awaiting_snapshot)  // (a joiner still fetching θ_g is told again, but that is no news)
+    store_.log_event(run.rec.run_id, "resync", str("member ", lm.rec.member_id, " must fetch θ_g: ", why), now);
+  lm.base_round = -1;
+  lm.awaiting_snapshot = true;
+  out.push_back({lm.peer, push(MessageType::kResync, {{"run_id", run.rec.run_id}, {"round", run.rec.round}, {"reason", why}})});
+}
+
+void BrokerCore::note_progress(RunState& run, LiveMember& lm, const Message& m) {
+  const ProgressReport p = read_progress(m);
+  if (p.loss) lm.loss = *p.loss;
+  // Each member's validation loss of a round counts once, and only for a committed round.
+  if (p.val_loss && *p.val_round > lm.val_round && *p.val_round <= run.rec.round) {
+    lm.val_round = *p.val_round;
+    store_.add_val_loss(run.rec.run_id, *p.val_round, *p.val_loss);
+  }
+}
+
+RoundStats BrokerCore::round_stats_of(const RunState& run, std::int64_t round, const std::vector<LedgerRow>& credits,
+                                      std::int64_t bytes, double now) const {
+  RoundStats st;
+  st.round = round;
+  st.attempts = run.attempt;
+  st.participants = static_cast<std::int64_t>(run.participants.size());
+  st.rejected = static_cast<std::int64_t>(run.rejected.size());
+  for (const auto& c : credits) st.tokens += c.tokens;
+  st.run_tokens = run.run_tokens + st.tokens;
+  st.bytes = bytes;
+  st.committed_at = now;
+  st.round_s = now - run.last_commit_at;  // NaN when unknown
+  // Means over the participants of what is known about each (NaN when nothing is).
+  auto mean = [&](auto value_of) {
+    double sum = 0;
+    int n = 0;
+    for (auto id : run.participants) {
+      const double v = value_of(id);
+      if (std::isfinite(v)) sum += v, ++n;
+    }
+    return n > 0 ? sum / n : std::nan("");
+  };
+  auto at = [](const std::map<std::int64_t, double>& m, std::int64_t id) {
+    const auto it = m.find(id);
+    return it == m.end() ? std::nan("") : it->second;
+  };
+  st.loss = mean([&](std::int64_t id) { return at(run.ready_loss, id); });
+  st.val_loss = std::nan("");
+  st.compute_s = mean([&](std::int64_t id) {
+    const auto it = run.ready.find(id);
+    return it == run.ready.end() ? std::nan("") : it->second.compute_seconds;
+  });
+  st.wait_s = mean([&](std::int64_t id) { return run.attempt_started_at - at(run.ready_at, id); });
+  st.comm_s = mean([&](std::int64_t id) { return at(run.result_at, id) - run.attempt_started_at; });
+  // ddp moves every step's fp32 gradient through a ring all-reduce: each of n members sends
+  // 2(n−1)/n of it per step. Over the steps that process the round's tokens (the mean of
+  // the members' steps: ddp's n workers take n batches a step), that is
+  //   steps × 2(n−1) × 4 bytes × params.
+  const double steps = mean([&](std::int64_t id) {
+    const auto it = run.ready.find(id);
+    return it == run.ready.end() ? std::nan("") : static_cast<double>(it->second.inner_steps);
+  });
+  const auto n = static_cast<double>(st.participants);
+  if (run.rec.model_params > 0 && n >= 2 && std::isfinite(steps))
+    st.ddp_bytes = static_cast<std::int64_t>(steps * 2 * (n - 1) * 4 * static_cast<double>(run.rec.model_params));
+  return st;
+}
+
+std::vector<Outgoing> BrokerCore::operator_evict(const std::string& run_id, std::int64_t member_id, double now) {
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) throw OperatorError(OperatorError::Kind::kNotFound, str("no active run '", run_id, "'"));
+  RunState& run = *it->second;
+  auto m = run.members.find(member_id);
+  if (m == run.members.end())
+    throw OperatorError(OperatorError::Kind::kNotFound, str("member ", member_id, " is not an active member of run ", run_id));
+  // Banned first: the member, told it is evicted, tries to join again at once.
+  store_.ban_key(run_id, m->second.rec.public_key, now);
+  std::vector<Outgoing> out;
+  evict(run, member_id, "evicted by the operator", now, out);
+  return out;
+}
+
+std::vector<Outgoing> BrokerCore::operator_pause(const std::string& run_id, bool paused, double now) {
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) throw OperatorError(OperatorError::Kind::kNotFound, str("no active run '", run_id, "'"));
+  RunState& run = *it->second;
+  if (run.rec.status != "active")
+    throw OperatorError(OperatorError::Kind::kConflict, str("run ", run_id, " has finished"));
+  std::vector<Outgoing> out;
+  if (run.rec.paused == paused) return out;
+  store_.set_run_paused(run_id, paused);
+  run.rec.paused = paused;
+  store_.log_event(run_id, paused ? "paused" : "resumed",
+                   paused ? str("by the operator after round ", run.rec.round, run.running ? " (the round in flight finishes)" : "")
+                          : str("by the operator at round ", run.rec.round),
+                   now);
+  log_info("broker: run ", run_id, paused ? " paused" : " resumed", " by the operator");
+  if (!paused) maybe_start_round(run, now, out);
+  return out;
+}
+
 void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string& why, double now,
                        std::vector<Outgoing>& out) {
   auto it = run.members.find(member_id);
@@ -549,7 +694,11 @@ void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string&
   store_.log_event(run.rec.run_id, why == "left" ? "leave" : "evict", str("member ", member_id, ": ", why), now);
   log_info("broker: member ", member_id, " of run ", run.rec.run_id, why == "left" ? " left" : " evicted: ", why == "left" ? "" : why);
   run.members.erase(it);
-  run.ready.erase(member_id);
+  // A participant of the attempt in flight keeps its report: if the others complete the
+  // collective, its update is in θ_g and the ledger credits it for the round.
+  const bool in_flight = run.running && std::find(run.participants.begin(), run.participants.end(), member_id) !=
+                                            run.participants.end();
+  if (!in_flight) run.ready.erase(member_id);
   if (run.uploader == member_id) run.uploader = -1, run.upload_round = -1;
   if (!peer.empty() && why != "left")
     out.push_back({peer, push(MessageType::kEvicted, {{"run_id", run.rec.run_id}, {"reason", why}})});
@@ -684,7 +833,7 @@ std::vector<Outgoing> BrokerCore::on_leave(const Incoming& in, double now) {
 
 std::vector<Outgoing> BrokerCore::on_run_finished(const Incoming& in, double now) {
   RunState& run = run_of(in.message);
-  member_of(run, in);
+  note_progress(run, member_of(run, in), in.message);
   const std::int64_t round = get_int(in.message, "round");
   std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, nlohmann::json::object())}};
   if (round == run.rec.round && run.rec.status == "active") {
@@ -754,6 +903,87 @@ nlohmann::json BrokerCore::status(double now) const {
                     {"rounds", rounds}, {"recent_losses", losses}});
   }
   return {{"runs", runs}};
+}
+
+std::vector<std::string> BrokerCore::run_ids() const {
+  std::vector<std::string> ids;
+  for (const auto& r : store_.runs()) ids.push_back(r.run_id);
+  return ids;
+}
+
+std::optional<RunView> BrokerCore::run_view(const std::string& run_id, const ViewQuery& q, double now) const {
+  const auto live_it = runs_.find(run_id);
+  const RunState* live = live_it == runs_.end() ? nullptr : live_it->second.get();
+  std::optional<RunRecord> stored;
+  if (live == nullptr) {
+    stored = store_.run(run_id);
+    if (!stored) return std::nullopt;
+  }
+  const RunRecord& rec = live ? live->rec : *stored;
+  RunView v;
+  v.run_id = rec.run_id;
+  v.status = rec.status;
+  v.algorithm = rec.algorithm;
+  v.is_private = rec.is_private;
+  v.paused = rec.paused;
+  v.round = rec.round;
+  v.min_members = rec.min_members;
+  v.model_params = rec.model_params;
+  v.dataset_hash = rec.dataset_hash;
+  v.created_at = rec.created_at;
+  v.ledger = store_.ledger(run_id);
+  std::map<std::string, const LedgerRow*> by_key;
+  for (const auto& row : v.ledger) {
+    by_key[row.public_key] = &row;
+    v.tokens += row.tokens;
+    v.bytes_sent += row.bytes_sent;
+    v.rounds_rejected += row.rounds_rejected;
+  }
+  // Active members first (live state), then the most recent former ones.
+  std::vector<MemberView> former;
+  for (const auto& m : store_.members(run_id, /*active_only=*/false)) {
+    MemberView mv;
+    mv.member_id = m.member_id;
+    mv.public_key = m.public_key;
+    mv.device = m.device;
+    mv.slot = m.shard;
+    mv.status = m.status;
+    mv.joined_round = m.joined_round;
+    mv.tokens_per_s = m.tokens_per_s;
+    mv.loss = std::nan("");
+    mv.heartbeat_age_s = now - m.last_heartbeat;
+    if (const auto k = by_key.find(m.public_key); k != by_key.end()) mv.ledger = *k->second;
+    mv.ledger.public_key = m.public_key;
+    const LiveMember* lm = nullptr;
+    if (live != nullptr)
+      if (const auto it = live->members.find(m.member_id); it != live->members.end()) lm = &it->second;
+    if (lm != nullptr) {
+      mv.status = "active";
+      mv.step = lm->step;
+      mv.base_round = lm->base_round;
+      mv.ready = live->ready.count(m.member_id) > 0;
+      mv.tokens_per_s = lm->tokens_per_s;
+      mv.loss = lm->loss;
+      mv.heartbeat_age_s = now - lm->last_seen;
+      v.tokens_per_s += lm->tokens_per_s;
+      ++v.active_members;
+      v.members.push_back(mv);
+    } else if (mv.status != "active") {
+      mv.tokens_per_s = 0;
+      former.push_back(mv);
+    }
+  }
+  const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(0, q.former_members_limit));
+  if (former.size() > keep) former.erase(former.begin(), former.end() - static_cast<std::ptrdiff_t>(keep));
+  v.members.insert(v.members.end(), former.rbegin(), former.rend());  // newest former member first
+  if (rec.status != "active") v.phase = RunPhase::kFinished;
+  else if (live != nullptr && live->running) v.phase = RunPhase::kRound, v.attempt = live->attempt;
+  else if (rec.paused) v.phase = RunPhase::kPaused;
+  else if (v.active_members < rec.min_members) v.phase = RunPhase::kWaitingForMembers;
+  else v.phase = RunPhase::kTraining;
+  if (q.rounds_limit > 0) v.rounds = store_.round_stats(run_id, q.rounds_after, q.rounds_limit);
+  if (q.events_limit > 0) v.events = store_.events_after(run_id, q.events_after, q.events_limit);
+  return v;
 }
 
 }  // namespace pico::broker

@@ -2,6 +2,7 @@
 
 #include <zmq.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "pico/common/error.h"
@@ -146,6 +147,22 @@ bool get_bool(const Message& m, const char* name) {
   const auto& f = field(m, name);
   if (!f.is_boolean()) throw ProtocolError(str("field '", name, "' of ", to_string(m.type), " is not a boolean"));
   return f.get<bool>();
+}
+
+ProgressReport read_progress(const Message& m) {
+  ProgressReport p;
+  auto number = [&](const char* name) -> std::optional<double> {
+    const auto it = m.body.find(name);
+    if (it == m.body.end() || !it->is_number()) return std::nullopt;
+    const double v = it->get<double>();
+    return std::isfinite(v) ? std::optional<double>(v) : std::nullopt;
+  };
+  p.loss = number("loss");
+  p.val_loss = number("val_loss");
+  const auto it = m.body.find("val_round");
+  if (it != m.body.end() && it->is_number_integer()) p.val_round = it->get<std::int64_t>();
+  if (!p.val_round) p.val_loss.reset();  // a validation loss means nothing without its round
+  return p;
 }
 
 bool is_valid_run_id(const std::string& id) {

@@ -1,11 +1,13 @@
 #include "pico/broker/service.h"
 
-#include <httplib.h>
-
 #include <chrono>
+#include <deque>
+#include <fstream>
 #include <mutex>
 #include <thread>
 #include <zmq.hpp>
+
+#include "dashboard_http.h"
 
 #include "pico/comm/curve_keys.h"
 #include "pico/common/error.h"
@@ -56,22 +58,42 @@ void serve_zap(zmq::context_t& ctx, std::atomic<bool>& stop, std::atomic<bool>& 
   }
 }
 
+// 128 random bits, hex: the operator token of the HTTP listener.
+std::string random_token() {
+  unsigned char raw[16] = {};
+  std::ifstream urandom("/dev/urandom", std::ios::binary);
+  urandom.read(reinterpret_cast<char*>(raw), sizeof raw);
+  if (!urandom) throw Error("cannot read /dev/urandom for the dashboard's operator token", "is /dev mounted?");
+  static const char* kHex = "0123456789abcdef";
+  std::string t;
+  for (auto b : raw) t += {kHex[b >> 4], kHex[b & 15]};
+  return t;
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]";
+}
+
 }  // namespace
 
 struct BrokerService::Impl {
   ServiceOptions opt;
   std::unique_ptr<Store> store;
   std::unique_ptr<BrokerCore> core;
-  std::mutex core_mu;  // the HTTP thread reads status while the loop handles messages
+  std::mutex core_mu;  // the HTTP threads read views (and act) while the loop handles messages
   comm::CurveKeyPair keys;
   zmq::context_t ctx{1};
   zmq::socket_t router;
   std::string endpoint;
   std::atomic<bool> stop{false};
   std::atomic<bool> zap_ready{false};
-  std::thread zap_thread, loop_thread, http_thread;
-  std::unique_ptr<httplib::Server> http;
-  int http_port = 0;
+  std::thread zap_thread, loop_thread;
+  std::unique_ptr<DashboardHttp> http;
+  std::string operator_token;
+  // What operator actions (HTTP threads) produced, for the loop to send: sockets are the
+  // loop's alone.
+  std::mutex pending_mu;
+  std::vector<Outgoing> pending;
 };
 
 BrokerService::BrokerService(ServiceOptions options) : impl_(std::make_unique<Impl>()) {
@@ -102,42 +124,45 @@ BrokerService::BrokerService(ServiceOptions options) : impl_(std::make_unique<Im
   }
   s.endpoint = s.router.get(zmq::sockopt::last_endpoint);
   if (!s.opt.http.empty()) {
-    const auto colon = s.opt.http.rfind(':');
-    if (colon == std::string::npos) throw Error(str("bad --http '", s.opt.http, "'"), "write ADDR:PORT, e.g. 127.0.0.1:8080");
-    const std::string host = s.opt.http.substr(0, colon);
-    const int port = std::atoi(s.opt.http.substr(colon + 1).c_str());
-    s.http = std::make_unique<httplib::Server>();
-    s.http->Get("/status", [this](const httplib::Request&, httplib::Response& res) {
-      nlohmann::json j;
-      {
-        std::lock_guard<std::mutex> lock(impl_->core_mu);
-        j = impl_->core->status(wall_seconds());
-      }
-      res.set_content(j.dump(2), "application/json");
-    });
-    s.http->Get("/", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content("pico broker: GET /status for runs, members, rounds and recent losses (JSON)\n", "text/plain");
-    });
-    s.http_port = port == 0 ? s.http->bind_to_any_port(host) : (s.http->bind_to_port(host, port) ? port : -1);
-    if (s.http_port <= 0) throw Error(str("the broker cannot serve HTTP on ", s.opt.http), "choose a free ADDR:PORT for --http");
-    s.http_thread = std::thread([&s] { s.http->listen_after_bind(); });
+    s.operator_token = random_token();
+    DashboardHttp::Hooks hooks;
+    hooks.with_core = [&s](const std::function<void(BrokerCore&)>& fn) {
+      std::lock_guard<std::mutex> lock(s.core_mu);
+      fn(*s.core);
+    };
+    hooks.deliver = [&s](std::vector<Outgoing> out) {
+      std::lock_guard<std::mutex> lock(s.pending_mu);
+      for (auto& o : out) s.pending.push_back(std::move(o));
+    };
+    hooks.now = wall_seconds;
+    s.http = std::make_unique<DashboardHttp>(s.opt.http, s.operator_token, std::move(hooks));
+    s.http->start();
+    if (!is_loopback(s.http->host()))
+      log_warn("broker: the dashboard listens on ", s.http->host(), ": anyone who can reach it sees the runs, and HTTP is "
+               "not encrypted (the operator token travels in clear): prefer 127.0.0.1 and an SSH tunnel");
   }
   log_info("broker listening on ", s.endpoint, " (key ", s.keys.public_key, "), state ", s.opt.state_path,
-           s.http ? str(", status http://", s.opt.http.substr(0, s.opt.http.rfind(':')), ":", s.http_port, "/status") : "");
+           s.http ? str(", status http://", s.http->host(), ":", s.http->port(), "/status") : "");
+  if (s.http)
+    log_info("dashboard: ", dashboard_url(), " — operator token ", s.operator_token, " (read-only without it; ",
+             "open ", dashboard_url(), "#token=", s.operator_token, " to pause, resume and evict)");
 }
 
 BrokerService::~BrokerService() {
   stop();
   if (impl_->loop_thread.joinable()) impl_->loop_thread.join();
   if (impl_->http) impl_->http->stop();
-  if (impl_->http_thread.joinable()) impl_->http_thread.join();
   impl_->stop.store(true);
   if (impl_->zap_thread.joinable()) impl_->zap_thread.join();
 }
 
 const std::string& BrokerService::endpoint() const { return impl_->endpoint; }
 const std::string& BrokerService::public_key() const { return impl_->keys.public_key; }
-int BrokerService::http_port() const { return impl_->http_port; }
+int BrokerService::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+const std::string& BrokerService::operator_token() const { return impl_->operator_token; }
+std::string BrokerService::dashboard_url() const {
+  return impl_->http ? str("http://", impl_->http->host(), ":", impl_->http->port(), "/") : "";
+}
 
 void BrokerService::stop() { impl_->stop.store(true); }
 
@@ -187,6 +212,14 @@ void BrokerService::run() {
         out = s.core->handle({id.to_string(), user ? user : "", std::move(*m)}, wall_seconds());
       }
       deliver(std::move(out));
+    }
+    {
+      std::vector<Outgoing> acted;
+      {
+        std::lock_guard<std::mutex> lock(s.pending_mu);
+        acted.swap(s.pending);
+      }
+      if (!acted.empty()) deliver(std::move(acted));
     }
     if (std::chrono::steady_clock::now() - last_tick >= std::chrono::seconds(1)) {
       last_tick = std::chrono::steady_clock::now();

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <cmath>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -10,7 +11,7 @@
 namespace pico::broker {
 namespace {
 
-constexpr int kSchemaVersion = 2;  // 2: runs.min_members
+constexpr int kSchemaVersion = 3;  // 2: runs.min_members; 3: runs.{algorithm,model_params,paused}, round_stats, banned
 
 constexpr const char* kSchema = R"SQL(
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -19,7 +20,8 @@ CREATE TABLE IF NOT EXISTS runs (
   is_private INTEGER NOT NULL, token_sha256 TEXT NOT NULL, num_shards INTEGER NOT NULL,
   status TEXT NOT NULL, round INTEGER NOT NULL, snapshot_round INTEGER NOT NULL,
   snapshot_path TEXT NOT NULL, snapshot_sha256 TEXT NOT NULL, theta0_hash TEXT NOT NULL,
-  dataset_info TEXT NOT NULL, created_at REAL NOT NULL, min_members INTEGER NOT NULL DEFAULT 1);
+  dataset_info TEXT NOT NULL, created_at REAL NOT NULL, min_members INTEGER NOT NULL DEFAULT 1,
+  algorithm TEXT NOT NULL DEFAULT '', model_params INTEGER NOT NULL DEFAULT 0, paused INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS allowlist (run_id TEXT NOT NULL, public_key TEXT NOT NULL,
   PRIMARY KEY (run_id, public_key));
 CREATE TABLE IF NOT EXISTS members (
@@ -45,6 +47,12 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id 
   kind TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS losses (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
   member_id INTEGER NOT NULL, step INTEGER NOT NULL, loss REAL NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS round_stats (run_id TEXT NOT NULL, round INTEGER NOT NULL, attempts INTEGER NOT NULL,
+  participants INTEGER NOT NULL, rejected INTEGER NOT NULL, tokens INTEGER NOT NULL, run_tokens INTEGER NOT NULL,
+  loss REAL, val_loss REAL, val_reports INTEGER NOT NULL, compute_s REAL, wait_s REAL, comm_s REAL, round_s REAL,
+  committed_at REAL NOT NULL, bytes INTEGER NOT NULL, ddp_bytes INTEGER NOT NULL, PRIMARY KEY (run_id, round));
+CREATE TABLE IF NOT EXISTS banned (run_id TEXT NOT NULL, public_key TEXT NOT NULL, time REAL NOT NULL,
+  PRIMARY KEY (run_id, public_key));
 )SQL";
 
 // RAII prepared statement with positional binding.
@@ -77,6 +85,8 @@ class Stmt {
   }
   std::int64_t i64(int c) const { return sqlite3_column_int64(s_, c); }
   double f64(int c) const { return sqlite3_column_double(s_, c); }
+  // SQLite stores NaN as NULL: read it back as NaN.
+  double f64_or_nan(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL ? std::nan("") : f64(c); }
   std::string text(int c) const {
     const auto* p = sqlite3_column_text(s_, c);
     return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s_, c))) : "";
@@ -101,6 +111,13 @@ void exec(sqlite3* db, const char* sql, const std::string& path) {
   }
 }
 
+bool has_column(sqlite3* db, const char* table, const char* column) {
+  Stmt s(db, str("PRAGMA table_info(", table, ")").c_str());
+  while (s.step())
+    if (s.text(1) == column) return true;
+  return false;
+}
+
 RunRecord read_run(const Stmt& s) {
   RunRecord r;
   r.run_id = s.text(0);
@@ -118,12 +135,15 @@ RunRecord read_run(const Stmt& s) {
   r.dataset_info = s.text(12);
   r.created_at = s.f64(13);
   r.min_members = s.i64(14);
+  r.algorithm = s.text(15);
+  r.model_params = s.i64(16);
+  r.paused = s.i64(17) != 0;
   return r;
 }
 
 constexpr const char* kRunColumns =
     "run_id, config_yaml, dataset_hash, is_private, token_sha256, num_shards, status, round, snapshot_round, "
-    "snapshot_path, snapshot_sha256, theta0_hash, dataset_info, created_at, min_members";
+    "snapshot_path, snapshot_sha256, theta0_hash, dataset_info, created_at, min_members, algorithm, model_params, paused";
 
 MemberRecord read_member(const Stmt& s) {
   MemberRecord m;
@@ -162,6 +182,10 @@ RoundRecord read_round(const Stmt& s) {
 constexpr const char* kRoundColumns =
     "run_id, round, attempt, status, participants, started_at, finished_at, bytes, theta_hash";
 
+constexpr const char* kRoundStatsColumns =
+    "run_id, round, attempts, participants, rejected, tokens, run_tokens, loss, val_loss, val_reports, compute_s, "
+    "wait_s, comm_s, round_s, committed_at, bytes, ddp_bytes";
+
 }  // namespace
 
 struct Store::Impl {
@@ -192,9 +216,15 @@ std::unique_ptr<Store> Store::open(const std::string& path) {
   Stmt get(db, "SELECT value FROM meta WHERE key = 'schema_version'");
   if (get.step()) {
     const std::string v = get.text(0);
-    if (v == "1") {  // version 1 had no runs.min_members: add it (every run then waits for 1)
-      exec(db, "ALTER TABLE runs ADD COLUMN min_members INTEGER NOT NULL DEFAULT 1;"
-               "UPDATE meta SET value = '2' WHERE key = 'schema_version';", path);
+    if (v == "1" || v == "2") {
+      // Older files lack runs' newer columns (1: min_members, every run then waits for 1;
+      // 2: the dashboard's); the new tables were created above.
+      for (const auto& [column, ddl] : {std::pair{"min_members", "INTEGER NOT NULL DEFAULT 1"},
+                                        std::pair{"algorithm", "TEXT NOT NULL DEFAULT ''"},
+                                        std::pair{"model_params", "INTEGER NOT NULL DEFAULT 0"},
+                                        std::pair{"paused", "INTEGER NOT NULL DEFAULT 0"}})
+        if (!has_column(db, "runs", column)) exec(db, str("ALTER TABLE runs ADD COLUMN ", column, " ", ddl, ";").c_str(), path);
+      exec(db, "UPDATE meta SET value = '3' WHERE key = 'schema_version';", path);
     } else if (v != std::to_string(kSchemaVersion))
       throw Error(str("broker state ", path, " has schema version ", v, ", expected ", kSchemaVersion),
                   "use a state file written by this version of pico, or start a new one");
@@ -209,11 +239,12 @@ void Store::create_run(const RunRecord& r) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Stmt check(impl_->db, "SELECT 1 FROM runs WHERE run_id = ?");
   if (check.bind(1, r.run_id).step()) throw Error(str("run ", r.run_id, " already exists in ", impl_->path));
-  Stmt s(impl_->db, str("INSERT INTO runs (", kRunColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
+  Stmt s(impl_->db, str("INSERT INTO runs (", kRunColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
   s.bind(1, r.run_id).bind(2, r.config_yaml).bind(3, r.dataset_hash).bind(4, r.is_private ? 1 : 0);
   s.bind(5, r.token_sha256).bind(6, r.num_shards).bind(7, r.status).bind(8, r.round).bind(9, r.snapshot_round);
   s.bind(10, r.snapshot_path).bind(11, r.snapshot_sha256).bind(12, r.theta0_hash).bind(13, r.dataset_info);
-  s.bind(14, r.created_at).bind(15, r.min_members).run();
+  s.bind(14, r.created_at).bind(15, r.min_members).bind(16, r.algorithm).bind(17, r.model_params);
+  s.bind(18, r.paused ? 1 : 0).run();
 }
 
 std::optional<RunRecord> Store::run(const std::string& run_id) const {
@@ -259,6 +290,26 @@ void Store::allow_key(const std::string& run_id, const std::string& public_key) 
 bool Store::is_allowed(const std::string& run_id, const std::string& public_key) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Stmt s(impl_->db, "SELECT 1 FROM allowlist WHERE run_id = ? AND public_key = ?");
+  return s.bind(1, run_id).bind(2, public_key).step();
+}
+
+void Store::set_run_paused(const std::string& run_id, bool paused) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt(impl_->db, "UPDATE runs SET paused = ? WHERE run_id = ?").bind(1, paused ? 1 : 0).bind(2, run_id).run();
+}
+
+void Store::ban_key(const std::string& run_id, const std::string& public_key, double time) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt(impl_->db, "INSERT OR IGNORE INTO banned (run_id, public_key, time) VALUES (?, ?, ?)")
+      .bind(1, run_id)
+      .bind(2, public_key)
+      .bind(3, time)
+      .run();
+}
+
+bool Store::is_banned(const std::string& run_id, const std::string& public_key) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db, "SELECT 1 FROM banned WHERE run_id = ? AND public_key = ?");
   return s.bind(1, run_id).bind(2, public_key).step();
 }
 
@@ -410,7 +461,7 @@ void Store::credit(const std::string& run_id, const LedgerRow& d) {
 }
 
 void Store::commit_round(const std::string& run_id, std::int64_t round, std::int64_t bytes, const std::string& theta_hash,
-                         double finished_at, const std::vector<LedgerRow>& credits) {
+                         double finished_at, const std::vector<LedgerRow>& credits, const RoundStats* stats) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   exec(impl_->db, "BEGIN IMMEDIATE", impl_->path);
   try {
@@ -419,6 +470,15 @@ void Store::commit_round(const std::string& run_id, std::int64_t round, std::int
     s.bind(1, bytes).bind(2, theta_hash).bind(3, finished_at).bind(4, run_id).bind(5, round).run();
     for (const auto& row : credits) credit_locked(impl_->db, run_id, row);
     Stmt(impl_->db, "UPDATE runs SET round = ? WHERE run_id = ?").bind(1, round).bind(2, run_id).run();
+    if (stats != nullptr) {
+      const RoundStats& st = *stats;
+      Stmt r(impl_->db, str("INSERT OR REPLACE INTO round_stats (", kRoundStatsColumns,
+                            ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
+      r.bind(1, run_id).bind(2, st.round).bind(3, st.attempts).bind(4, st.participants).bind(5, st.rejected);
+      r.bind(6, st.tokens).bind(7, st.run_tokens).bind(8, st.loss).bind(9, st.val_loss).bind(10, st.val_reports);
+      r.bind(11, st.compute_s).bind(12, st.wait_s).bind(13, st.comm_s).bind(14, st.round_s).bind(15, st.committed_at);
+      r.bind(16, st.bytes).bind(17, st.ddp_bytes).run();
+    }
     exec(impl_->db, "COMMIT", impl_->path);
   } catch (...) {
     sqlite3_exec(impl_->db, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -438,6 +498,46 @@ std::vector<LedgerRow> Store::ledger(const std::string& run_id) const {
   return out;
 }
 
+std::vector<RoundStats> Store::round_stats(const std::string& run_id, std::int64_t after_round,
+                                           std::int64_t limit) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db, str("SELECT * FROM (SELECT ", kRoundStatsColumns,
+                        " FROM round_stats WHERE run_id = ? AND round > ? ORDER BY round DESC LIMIT ?) ORDER BY round")
+                        .c_str());
+  s.bind(1, run_id).bind(2, after_round).bind(3, limit);
+  std::vector<RoundStats> out;
+  while (s.step()) {
+    RoundStats r;
+    r.round = s.i64(1);
+    r.attempts = s.i64(2);
+    r.participants = s.i64(3);
+    r.rejected = s.i64(4);
+    r.tokens = s.i64(5);
+    r.run_tokens = s.i64(6);
+    r.loss = s.f64_or_nan(7);
+    r.val_loss = s.f64_or_nan(8);
+    r.val_reports = s.i64(9);
+    r.compute_s = s.f64_or_nan(10);
+    r.wait_s = s.f64_or_nan(11);
+    r.comm_s = s.f64_or_nan(12);
+    r.round_s = s.f64_or_nan(13);
+    r.committed_at = s.f64(14);
+    r.bytes = s.i64(15);
+    r.ddp_bytes = s.i64(16);
+    out.push_back(r);
+  }
+  return out;
+}
+
+void Store::add_val_loss(const std::string& run_id, std::int64_t round, double val_loss) {
+  if (!std::isfinite(val_loss)) return;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db,
+         "UPDATE round_stats SET val_loss = (COALESCE(val_loss, 0) * val_reports + ?) / (val_reports + 1), "
+         "val_reports = val_reports + 1 WHERE run_id = ? AND round = ?");
+  s.bind(1, val_loss).bind(2, run_id).bind(3, round).run();
+}
+
 void Store::log_event(const std::string& run_id, const std::string& kind, const std::string& detail, double time) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Stmt(impl_->db, "INSERT INTO events (run_id, time, kind, detail) VALUES (?,?,?,?)")
@@ -450,10 +550,21 @@ void Store::log_event(const std::string& run_id, const std::string& kind, const 
 
 std::vector<EventRecord> Store::events(const std::string& run_id, std::int64_t limit) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  Stmt s(impl_->db, "SELECT time, kind, detail FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?");
+  Stmt s(impl_->db, "SELECT time, kind, detail, id FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?");
   s.bind(1, run_id).bind(2, limit);
   std::vector<EventRecord> out;
-  while (s.step()) out.push_back({s.f64(0), s.text(1), s.text(2)});
+  while (s.step()) out.push_back({s.f64(0), s.text(1), s.text(2), s.i64(3)});
+  return out;
+}
+
+std::vector<EventRecord> Store::events_after(const std::string& run_id, std::int64_t after_id, std::int64_t limit) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db,
+         "SELECT * FROM (SELECT time, kind, detail, id FROM events WHERE run_id = ? AND id > ? ORDER BY id DESC LIMIT ?) "
+         "ORDER BY id");
+  s.bind(1, run_id).bind(2, after_id).bind(3, limit);
+  std::vector<EventRecord> out;
+  while (s.step()) out.push_back({s.f64(0), s.text(1), s.text(2), s.i64(3)});
   return out;
 }
 

@@ -152,7 +152,8 @@ class NetworkedMember {
                            interrupted ? " (a checkpoint is saved; rejoin with --resume)" : ""));
       return s;
     }
-    client_->request(MessageType::kRunFinished, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", base_round_}});
+    client_->request(MessageType::kRunFinished,
+                     with_val_loss({{"run_id", run_id_}, {"member_id", member_id_}, {"round", base_round_}}));
     client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
     client_->set_heartbeat(nlohmann::json::object());
     const TrainSummary s = summary();
@@ -267,10 +268,17 @@ class NetworkedMember {
   // who takes part in the next round from it), else at the next interval.
   void update_heartbeat() {
     const std::int64_t base = needs_snapshot_ ? -1 : base_round_;
-    client_->set_heartbeat({{"run_id", run_id_}, {"member_id", member_id_}, {"base_round", base},
-                            {"step", step_}, {"tokens_per_s", tok_per_s_}, {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}},
+    client_->set_heartbeat(with_val_loss({{"run_id", run_id_}, {"member_id", member_id_}, {"base_round", base},
+                                          {"step", step_}, {"tokens_per_s", tok_per_s_},
+                                          {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}}),
                            /*send_now=*/base != last_beat_base_);
     last_beat_base_ = base;
+  }
+
+  // The broker's dashboard plots the members' validation loss per round (broker ProgressReport).
+  nlohmann::json with_val_loss(nlohmann::json body) const {
+    if (std::isfinite(last_val_) && val_round_ > 0) body["val_loss"] = last_val_, body["val_round"] = val_round_;
+    return body;
   }
 
   // Handles a message the broker pushed. Returns false when training must stop and resync.
@@ -443,7 +451,8 @@ class NetworkedMember {
     nlohmann::json ready = {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
                             {"base_round", base_round_}, {"tokens", round_tokens_},
                             {"inner_steps", round_steps_}, {"compute_seconds", compute_s_},
-                            {"delta_norm", finite ? norm : 0.0}, {"finite", finite}};
+                            {"delta_norm", finite ? norm : 0.0}, {"finite", finite},
+                            {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}};
     if (!last_result_.is_null()) ready["last_result"] = last_result_;  // in case a restarted broker lost it
     Message r = client_->request(MessageType::kReady, ready);
     // The broker has not yet committed the round this contributor finished (it restarted
@@ -569,6 +578,7 @@ class NetworkedMember {
     const std::int64_t eval_every = cfg_.evaluation.every_n_steps;
     if (round == rounds_total_ || (eval_every > 0 && round * cfg_.outer.inner_steps % eval_every < cfg_.outer.inner_steps)) {
       last_val_ = contributor_->evaluate();
+      val_round_ = round;
       if (std::isfinite(last_val_)) rec["val_loss"] = last_val_;
     }
     metrics_.write(rec);
@@ -615,6 +625,7 @@ class NetworkedMember {
   double compute_s_ = 0, tok_per_s_ = 0;
   std::uint64_t bytes_sent_ = 0, bytes_received_ = 0;
   double last_loss_ = std::nan(""), last_val_ = std::nan("");
+  std::int64_t val_round_ = 0;  // the round whose θ_g last_val_ was measured on
   std::string theta_hash_;
   Clock::time_point start_ = Clock::now();
   ProgressLine progress_;
@@ -782,9 +793,12 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
     }
   }
   std::string theta0;
+  std::int64_t params = 0;
   {
     models::PicoDecoder init(cfg.model, static_cast<std::uint64_t>(cfg.seed));
-    theta0 = optim::DiLoCo(init->named_params(), {cfg.outer.lr, cfg.outer.momentum, cfg.outer.nesterov}).state_hash();
+    const optim::DiLoCo outer(init->named_params(), {cfg.outer.lr, cfg.outer.momentum, cfg.outer.nesterov});
+    theta0 = outer.state_hash();
+    params = outer.numel();
   }
   nlohmann::json allow = net.allow_keys;
   allow.push_back(keys.public_key);
@@ -794,7 +808,11 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
                                                 {"num_shards", dataset->num_train_shards()}, {"private", net.is_private},
                                                 {"min_members", cfg.outer.min_contributors},
                                                 {"token_sha256", token.empty() ? "" : sha256_hex(token)},
-                                                {"theta0_hash", theta0}, {"allow", allow},
+                                                {"theta0_hash", theta0}, {"allow", allow}, {"model_params", params},
+                                                {"algorithm", str("diloco ", cfg.outer.round_seconds > 0
+                                                                                ? str(cfg.outer.round_seconds, " s")
+                                                                                : str("H=", cfg.outer.inner_steps),
+                                                                  " ", cfg.outer.compression)},
                                                 {"dataset_info", {{"prepare", dataset_prepare_command(*dataset)}}}});
   if (created.body.value("status", std::string("active")) == "finished")
     throw Error(str("run ", run_id, " already finished (round ", created.body.value("round", std::int64_t{0}),

@@ -21,6 +21,9 @@
 //      retried without them.
 // Joiners (and resyncs) get θ_g + outer state from the latest snapshot, which the core asks
 // a member in sync to upload after a round when someone needs it.
+//
+// The dashboard reads the core through run_view() (dashboard.h) and acts on it through the
+// operator_* calls; the service authenticates the operator before it calls them.
 #pragma once
 
 #include <cstdint>
@@ -28,9 +31,11 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "pico/broker/dashboard.h"
 #include "pico/broker/protocol.h"
 #include "pico/broker/store.h"
 
@@ -59,6 +64,14 @@ struct Outgoing {
   Message message;
 };
 
+// An operator action the core refuses: what was not found or not allowed.
+class OperatorError : public std::runtime_error {
+ public:
+  enum class Kind { kNotFound, kConflict };
+  OperatorError(Kind kind, const std::string& what) : std::runtime_error(what), kind(kind) {}
+  Kind kind;
+};
+
 class BrokerCore {
  public:
   // Loads every active run from the store: a restarted broker carries on where it stopped.
@@ -70,6 +83,17 @@ class BrokerCore {
   std::vector<Outgoing> tick(double now);
   // Runs, members, rounds and recent losses, for the --http status endpoint.
   nlohmann::json status(double now) const;
+
+  // Every run on this broker (active and finished), oldest first.
+  std::vector<std::string> run_ids() const;
+  // What the dashboard shows of a run; nullopt for a run this broker does not know.
+  std::optional<RunView> run_view(const std::string& run_id, const ViewQuery& query, double now) const;
+  // Operator actions. They throw OperatorError for an unknown run or member, or a finished
+  // run, and return the messages to send like handle().
+  //   evict: the member is told so and its key may not join the run again.
+  //   pause: no round starts until resumed; a round in flight finishes.
+  std::vector<Outgoing> operator_evict(const std::string& run_id, std::int64_t member_id, double now);
+  std::vector<Outgoing> operator_pause(const std::string& run_id, bool paused, double now);
 
   struct RunState;
 
@@ -93,7 +117,13 @@ class BrokerCore {
   void start_attempt(RunState& run, const std::vector<std::int64_t>& members, double now, std::vector<Outgoing>& out);
   void maybe_finish_round(RunState& run, double now, std::vector<Outgoing>& out);
   // Records a member's report for the round in flight; false when it is stale.
-  bool record_result(RunState& run, LiveMember& lm, const Message& report);
+  bool record_result(RunState& run, LiveMember& lm, const Message& report, double now);
+  // The optional progress fields of a member's message (protocol.h ProgressReport).
+  void note_progress(RunState& run, LiveMember& lm, const Message& m);
+  RoundStats round_stats_of(const RunState& run, std::int64_t round, const std::vector<LedgerRow>& credits,
+                            std::int64_t bytes, double now) const;
+  // Tells a member to fetch the snapshot, and puts it in the event log.
+  void resync(RunState& run, LiveMember& lm, const std::string& why, double now, std::vector<Outgoing>& out);
   void evict(RunState& run, std::int64_t member_id, const std::string& why, double now, std::vector<Outgoing>& out);
   void request_snapshot_if_needed(RunState& run, std::vector<Outgoing>& out);
   void announce_snapshot(RunState& run, std::vector<Outgoing>& out);

@@ -83,6 +83,17 @@ std::int64_t get_int(const Message& m, const char* field);
 double get_double(const Message& m, const char* field);
 bool get_bool(const Message& m, const char* field);
 
+// Optional progress fields that a member's heartbeat, ready and run_finished may carry, for
+// the dashboard: `loss` (its last training loss), and `val_loss` with `val_round` (its
+// validation loss on θ_g of that round). Absent, wrong-typed or non-finite fields read as
+// nullopt: they are reports to display, never a reason to refuse a message.
+struct ProgressReport {
+  std::optional<double> loss;
+  std::optional<double> val_loss;
+  std::optional<std::int64_t> val_round;
+};
+ProgressReport read_progress(const Message& m);
+
 // pico://HOST:PORT/RUN_ID?key=HEX64[&token=TOKEN] — what `pico train` prints and `--join` takes.
 // pico://HOST:PORT/?key=HEX64 (no run id) is a broker code: what a standing `pico broker`
 // prints, for `pico train --broker CODE` and `pico ledger RUN --broker CODE`.

@@ -4,8 +4,9 @@
 // service owns the sockets and the clock: a ROUTER socket (CURVE server with the broker's
 // long-term key; a ZAP handler authenticates every client's key and hands it to the core,
 // which decides per run who is admitted), a once-a-second tick, and optionally an HTTP
-// endpoint serving the core's JSON status (GET /status). Malformed messages are dropped
-// with a logged reason. stop() (or a signal handled by the caller) ends run().
+// listener: the dashboard page, its JSON API, /metrics and /status (src/dashboard_http.h),
+// with operator actions for holders of a token made at start. Malformed messages are
+// dropped with a logged reason. stop() (or a signal handled by the caller) ends run().
 #pragma once
 
 #include <atomic>
@@ -19,7 +20,7 @@ namespace pico::broker {
 struct ServiceOptions {
   std::string listen = "tcp://127.0.0.1:0";  // tcp://ADDR:PORT; port 0 picks a free one
   std::string state_path;                    // SQLite file
-  std::string http;                          // "ADDR:PORT" for the JSON status, "" for none
+  std::string http;                          // dashboard: "PORT" (127.0.0.1), "ADDR:PORT", or "" for none
   std::string key_dir;                       // where the broker's key pair lives ("" = pico home)
   std::string key_name = "broker";
   BrokerOptions core;
@@ -37,8 +38,11 @@ class BrokerService {
   // The bound endpoint (with the real port) and the broker's public key (Z85).
   const std::string& endpoint() const;
   const std::string& public_key() const;
-  // The HTTP port actually bound (0 without --http).
+  // The HTTP port actually bound (0 without --http), the dashboard's URL ("" without) and
+  // the operator token that HTTP requests must carry to act (Authorization: Bearer TOKEN).
   int http_port() const;
+  std::string dashboard_url() const;
+  const std::string& operator_token() const;
 
   // Serves until stop() is called (from another thread or a signal handler).
   void run();

@@ -31,6 +31,11 @@ struct RunRecord {
   std::string dataset_info;      // JSON: how the dataset was prepared (for the wrong-dataset HINT)
   double created_at = 0;
   std::int64_t min_members = 1;  // a round starts only when this many members are ready
+  // What the dashboard shows about the run (schema 3). Optional in create_run: 0 / "" when
+  // the creator did not say.
+  std::string algorithm;         // e.g. "diloco H=30 bf16", as the creator describes it
+  std::int64_t model_params = 0; // parameters of the model (for the bytes ddp would send)
+  bool paused = false;           // an operator paused rounds: none starts until resumed
 };
 
 struct MemberRecord {
@@ -87,10 +92,37 @@ struct ResultRecord {
   std::string error;
 };
 
+// The run's event log: joins, leaves, evictions, rejections, resyncs, rounds, operator
+// actions. `id` grows with every event of the broker, so a reader asks for what is new.
 struct EventRecord {
   double time = 0;
   std::string kind;
   std::string detail;
+  std::int64_t id = 0;
+};
+
+// What one committed round cost and gave, for the dashboard and /metrics. Times are the
+// broker's clock except compute_s (the members' own); means are over the participants.
+//   compute_s  inner steps (reported in `ready`)
+//   wait_s     from a member's `ready` to the `round_start` of the attempt that committed
+//              (waiting for the slowest member, and any failed attempt before it)
+//   comm_s     from that `round_start` to the member's `round_result` (all-reduce + outer step)
+// NaN where unknown (e.g. a round resumed after a broker restart).
+struct RoundStats {
+  std::int64_t round = 0;
+  std::int64_t attempts = 1;
+  std::int64_t participants = 0;
+  std::int64_t rejected = 0;
+  std::int64_t tokens = 0;       // credited to the round (rejected updates count 0)
+  std::int64_t run_tokens = 0;   // credited to the run up to and including this round
+  double loss = 0;               // mean training loss of the participants at `ready` (NaN: none)
+  double val_loss = 0;           // mean validation loss the members reported for θ_g of this round
+  std::int64_t val_reports = 0;  // how many members reported val_loss
+  double compute_s = 0, wait_s = 0, comm_s = 0;
+  double round_s = 0;            // since the previous commit (NaN for the first round)
+  double committed_at = 0;
+  std::int64_t bytes = 0;        // all participants' bytes sent
+  std::int64_t ddp_bytes = 0;    // a ring all-reduce of fp32 gradients every step would send this (0: unknown)
 };
 
 struct LossRecord {
@@ -119,6 +151,10 @@ class Store {
   void set_snapshot(const std::string& run_id, std::int64_t round, const std::string& path, const std::string& sha256);
   void allow_key(const std::string& run_id, const std::string& public_key);
   bool is_allowed(const std::string& run_id, const std::string& public_key) const;
+  void set_run_paused(const std::string& run_id, bool paused);
+  // Keys an operator removed from a run: they may not join it again.
+  void ban_key(const std::string& run_id, const std::string& public_key, double time);
+  bool is_banned(const std::string& run_id, const std::string& public_key) const;
 
   // Members. add_member assigns the next member id and returns it.
   std::int64_t add_member(const MemberRecord& m);
@@ -143,13 +179,20 @@ class Store {
   // Ledger: adds to the contributor's totals (creating the row on first use).
   void credit(const std::string& run_id, const LedgerRow& delta);
   // Marks the round done, credits its participants and advances the run, in one
-  // transaction: a broker killed at any point has either committed the round or not.
+  // transaction: a broker killed at any point has either committed the round or not. The
+  // round's stats, when given, are written in the same transaction.
   void commit_round(const std::string& run_id, std::int64_t round, std::int64_t bytes, const std::string& theta_hash,
-                    double finished_at, const std::vector<LedgerRow>& credits);
+                    double finished_at, const std::vector<LedgerRow>& credits, const RoundStats* stats = nullptr);
   std::vector<LedgerRow> ledger(const std::string& run_id) const;
+  // Stats of committed rounds after `after_round`, oldest first, at most `limit` (the newest).
+  std::vector<RoundStats> round_stats(const std::string& run_id, std::int64_t after_round, std::int64_t limit) const;
+  // A member's validation loss for θ_g of `round`: folded into the round's mean.
+  void add_val_loss(const std::string& run_id, std::int64_t round, double val_loss);
 
   void log_event(const std::string& run_id, const std::string& kind, const std::string& detail, double time);
   std::vector<EventRecord> events(const std::string& run_id, std::int64_t limit) const;  // newest first
+  // Events with id > after_id, oldest first, at most `limit` (the newest of them).
+  std::vector<EventRecord> events_after(const std::string& run_id, std::int64_t after_id, std::int64_t limit) const;
   void record_loss(const std::string& run_id, const LossRecord& l);
   std::vector<LossRecord> losses(const std::string& run_id, std::int64_t limit) const;  // newest first
 
