@@ -402,6 +402,10 @@ void BrokerCore::maybe_start_round(RunState& run, double now, std::vector<Outgoi
     if (lm.base_round == run.rec.round && !lm.awaiting_snapshot) eligible.push_back(id);
   }
   if (eligible.empty() || static_cast<std::int64_t>(eligible.size()) < run.rec.min_members) return;
+  // The ring in slot order: a member's rank is then its data slot, so a joined run sums the
+  // members' updates in the order a local run of as many contributors does (bit for bit).
+  std::sort(eligible.begin(), eligible.end(),
+            [&](std::int64_t a, std::int64_t b) { return run.members.at(a).rec.shard < run.members.at(b).rec.shard; });
   for (auto id : eligible) {
     if (!run.ready.count(id)) return;                 // someone is still training
     if (run.members.at(id).peer.empty()) return;      // not heard from since a restart: cannot reach it yet

@@ -46,13 +46,13 @@ void Proc::kill9() const {
   wait();
 }
 
-Proc spawn_pico(const std::string& args, const std::string& log) {
+Proc spawn_pico(const std::string& args, const std::string& log, const std::string& binary) {
   Proc p;
   p.log = log;
   p.pid = ::fork();
   if (p.pid == 0) {
     ::setpgid(0, 0);
-    const std::string cmd = "exec " + pico_binary() + " " + args + " > " + log + " 2>&1";
+    const std::string cmd = "exec " + (binary.empty() ? pico_binary() : binary) + " " + args + " > " + log + " 2>&1";
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }

@@ -31,8 +31,9 @@ struct Proc {
   void kill9() const;
 };
 
-// Starts `pico ARGS` (through /bin/sh, so ARGS may quote), stdout and stderr to `log`.
-Proc spawn_pico(const std::string& args, const std::string& log);
+// Starts `pico ARGS` (through /bin/sh, so ARGS may quote), stdout and stderr to `log`;
+// `binary` replaces pico (e.g. seams_binary() for a misbehaving member).
+Proc spawn_pico(const std::string& args, const std::string& log, const std::string& binary = "");
 // Kills every process spawn_pico started that is still running (their whole groups).
 void kill_spawned();
 

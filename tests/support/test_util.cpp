@@ -64,6 +64,7 @@ CommandResult run_command(const std::string& command) {
 std::string python() { return "/usr/bin/python3"; }
 std::string source_dir() { return PICO_SOURCE_DIR; }
 std::string pico_binary() { return PICO_BINARY; }
+std::string seams_binary() { return PICO_SEAMS_BINARY; }
 std::string test_data(const std::string& name) { return std::string(PICO_TEST_DATA) + "/" + name; }
 
 void write_text(const std::string& path, const std::string& text) {

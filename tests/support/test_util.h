@@ -33,6 +33,8 @@ CommandResult run_command(const std::string& command);
 std::string python();
 std::string source_dir();
 std::string pico_binary();
+// The same command line with test seams (tests/support/seams.cpp), for misbehaving members.
+std::string seams_binary();
 // A file under tests/fixtures/ (reference data copied into the project).
 std::string test_data(const std::string& name);
 

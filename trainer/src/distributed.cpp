@@ -30,6 +30,7 @@
 #include "pico/trainer/config_io.h"
 #include "pico/trainer/contributor.h"
 #include "pico/trainer/metrics.h"
+#include "outer_round.h"
 #include "state_blob.h"
 
 namespace pico::trainer {
@@ -61,21 +62,20 @@ std::string dataset_prepare_command(const data::Dataset& ds) {
              " (with the run's tokenizer: --tokenizer tokenizer.model, sha256 ", m.tokenizer_sha256.substr(0, 12), "…)");
 }
 
-// A member's outer state as a checkpoint holds it (checkpointing.h): θ_g, momentum and the
-// outer step count of optim::DiLoCo, and its last unweighted pseudo-gradient.
+// A member's outer state as a checkpoint holds it (checkpointing.h): OuterRound's θ_g,
+// momentum, outer step count and error-feedback residual, and its last unweighted Δ.
 class MemberOuterState final : public OuterStateIO {
  public:
-  MemberOuterState(optim::DiLoCo& outer, std::vector<float>& last_delta) : outer_(outer), last_delta_(last_delta) {}
-  optim::NamedTensors outer_state() const override { return outer_.state(); }
-  void load_outer_state(const optim::NamedTensors& state) override { outer_.load_state(state); }
-  optim::NamedTensors pseudo_gradient() const override { return outer_.unflatten(last_delta_); }
-  void load_pseudo_gradient(const optim::NamedTensors& delta) override { last_delta_ = outer_.flatten(delta); }
+  explicit MemberOuterState(OuterRound& round) : round_(round) {}
+  optim::NamedTensors outer_state() const override { return round_.state(); }
+  void load_outer_state(const optim::NamedTensors& state) override { round_.load_state(state); }
+  optim::NamedTensors pseudo_gradient() const override { return round_.pseudo_gradient(); }
+  void load_pseudo_gradient(const optim::NamedTensors& delta) override { round_.load_pseudo_gradient(delta); }
   // Every completed round is one outer step, so the outer step count is the round.
-  std::int64_t rounds_done() const override { return outer_.step_count(); }
+  std::int64_t rounds_done() const override { return round_.rounds_done(); }
 
  private:
-  optim::DiLoCo& outer_;
-  std::vector<float>& last_delta_;
+  OuterRound& round_;
 };
 
 class NetworkedMember {
@@ -94,7 +94,6 @@ class NetworkedMember {
         metrics_(metrics_path, !options.resume),
         checkpointer_(cfg_, *dataset_) {
     rounds_total_ = (cfg_.training.max_steps + cfg_.outer.inner_steps - 1) / cfg_.outer.inner_steps;
-    wire_ = parse_wire_dtype(cfg_.outer.compression);
     checkpointer_.set_member_of(run_id_);
     if (!options.resume) checkpointer_.start_fresh(options.overwrite);
   }
@@ -198,15 +197,13 @@ class NetworkedMember {
       const std::size_t count = static_cast<std::size_t>(std::max<std::int64_t>(shards, slot + 1));
       contributor_ = std::make_unique<Contributor>(cfg_, dataset_, resolve_device(cfg_.device),
                                                    static_cast<std::size_t>(slot), count);
-      outer_ = std::make_unique<optim::DiLoCo>(contributor_->model()->named_params(),
-                                               optim::DiLoCoConfig{cfg_.outer.lr, cfg_.outer.momentum, cfg_.outer.nesterov});
-      flat_.resize(static_cast<std::size_t>(outer_->numel()));
+      round_ = std::make_unique<OuterRound>(cfg_, contributor_->model()->named_params());
     }
     needs_snapshot_ = r.body.at("needs_snapshot").get<bool>();
     if (!needs_snapshot_) {
       // Round 0: θ_g is the seeded initialization; check ours is the run's.
       const std::string expected = r.body.at("theta0_hash").get<std::string>();
-      theta_hash_ = outer_->state_hash();
+      theta_hash_ = round_->outer().state_hash();
       if (theta_hash_ != expected)
         throw Error(str("this contributor's initial θ_g (", theta_hash_.substr(0, 12), "…) differs from the run's (",
                         expected.substr(0, 12), "…)"),
@@ -221,7 +218,7 @@ class NetworkedMember {
   // member's newest valid checkpoint. join() has run: the contributor exists and the broker
   // has said whether θ_g comes from a snapshot (it does once the run has a round).
   void resume() {
-    MemberOuterState io(*outer_, last_delta_);
+    MemberOuterState io(*round_);
     const auto st = checkpointer_.resume(*contributor_, &io);
     if (!st) return;  // nothing saved yet: a plain join
     if (!needs_snapshot_ && st->round > 0)
@@ -235,13 +232,13 @@ class NetworkedMember {
     resumed_tokens_ = st->tokens;
     base_round_ = st->round;
     resumed_round_ = st->round;
-    resumed_theta_ = outer_->state_hash();
+    resumed_theta_ = round_->outer().state_hash();
     last_saved_step_ = st->step;
     truncate_metrics_after(metrics_path_, st->step, st->round);
     metrics_ = MetricsWriter(metrics_path_, /*truncate=*/false);
     {
       torch::NoGradGuard no_grad;
-      outer_->copy_to(contributor_->model()->named_params());  // the round boundary: θ = θ_g
+      round_->outer().copy_to(contributor_->model()->named_params());  // the round boundary: θ = θ_g
     }
     theta_hash_ = resumed_theta_;
   }
@@ -259,7 +256,7 @@ class NetworkedMember {
     st.round = base_round_;
     st.tokens = tokens_;
     st.run_id = run_id_;
-    MemberOuterState io(*outer_, last_delta_);
+    MemberOuterState io(*round_);
     checkpointer_.maybe_save(*contributor_, st, &io, /*force=*/true);
     last_saved_step_ = step_;
   }
@@ -311,7 +308,7 @@ class NetworkedMember {
       log_warn("asked for θ_g of round ", round, " but this contributor holds round ", base_round_);
       return;
     }
-    const std::string blob = serialize_state(outer_->state(), round);
+    const std::string blob = serialize_state(round_->outer().state(), round);
     const std::string sha = sha256_hex(blob);
     const std::int64_t chunks = static_cast<std::int64_t>(std::max<std::size_t>(1, (blob.size() + chunk_bytes - 1) / chunk_bytes));
     for (std::int64_t i = 0; i < chunks; ++i) {
@@ -367,15 +364,15 @@ class NetworkedMember {
         continue;
       }
       std::int64_t blob_round = -1;
-      outer_->load_state(deserialize_state(blob, blob_round));
+      round_->outer().load_state(deserialize_state(blob, blob_round));
       if (blob_round != round) throw Error(str("snapshot announced for round ", round, " holds round ", blob_round));
       {
         torch::NoGradGuard no_grad;
-        outer_->copy_to(contributor_->model()->named_params());
+        round_->outer().copy_to(contributor_->model()->named_params());
       }
       base_round_ = round;
       step_ = round * cfg_.outer.inner_steps;
-      theta_hash_ = outer_->state_hash();
+      theta_hash_ = round_->outer().state_hash();
       needs_snapshot_ = false;
       update_heartbeat();
       log_info("θ_g of round ", round, " loaded (", format_bytes(static_cast<double>(blob.size())), ", hash ",
@@ -431,23 +428,9 @@ class NetworkedMember {
     return true;
   }
 
-  void compute_delta(double& norm, bool& finite) {
-    outer_->pseudo_gradient(contributor_->model()->named_params(), flat_.data());
-    double n2 = 0;
-    finite = true;
-    for (float v : flat_) {
-      finite = finite && std::isfinite(v);
-      n2 += static_cast<double>(v) * v;
-    }
-    norm = std::sqrt(n2);
-  }
-
   void outer_round() {
     const std::int64_t round = base_round_ + 1;
-    double norm = 0;
-    bool finite = true;
-    compute_delta(norm, finite);
-    last_delta_ = flat_;  // unweighted Δ of this round, for checkpoints (/pseudo_gradient)
+    const auto [norm, finite] = round_->delta_norm(contributor_->model()->named_params());
     nlohmann::json ready = {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
                             {"base_round", base_round_}, {"tokens", round_tokens_},
                             {"inner_steps", round_steps_}, {"compute_seconds", compute_s_},
@@ -507,74 +490,47 @@ class NetworkedMember {
       }
       ms.members.push_back(mem);
     }
-    const auto t0 = Clock::now();
-    double comm_s = 0;
-    std::uint64_t sent = 0, received = 0;
-    std::string error;
-    bool ok = false;
-    {
-      comm_.reset();  // one communicator per node at a time
-      comm_ = comm::make_zmq_communicator(node_, ms);
-      const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.outer.timeout_s * 1000));
-      float weight = static_cast<float>(static_cast<double>(round_tokens_) * my_weight);
-      comm::AllreduceOptions wo;
-      wo.timeout = timeout;
-      wo.tag = static_cast<std::uint64_t>(round) * 2;
-      auto wr = comm_->all_reduce(&weight, 1, wo);
-      sent += wr.bytes_sent;
-      received += wr.bytes_received;
-      comm_s += wr.seconds;
-      if (wr.ok() && weight > 0) {
-        double norm = 0;
-        bool finite = true;
-        compute_delta(norm, finite);  // Δ afresh: a retry must not reuse a scaled buffer
-        const float scale = static_cast<float>(static_cast<double>(round_tokens_) * my_weight) / weight;
-        for (auto& v : flat_) v *= scale;
-        comm::AllreduceOptions o;
-        o.wire = wire_;
-        o.timeout = timeout;
-        o.tag = static_cast<std::uint64_t>(round) * 2 + 1;
-        auto dr = comm_->all_reduce(flat_.data(), flat_.size(), o);
-        sent += dr.bytes_sent;
-        received += dr.bytes_received;
-        comm_s += dr.seconds;
-        ok = dr.ok();
-        if (!ok) error = str(comm::to_string(dr.status), ": ", dr.error);
-      } else {
-        error = wr.ok() ? "every update of the round was rejected" : str(comm::to_string(wr.status), ": ", wr.error);
-      }
-      if (!ok) comm_.reset();
-    }
-    bytes_sent_ += sent;
-    bytes_received_ += received;
-    if (!ok) {
-      log_warn("round ", round, " attempt ", attempt, " failed: ", error);
+    comm_.reset();  // one communicator per node at a time
+    comm_ = comm::make_zmq_communicator(node_, ms);
+    RoundPlan plan;
+    plan.round = round;
+    plan.tokens = static_cast<double>(round_tokens_);
+    plan.weight_multiplier = my_weight;
+    plan.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.outer.timeout_s * 1000));
+    const RoundOutcome out = round_->run(*comm_, plan, contributor_->model()->named_params(), compute_mu_);
+    const RoundReport& rep = out.report;
+    bytes_sent_ += rep.bytes_sent;
+    bytes_received_ += rep.bytes_received;
+    const bool stepped = out.ok || !out.report.theta_hash.empty();  // only the hash comparison may have failed
+    if (!stepped) {
+      comm_.reset();
+      log_warn("round ", round, " attempt ", attempt, " failed: ", out.error);
       client_->request(MessageType::kRoundResult, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
-                                                   {"attempt", attempt}, {"ok", false}, {"bytes_sent", sent},
-                                                   {"error", error}});
+                                                   {"attempt", attempt}, {"ok", false},
+                                                   {"bytes_sent", static_cast<std::int64_t>(rep.bytes_sent)},
+                                                   {"error", out.error}});
       return false;
     }
-    double n2 = 0;
-    for (float v : flat_) n2 += static_cast<double>(v) * v;
-    {
-      torch::NoGradGuard no_grad;
-      outer_->step(flat_.data());
-      outer_->copy_to(contributor_->model()->named_params());
-    }
-    theta_hash_ = outer_->state_hash();
+    if (!out.ok) log_warn("round ", round, ": θ_g stepped but ", out.error, "; the broker compares the hashes");
+    const bool minority = std::find(out.disagreeing.begin(), out.disagreeing.end(), ms.rank) != out.disagreeing.end();
+    if (minority)
+      log_error("round ", round, ": this member's θ_g (", rep.theta_hash.substr(0, 12), "…) differs from the majority's (",
+                out.majority_hash.substr(0, 12), "…); the broker will resync it from a snapshot");
+    theta_hash_ = rep.theta_hash;
     base_round_ = round;
-    const double outer_s = seconds_since(t0) - comm_s;
     last_result_ = {{"round", round}, {"attempt", attempt}, {"ok", true}, {"theta_hash", theta_hash_},
-                    {"bytes_sent", static_cast<std::int64_t>(sent)}};
+                    {"bytes_sent", static_cast<std::int64_t>(rep.bytes_sent)}};
     nlohmann::json report = last_result_;
     report["run_id"] = run_id_;
     report["member_id"] = member_id_;
     client_->request(MessageType::kRoundResult, report);
     nlohmann::json rec = {{"round", round}, {"attempt", attempt}, {"contributor", member_id_},
-                          {"contributors", ms.world_size()}, {"pseudo_grad_norm", std::sqrt(n2)},
-                          {"outer_step_s", outer_s}, {"comm_s", comm_s}, {"round_bytes_sent", sent},
-                          {"round_bytes_received", received}, {"round_tokens", static_cast<std::int64_t>(round_tokens_)},
-                          {"theta_hash", theta_hash_}, {"elapsed_s", seconds_since(start_)}};
+                          {"contributors", ms.world_size()}, {"pseudo_grad_norm", rep.pseudo_grad_norm},
+                          {"outer_step_s", rep.outer_step_s}, {"comm_s", rep.comm_s},
+                          {"round_bytes_sent", rep.bytes_sent}, {"round_bytes_received", rep.bytes_received},
+                          {"round_tokens", static_cast<std::int64_t>(round_tokens_)}, {"theta_hash", theta_hash_},
+                          {"contributors_in_sync", out.ok && out.disagreeing.empty()},
+                          {"elapsed_s", seconds_since(start_)}};
     const std::int64_t eval_every = cfg_.evaluation.every_n_steps;
     if (round == rounds_total_ || (eval_every > 0 && round * cfg_.outer.inner_steps % eval_every < cfg_.outer.inner_steps)) {
       last_val_ = contributor_->evaluate();
@@ -583,7 +539,7 @@ class NetworkedMember {
     }
     metrics_.write(rec);
     log_info("round ", round, " done with ", ms.world_size(), " contributors: θ_g ", theta_hash_.substr(0, 12), ", ",
-             format_bytes(static_cast<double>(sent)), " sent in ", format_duration(comm_s),
+             format_bytes(static_cast<double>(rep.bytes_sent)), " sent in ", format_duration(rep.comm_s),
              std::isfinite(last_val_) ? str(", val_loss ", last_val_) : std::string());
     update_heartbeat();
     save_checkpoint(/*force=*/false);
@@ -605,7 +561,6 @@ class NetworkedMember {
   std::string metrics_path_;
   MetricsWriter metrics_;
   RunCheckpointer checkpointer_;
-  std::vector<float> last_delta_;  // (numel) this member's last unweighted Δ; empty before its first round
   std::int64_t last_saved_step_ = -1;
   std::int64_t resumed_round_ = -1;  // the round of the checkpoint resumed from, until θ_g is fetched
   std::int64_t resumed_tokens_ = 0;  // tokens of the checkpoint resumed from (trained before this process)
@@ -613,9 +568,8 @@ class NetworkedMember {
   std::int64_t last_beat_base_ = -3; // the base round the last heartbeat announced
   std::string resumed_theta_;
   std::unique_ptr<Contributor> contributor_;
-  std::unique_ptr<optim::DiLoCo> outer_;
-  std::vector<float> flat_;
-  WireDtype wire_ = WireDtype::kFloat32;
+  std::unique_ptr<OuterRound> round_;  // θ_g, the outer optimizer and the round (outer_round.h)
+  std::mutex compute_mu_;              // the model's memory (alone in this process)
   std::int64_t member_id_ = -1;
   std::int64_t base_round_ = 0, rounds_total_ = 0;
   bool needs_snapshot_ = false;

@@ -38,6 +38,7 @@
 #include "pico/optim/compress.h"
 #include "pico/optim/diloco.h"
 #include "pico/trainer/run_config.h"
+#include "pico/trainer/test_seams.h"
 
 namespace pico::trainer {
 
@@ -57,12 +58,6 @@ struct RoundOutcome {
   std::vector<std::string> hashes;  // every rank's θ_g hash, by rank (when ok)
   std::string majority_hash;         // the hash most ranks hold
 };
-
-// Test-only seam (never set by the pico binary): called with the rank and this
-// contributor's outer optimizer before the round's first collective. Tests use it to damage
-// one contributor's state and check that the round catches it.
-using RoundTamperHook = void (*)(int rank, std::int64_t round, optim::DiLoCo& outer);
-void set_round_tamper_hook(RoundTamperHook hook);
 
 class OuterRound {
  public:
