@@ -37,7 +37,8 @@ void refuse_existing_results(const std::string& dir, bool overwrite) {
 
 void run_analyze(const AnalyzeArgs& a, const CLI::App& sub) {
   if (a.list_metrics) {
-    for (const auto& m : analysis::metric_infos()) std::cout << "  " << m.name << std::string(24 - m.name.size(), ' ') << m.summary << "\n";
+    for (const auto& m : analysis::metric_infos())
+      std::cout << "  " << m.name << std::string(24 - m.name.size(), ' ') << m.summary << "\n";
     std::cout << "components: simple (one matrix per layer), ov_circuit (per attention head: V_h·O_h)\n";
     return;
   }
@@ -46,8 +47,9 @@ void run_analyze(const AnalyzeArgs& a, const CLI::App& sub) {
     for (const char* flag : {"--metrics", "--components", "--suffixes", "--data-type", "--data-split", "--layers",
                              "--target-step", "--decentralized", "--contributors"})
       if (sub.count(flag) > 0)
-        throw Error(str("pico analyze: ", flag, " cannot be combined with --config (the config file says what to compute)"),
-                    "edit the config file, or drop --config and use the quick form");
+        throw Error(
+            str("pico analyze: ", flag, " cannot be combined with --config (the config file says what to compute)"),
+            "edit the config file, or drop --config and use the quick form");
     cfg = analysis::load_analysis_config(a.config);
     if (!a.run_path.empty()) cfg.run_path = a.run_path;
     if (sub.count("--steps") > 0) cfg.steps = analysis::parse_steps(a.quick.steps, "--steps");
@@ -63,7 +65,8 @@ void run_analyze(const AnalyzeArgs& a, const CLI::App& sub) {
     q.run_path = a.run_path;
     if (!a.target_step.empty()) {
       const auto t = analysis::parse_steps(a.target_step, "--target-step");
-      if (t.size() != 1) throw Error(str("--target-step: '", a.target_step, "' is not one step"), "e.g. --target-step 1000");
+      if (t.size() != 1)
+        throw Error(str("--target-step: '", a.target_step, "' is not one step"), "e.g. --target-step 1000");
       q.target_step = t.front();
     }
     const auto info = analysis::inspect_run(q.run_path);
@@ -76,15 +79,18 @@ void run_analyze(const AnalyzeArgs& a, const CLI::App& sub) {
     cfg = analysis::quick_config(q, info.recorded_suffixes);
   }
   // Refuse before the work when the output directory is known already, else after it.
-  if (!a.output.empty()) refuse_existing_results(a.output, a.overwrite);
-  else if (!cfg.analysis_name.empty()) refuse_existing_results(cfg.output_dir + "/" + cfg.analysis_name, a.overwrite);
+  if (!a.output.empty())
+    refuse_existing_results(a.output, a.overwrite);
+  else if (!cfg.analysis_name.empty())
+    refuse_existing_results(cfg.output_dir + "/" + cfg.analysis_name, a.overwrite);
   analysis::RunnerOptions ro;
   const auto result = analysis::run_analysis(cfg, ro);
   const std::string out_dir = !a.output.empty() ? a.output : cfg.output_dir + "/" + result.analysis_name;
   refuse_existing_results(out_dir, a.overwrite);
   const auto files = analysis::write_report(out_dir, result, cfg, !a.no_plots);
 
-  std::cout << "\n" << result.analysis_name << ": " << result.rows.size() << " values from " << result.layout.describe()
+  std::cout << "\n"
+            << result.analysis_name << ": " << result.rows.size() << " values from " << result.layout.describe()
             << "\n\n"
             << analysis::format_summary(result, a.summary_lines);
   for (const auto& n : result.notes) std::cout << "note: " << n << "\n";
@@ -100,11 +106,13 @@ void register_analyze(CLI::App& app) {
       "Two forms:\n"
       "  pico analyze --config configs/analysis.yaml         a pico-analyze style config (metrics, components, steps)\n"
       "  pico analyze RUN_DIR --metrics gini,hoyer,per --layers all --output DIR\n"
-      "Metrics: cka, pwcca (activations, vs --target-step), per, condition_number, gini, hoyer, norm (= norm_frobenius,\n"
+      "Metrics: cka, pwcca (activations, vs --target-step), per, condition_number, gini, hoyer, norm (= "
+      "norm_frobenius,\n"
       "norm_nuclear, norm_inf); for DiLoCo runs with several contributors: drift and pseudo_gradient_cosine\n"
       "(--decentralized). Output: DIR/metrics.csv, metrics.json, summary.txt, plots/<metric>.png (gnuplot).\n"
       "Definitions and the output columns: docs/ANALYSIS.md.");
-  sub->add_option("run", args->run_path, "Run directory (RUN_DIR with checkpoints/step_*.h5 or checkpoints/contributor_<w>/)");
+  sub->add_option("run", args->run_path,
+                  "Run directory (RUN_DIR with checkpoints/step_*.h5 or checkpoints/contributor_<w>/)");
   sub->add_option("--config,-c", args->config, "Analysis config YAML (see configs/analysis.yaml)");
   sub->add_option("--metrics,-m", args->quick.metrics, "Comma-separated metric names (pico analyze --list-metrics)")
       ->delimiter(',');
@@ -128,7 +136,8 @@ void register_analyze(CLI::App& app) {
   sub->add_option("--output,-o", args->output, "Output directory (default: analysis_results/<analysis name>)");
   sub->add_flag("--no-plots", args->no_plots, "Do not draw PNGs with gnuplot");
   sub->add_flag("--overwrite", args->overwrite, "Replace results already in the output directory");
-  sub->add_option("--summary-lines", args->summary_lines, "Lines of the terminal summary (0 = all)")->capture_default_str();
+  sub->add_option("--summary-lines", args->summary_lines, "Lines of the terminal summary (0 = all)")
+      ->capture_default_str();
   sub->add_flag("--list-metrics", args->list_metrics, "List the metrics and exit");
   sub->callback([args, sub] { run_analyze(*args, *sub); });
 }

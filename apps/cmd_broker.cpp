@@ -34,13 +34,13 @@ void register_broker(CLI::App& app) {
   auto args = std::make_shared<BrokerArgs>();
   auto& opts = args->service;
   opts.listen = "tcp://0.0.0.0:7070";
-  auto* sub = app.add_subcommand(
-      "broker",
-      "Run a standing broker: it registers runs, admits and evicts members, orders rounds,\n"
-      "hands θ_g snapshots to joiners and keeps the contribution ledger in SQLite (WAL):\n"
-      "killed and restarted on the same --state, it loses nothing it had acknowledged.\n"
-      "It prints a broker code; start runs on it with `pico train --config FILE --broker CODE`.\n"
-      "Ctrl-C or SIGTERM stops it cleanly (status 0); its state stays for a restart.");
+  auto* sub =
+      app.add_subcommand("broker",
+                         "Run a standing broker: it registers runs, admits and evicts members, orders rounds,\n"
+                         "hands θ_g snapshots to joiners and keeps the contribution ledger in SQLite (WAL):\n"
+                         "killed and restarted on the same --state, it loses nothing it had acknowledged.\n"
+                         "It prints a broker code; start runs on it with `pico train --config FILE --broker CODE`.\n"
+                         "Ctrl-C or SIGTERM stops it cleanly (status 0); its state stays for a restart.");
   sub->add_option("--listen", opts.listen, "ZeroMQ endpoint to listen on (CURVE-encrypted)")->capture_default_str();
   sub->add_option("--advertise", args->advertise,
                   "Address other machines dial, printed in the broker code (default: this machine's first "

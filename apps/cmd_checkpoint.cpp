@@ -1,11 +1,11 @@
 // pico checkpoint inspect — what a checkpoint holds, with every checksum verified.
 #include <cmath>
 #include <cstdlib>
-#include <map>
 #include <ctime>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <sstream>
 
@@ -87,8 +87,8 @@ void run_inspect(const InspectArgs& a) {
       << ", data cursor " << attr_or(info, "/train_state", "data_cursor") << " (sample index), optimizer step "
       << attr_or(info, "/optim/inner", "step") << "\n";
   if (const std::string run_id = attr_or(info, "/train_state", "run_id", ""); !run_id.empty())
-    out << "member of   networked run " << run_id << " (contributor " << attr_or(info, "/train_state", "contributor_index")
-        << ", a round boundary: /model = θ_g)\n";
+    out << "member of   networked run " << run_id << " (contributor "
+        << attr_or(info, "/train_state", "contributor_index") << ", a round boundary: /model = θ_g)\n";
 
   const auto* yaml = find_attr(info, "/config", "yaml");
   if (yaml != nullptr && std::holds_alternative<std::string>(*yaml)) {
@@ -97,14 +97,14 @@ void run_inspect(const InspectArgs& a) {
       const auto& m = cfg.model;
       const auto& o = cfg.training.optimization;
       out << "model       " << m.n_layers << " layers, d_model " << m.d_model << ", heads " << m.attention_n_heads
-          << " (kv " << m.attention_n_kv_heads << "), hidden " << m.activation_hidden_dim << ", vocab "
-          << m.vocab_size << ", max_seq_len " << m.max_seq_len << " — " << std::setprecision(3)
+          << " (kv " << m.attention_n_kv_heads << "), hidden " << m.activation_hidden_dim << ", vocab " << m.vocab_size
+          << ", max_seq_len " << m.max_seq_len << " — " << std::setprecision(3)
           << static_cast<double>(m.num_params()) / 1e6 << "M parameters\n";
       out << "training    run " << cfg.checkpointing.run_name << ", max_steps " << cfg.training.max_steps << ", lr "
           << o.lr << " (" << o.lr_scheduler << ", warmup " << o.lr_warmup_steps << "), batch " << cfg.data.batch_size
           << " × " << m.max_seq_len << " tokens, seed " << cfg.seed << "\n";
-      out << "data        " << cfg.data.path << " (dataset " << attr_or(info, "/train_state", "dataset_hash").substr(0, 16)
-          << "…)\n";
+      out << "data        " << cfg.data.path << " (dataset "
+          << attr_or(info, "/train_state", "dataset_hash").substr(0, 16) << "…)\n";
     } catch (const Error& e) {
       out << "config      (does not parse with this pico: " << e.what() << ")\n";
     }
@@ -162,7 +162,8 @@ void run_inspect(const InspectArgs& a) {
     failed += !a.no_verify && !d.verified;
   }
   out << "\nchecksums   ";
-  if (a.no_verify) out << "not verified (--no-verify); ";
+  if (a.no_verify)
+    out << "not verified (--no-verify); ";
   else
     out << "Fletcher32 on " << with_f32 << "/" << chunked << " chunked datasets; " << info.datasets.size() - failed
         << "/" << info.datasets.size() << " datasets read back intact; ";
@@ -194,8 +195,7 @@ void register_checkpoint(CLI::App& app) {
       "Prints the step, a config summary, per-group totals and every tensor (dtype, shape, size), then\n"
       "verifies the file: every dataset is read back so that HDF5 checks each chunk's Fletcher32, and the\n"
       "file's SHA-256 is compared with the run's checkpoints/manifest.json. Exit status 1 when any check fails.");
-  sub->add_option("path", args->path,
-                  "A step_*.h5 file, or a run or checkpoints directory (its newest checkpoint)")
+  sub->add_option("path", args->path, "A step_*.h5 file, or a run or checkpoints directory (its newest checkpoint)")
       ->required();
   sub->add_flag("--no-verify", args->no_verify, "List only; do not read the data back to verify checksums");
   sub->add_flag("--groups-only", args->groups_only, "Print group totals, not every tensor");

@@ -12,10 +12,10 @@ void register_data(CLI::App& app) {
   auto* data = app.add_subcommand("data", "Prepare datasets: tokenizer and pre-tokenized shards.");
   data->require_subcommand(1);
   auto opts = std::make_shared<data::PrepareOptions>();
-  auto* prep = data->add_subcommand(
-      "prepare",
-      "Train a BPE tokenizer (or use --tokenizer), tokenize the inputs and write shards, a\n"
-      "validation split and manifest.json into --output.");
+  auto* prep =
+      data->add_subcommand("prepare",
+                           "Train a BPE tokenizer (or use --tokenizer), tokenize the inputs and write shards, a\n"
+                           "validation split and manifest.json into --output.");
   prep->add_option("--input,-i", opts->inputs, "UTF-8 text file(s); one line is one unit of text")
       ->required()
       ->take_all();

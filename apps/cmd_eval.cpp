@@ -4,17 +4,16 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "commands.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
 #include "pico/common/hash.h"
-#include "pico/data/sampler.h"
-#include "pico/data/manifest.h"
 #include "pico/common/log.h"
+#include "pico/data/manifest.h"
+#include "pico/data/sampler.h"
 #include "pico/trainer/inference.h"
 
 namespace pico::apps {
@@ -62,9 +61,10 @@ std::vector<std::int32_t> validation_ids(const std::string& dir, const trainer::
   const auto ds = data::Dataset::open(dir, /*verify=*/true);
   const std::string mine = sha256_hex(m.tokenizer_model);
   if (ds->manifest().tokenizer_sha256 != mine)
-    throw Error(str("dataset ", dir, " was tokenized with another tokenizer (", ds->manifest().tokenizer_sha256.substr(0, 12),
-                    "…) than checkpoint ", m.path, " (", mine.substr(0, 12), "…)"),
-                "evaluate on the dataset the run trained on (data.path in its config), or use --text-file");
+    throw Error(
+        str("dataset ", dir, " was tokenized with another tokenizer (", ds->manifest().tokenizer_sha256.substr(0, 12),
+            "…) than checkpoint ", m.path, " (", mine.substr(0, 12), "…)"),
+        "evaluate on the dataset the run trained on (data.path in its config), or use --text-file");
   const data::TokenStream val = data::val_stream(*ds);
   if (val.size() < 2)
     throw Error(str("dataset ", dir, " has no validation split"),
@@ -93,8 +93,9 @@ void run_eval(const EvalArgs& a) {
   }
   const std::string source = a.data.empty() ? a.text_file : a.data + " (validation split)";
   if (ids.size() < 2)
-    throw Error(str("text file ", a.text_file, " encodes to ", ids.size(), " token(s); a next-token loss needs at least 2"),
-                "pass a longer --text-file");
+    throw Error(
+        str("text file ", a.text_file, " encodes to ", ids.size(), " token(s); a next-token loss needs at least 2"),
+        "pass a longer --text-file");
   const auto r = trainer::evaluate_ids(m.model, ids, a.batch_size);
   if (!a.save_logits.empty()) {
     // The first window's inputs and logits, for comparisons with other implementations.
@@ -114,9 +115,10 @@ void run_eval(const EvalArgs& a) {
 
 void register_eval(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
-  auto* sub = app.add_subcommand("eval",
-                                 "Mean next-token loss of a checkpoint's model over a text file or a dataset's validation "
-                                 "split.");
+  auto* sub =
+      app.add_subcommand("eval",
+                         "Mean next-token loss of a checkpoint's model over a text file or a dataset's validation "
+                         "split.");
   sub->footer(
       "Prints one JSON line {\"tokens\": N, \"loss\": L, \"ppl\": P}. The text is tokenized with the run's\n"
       "tokenizer (embedded in the checkpoint; no BOS/EOS added) and cut into consecutive windows of\n"
@@ -130,7 +132,8 @@ void register_eval(CLI::App& app) {
                   "A dataset directory (pico data prepare): evaluate its whole validation split, tokenized as "
                   "prepared")
       ->excludes(text);
-  sub->add_option("--batch-size", args->batch_size, "Windows per forward pass (memory vs speed; changes the result only by float rounding)")
+  sub->add_option("--batch-size", args->batch_size,
+                  "Windows per forward pass (memory vs speed; changes the result only by float rounding)")
       ->capture_default_str();
   sub->add_option("--threads", args->threads, "CPU threads, 0 = all cores")->capture_default_str();
   sub->add_option("--save-logits", args->save_logits,

@@ -24,10 +24,13 @@ struct GenerateArgs {
 };
 
 // Ends with an incomplete UTF-8 sequence, decoded by sentencepiece as U+FFFD.
-bool ends_incomplete(const std::string& s) { return s.size() >= 3 && s.compare(s.size() - 3, 3, "\xEF\xBF\xBD") == 0; }
+bool ends_incomplete(const std::string& s) {
+  return s.size() >= 3 && s.compare(s.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+}
 
 void run_generate(const GenerateArgs& a) {
-  if (a.prompt.empty()) throw Error("--prompt is empty", "pass the text to continue, e.g. --prompt \"In the beginning\"");
+  if (a.prompt.empty())
+    throw Error("--prompt is empty", "pass the text to continue, e.g. --prompt \"In the beginning\"");
   torch::set_num_threads(a.threads > 0 ? static_cast<int>(a.threads)
                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   trainer::LoadedModel m = trainer::load_model(a.checkpoint);

@@ -25,19 +25,25 @@ struct LedgerArgs {
 nlohmann::json rows_from_state(const std::string& path, const std::string& run) {
   // Store::open creates a missing database: a typo must not leave an empty one behind.
   if (!std::filesystem::is_regular_file(path))
-    throw Error(str("broker state file ", path, " does not exist"),
-                "a hosted run keeps it at RUN_DIR/broker.db (e.g. runs/my-run/broker.db); a standing broker at its --state");
+    throw Error(
+        str("broker state file ", path, " does not exist"),
+        "a hosted run keeps it at RUN_DIR/broker.db (e.g. runs/my-run/broker.db); a standing broker at its --state");
   auto store = broker::Store::open(path);
   if (!store->run(run)) {
     std::string known;
     for (const auto& r : store->runs()) known += (known.empty() ? "" : ", ") + r.run_id;
-    throw Error(str("no run '", run, "' in ", path), known.empty() ? "the state file holds no runs" : "runs there: " + known);
+    throw Error(str("no run '", run, "' in ", path),
+                known.empty() ? "the state file holds no runs" : "runs there: " + known);
   }
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& r : store->ledger(run))
-    rows.push_back({{"public_key", r.public_key}, {"tokens", r.tokens}, {"inner_steps", r.inner_steps},
-                    {"rounds_accepted", r.rounds_accepted}, {"rounds_rejected", r.rounds_rejected},
-                    {"compute_seconds", r.compute_seconds}, {"bytes_sent", r.bytes_sent}});
+    rows.push_back({{"public_key", r.public_key},
+                    {"tokens", r.tokens},
+                    {"inner_steps", r.inner_steps},
+                    {"rounds_accepted", r.rounds_accepted},
+                    {"rounds_rejected", r.rounds_rejected},
+                    {"compute_seconds", r.compute_seconds},
+                    {"bytes_sent", r.bytes_sent}});
   return rows;
 }
 
@@ -59,7 +65,8 @@ nlohmann::json rows_from_broker(const LedgerArgs& a) {
   o.secret_key = mine.secret_key;
   o.heartbeat_interval = std::chrono::hours(1);
   broker::BrokerClient client(o);
-  const auto reply = client.request(broker::MessageType::kLedgerQuery, {{"run_id", a.run}}, "", std::chrono::seconds(10));
+  const auto reply =
+      client.request(broker::MessageType::kLedgerQuery, {{"run_id", a.run}}, "", std::chrono::seconds(10));
   return reply.body.at("ledger");
 }
 
@@ -81,10 +88,12 @@ void print_table(const std::string& run, const nlohmann::json& rows) {
 
 void register_ledger(CLI::App& app) {
   auto a = std::make_shared<LedgerArgs>();
-  auto* sub = app.add_subcommand("ledger", "Show who contributed what to a run: tokens, steps, rounds, compute, bytes.");
+  auto* sub =
+      app.add_subcommand("ledger", "Show who contributed what to a run: tokens, steps, rounds, compute, bytes.");
   sub->add_option("run", a->run, "Run id (the run name)")->required();
-  auto* b = sub->add_option("--broker", a->broker, "A live broker: a run's join code, the broker code `pico broker` printed, "
-                                                   "or tcp://HOST:PORT");
+  auto* b = sub->add_option("--broker", a->broker,
+                            "A live broker: a run's join code, the broker code `pico broker` printed, "
+                            "or tcp://HOST:PORT");
   sub->add_option("--broker-key", a->broker_key, "The broker's public key (64 hex digits) when --broker is tcp://…");
   auto* s = sub->add_option("--state", a->state, "The broker's state file (e.g. RUN_DIR/broker.db)");
   b->excludes(s);
@@ -93,8 +102,10 @@ void register_ledger(CLI::App& app) {
     if (a->broker.empty() && a->state.empty())
       throw Error("pico ledger needs --broker or --state", "e.g. pico ledger my-run --state runs/my-run/broker.db");
     const auto rows = a->state.empty() ? rows_from_broker(*a) : rows_from_state(a->state, a->run);
-    if (a->json) std::cout << rows.dump(2) << "\n";
-    else print_table(a->run, rows);
+    if (a->json)
+      std::cout << rows.dump(2) << "\n";
+    else
+      print_table(a->run, rows);
   });
 }
 

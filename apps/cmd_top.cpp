@@ -2,10 +2,9 @@
 // for people on a server over SSH. Reads the broker's HTTP API (http://HOST:PORT) or asks
 // the broker itself over its CURVE socket (a join code). Read-only: operator actions are on
 // the page.
+#include <httplib.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
-
-#include <httplib.h>
 
 #include <chrono>
 #include <cmath>
@@ -71,15 +70,18 @@ class HttpSource final : public ViewSource {
   nlohmann::json get(const std::string& path) {
     auto res = client_->Get(path.c_str());
     if (!res)
-      throw Error(str("cannot reach the dashboard at ", url_, ": ", httplib::to_string(res.error())),
-                  "is the broker running with --http, and is this its address? (over SSH: ssh -L PORT:127.0.0.1:PORT HOST)");
+      throw Error(
+          str("cannot reach the dashboard at ", url_, ": ", httplib::to_string(res.error())),
+          "is the broker running with --http, and is this its address? (over SSH: ssh -L PORT:127.0.0.1:PORT HOST)");
     auto j = nlohmann::json::parse(res->body, nullptr, false);
     if (res->status != 200) {
-      const std::string why = !j.is_discarded() && j.is_object() ? j.value("error", std::string("?")) : res->body.substr(0, 200);
+      const std::string why =
+          !j.is_discarded() && j.is_object() ? j.value("error", std::string("?")) : res->body.substr(0, 200);
       throw Error(str(url_, path, " answered ", res->status, ": ", why),
                   j.is_object() ? j.value("hint", std::string()) : std::string());
     }
-    if (j.is_discarded()) throw Error(str(url_, path, " did not answer JSON"), "is this a pico broker's --http address?");
+    if (j.is_discarded())
+      throw Error(str(url_, path, " did not answer JSON"), "is this a pico broker's --http address?");
     return j;
   }
   std::string url_, host_;
@@ -124,16 +126,25 @@ std::string fmt(double v, int precision = 4) {
   if (!std::isfinite(v)) return "—";
   const double a = std::fabs(v);
   char buf[32];
-  if (a >= 1e9) std::snprintf(buf, sizeof buf, "%.1fG", v / 1e9);
-  else if (a >= 1e6) std::snprintf(buf, sizeof buf, "%.1fM", v / 1e6);
-  else if (a >= 1e4) std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
-  else if (a >= 100) std::snprintf(buf, sizeof buf, "%.0f", v);
-  else std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+  if (a >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.1fG", v / 1e9);
+  else if (a >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.1fM", v / 1e6);
+  else if (a >= 1e4)
+    std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
+  else if (a >= 100)
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  else
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
   return buf;
 }
 
-std::string bytes(double v) { return std::isfinite(v) ? format_bytes(v) : "—"; }
-std::string secs(double v) { return std::isfinite(v) ? format_duration(v) : "—"; }
+std::string bytes(double v) {
+  return std::isfinite(v) ? format_bytes(v) : "—";
+}
+std::string secs(double v) {
+  return std::isfinite(v) ? format_duration(v) : "—";
+}
 
 std::string clock_time(double t) {
   const std::time_t tt = static_cast<std::time_t>(t);
@@ -190,7 +201,9 @@ struct TopState {
     if (events.size() > 100) events.erase(events.begin(), events.end() - 100);
     view = std::move(v);
   }
-  std::int64_t rounds_after() const { return rounds.empty() ? -1 : std::max<std::int64_t>(-1, rounds.rbegin()->first - 10); }
+  std::int64_t rounds_after() const {
+    return rounds.empty() ? -1 : std::max<std::int64_t>(-1, rounds.rbegin()->first - 10);
+  }
 };
 
 std::string render(const TopState& st, const TopArgs& a, int width) {
@@ -210,9 +223,9 @@ std::string render(const TopState& st, const TopArgs& a, int width) {
     << v.value("round", 0) << " · " << v.value("active_members", 0) << " members · "
     << clock_time(static_cast<double>(std::time(nullptr))) << "\n";
   o << "tokens " << fmt(num(v, "tokens")) << "   tok/s " << fmt(num(v, "tokens_per_s")) << "   loss "
-    << fmt(last ? num(*last, "loss") : std::nan("")) << "   val " << fmt(val) << "   sent " << bytes(num(v, "bytes_sent"))
-    << "   bytes vs ddp " << (ddp > 0 ? fmt(sent / ddp, 2) + "×" : "—") << "   rejected " << v.value("rounds_rejected", 0)
-    << "\n";
+    << fmt(last ? num(*last, "loss") : std::nan("")) << "   val " << fmt(val) << "   sent "
+    << bytes(num(v, "bytes_sent")) << "   bytes vs ddp " << (ddp > 0 ? fmt(sent / ddp, 2) + "×" : "—") << "   rejected "
+    << v.value("rounds_rejected", 0) << "\n";
   const std::string spark = sparkline(losses, static_cast<std::size_t>(std::max(10, width - 12)));
   if (!spark.empty()) o << "loss  " << spark << "\n";
   o << "\n";
@@ -238,8 +251,8 @@ std::string render(const TopState& st, const TopArgs& a, int width) {
     if (active && m.value("ready", false)) status += "·ready";
     o << pad(std::to_string(m.value("member_id", 0)), 7) << "  "
       << pad(m.value("public_key", std::string()).substr(0, 8) + "…", 10, false)
-      << pad(m.value("device", std::string()).substr(0, 7), 8, false) << pad(std::to_string(m.value("slot", 0)), 5) << "  "
-      << pad(status, 9, false) << pad(std::to_string(m.value("step", 0)), 7) << pad(fmt(num(m, "tokens")), 9)
+      << pad(m.value("device", std::string()).substr(0, 7), 8, false) << pad(std::to_string(m.value("slot", 0)), 5)
+      << "  " << pad(status, 9, false) << pad(std::to_string(m.value("step", 0)), 7) << pad(fmt(num(m, "tokens")), 9)
       << pad(active ? fmt(num(m, "tokens_per_s")) : "—", 8) << pad(fmt(num(m, "loss")), 8)
       << pad(active ? secs(num(m, "heartbeat_age_s")) : "—", 9) << "  " << pad(m.value("link", std::string()), 7, false)
       << pad(std::to_string(m.value("rounds_rejected", 0)), 4) << "\n";
@@ -247,8 +260,8 @@ std::string render(const TopState& st, const TopArgs& a, int width) {
   o << "\nEVENTS\n";
   shown = 0;
   for (auto it = st.events.rbegin(); it != st.events.rend() && shown < a.events; ++it, ++shown) {
-    std::string line = clock_time((*it).value("time", 0.0)) + "  " + pad((*it).value("kind", std::string()), 16, false) +
-                       (*it).value("detail", std::string());
+    std::string line = clock_time((*it).value("time", 0.0)) + "  " +
+                       pad((*it).value("kind", std::string()), 16, false) + (*it).value("detail", std::string());
     if (static_cast<int>(line.size()) > width) line = line.substr(0, static_cast<std::size_t>(width));
     o << line << "\n";
   }
@@ -258,8 +271,10 @@ std::string render(const TopState& st, const TopArgs& a, int width) {
 
 void run_top(const TopArgs& a) {
   std::unique_ptr<ViewSource> source;
-  if (a.target.rfind("http://", 0) == 0) source = std::make_unique<HttpSource>(a.target);
-  else if (a.target.rfind("pico://", 0) == 0) source = std::make_unique<BrokerSource>(a.target);
+  if (a.target.rfind("http://", 0) == 0)
+    source = std::make_unique<HttpSource>(a.target);
+  else if (a.target.rfind("pico://", 0) == 0)
+    source = std::make_unique<BrokerSource>(a.target);
   else if (a.target.rfind("https://", 0) == 0)
     throw Error("pico top reads the broker's plain HTTP listener, not https",
                 "give http://HOST:PORT (over the internet: an SSH tunnel, ssh -L PORT:127.0.0.1:PORT HOST)");
@@ -303,9 +318,15 @@ void register_top(CLI::App& app) {
       ->required();
   sub->add_option("--run", args->run, "Which run of the broker (default: the join code's, or the newest)");
   sub->add_flag("--once", args->once, "Print the picture once and exit (for scripts and logs)");
-  sub->add_option("--interval", args->interval_s, "Seconds between refreshes")->capture_default_str()->check(CLI::Range(0.2, 3600.0));
-  sub->add_option("--rounds", args->rounds, "How many recent rounds to list")->capture_default_str()->check(CLI::Range(0, 1000));
-  sub->add_option("--events", args->events, "How many recent events to list")->capture_default_str()->check(CLI::Range(0, 100));
+  sub->add_option("--interval", args->interval_s, "Seconds between refreshes")
+      ->capture_default_str()
+      ->check(CLI::Range(0.2, 3600.0));
+  sub->add_option("--rounds", args->rounds, "How many recent rounds to list")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  sub->add_option("--events", args->events, "How many recent events to list")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
   sub->callback([args] { run_top(*args); });
 }
 

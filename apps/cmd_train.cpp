@@ -35,7 +35,8 @@ void run_train(TrainArgs a) {
     return;
   }
   if (!a.join.empty()) {
-    if (!a.config.empty()) throw Error("--join and --config exclude each other", "a joiner takes the run's config from its broker");
+    if (!a.config.empty())
+      throw Error("--join and --config exclude each other", "a joiner takes the run's config from its broker");
     trainer::TrainOptions jo;
     jo.resume = a.resume;
     jo.resume_required = a.resume;
@@ -87,10 +88,10 @@ void run_train(TrainArgs a) {
 
 void register_train(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
-  auto* sub = app.add_subcommand(
-      "train",
-      "Train a model. With --config, start a run; a DiLoCo run prints a join code that other\n"
-      "machines pass to --join. --local-workers N simulates N contributors in this process.");
+  auto* sub =
+      app.add_subcommand("train",
+                         "Train a model. With --config, start a run; a DiLoCo run prints a join code that other\n"
+                         "machines pass to --join. --local-workers N simulates N contributors in this process.");
   sub->add_option("--config,-c", args->config, "YAML run config (see configs/demo.yaml)");
   sub->add_option("--join", args->join, "Join a running run: the pico://HOST:PORT/RUN?key=… code it printed");
   sub->add_option("--set", args->overrides,
@@ -101,9 +102,10 @@ void register_train(CLI::App& app) {
                 "Continue from the latest valid checkpoint of the run (every contributor of --local-workers, "
                 "inprocess or zmq, from its own). With --join: restore this member's inner optimizer and θ_g from "
                 "its newest checkpoint and rejoin (exact only if the run waited for it)");
-  sub->add_flag("--overwrite", args->overwrite,
-                "Start over in a run directory that already holds a run (deletes its checkpoints and metrics; a joiner: "
-                "its own directory only)");
+  sub->add_flag(
+      "--overwrite", args->overwrite,
+      "Start over in a run directory that already holds a run (deletes its checkpoints and metrics; a joiner: "
+      "its own directory only)");
   sub->add_option("--stop-after-step", args->stop_after_step,
                   "Stop after this step of the schedule (saving a checkpoint there); --resume continues the run. "
                   "A networked member leaves at the end of the round that reaches it")
@@ -125,7 +127,8 @@ void register_train(CLI::App& app) {
   sub->add_option("--listen", args->net.listen_host,
                   "Interface for this contributor's peer socket and the embedded broker")
       ->capture_default_str();
-  sub->add_option("--advertise", args->net.advertise_host, "Address other machines dial to reach this one (default: --listen)");
+  sub->add_option("--advertise", args->net.advertise_host,
+                  "Address other machines dial to reach this one (default: --listen)");
   sub->add_option("--broker-port", args->net.broker_port, "Port of the embedded broker (0 = any free port)")
       ->capture_default_str();
   sub->add_option("--http", args->net.broker_http,

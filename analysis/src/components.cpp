@@ -12,7 +12,9 @@ std::string ld_group(const std::string& split, DataType kind) {
   return str("/learning_dynamics/", split, "/", data_type_name(kind));
 }
 
-std::string module_name(std::int64_t l, const std::string& suffix) { return str("layers.", l, ".", suffix); }
+std::string module_name(std::int64_t l, const std::string& suffix) {
+  return str("layers.", l, ".", suffix);
+}
 
 std::string attr_text(const checkpoints::CheckpointData& d, const std::string& group, const std::string& name) {
   const auto* v = d.attr(group, name);
@@ -23,9 +25,12 @@ std::string attr_text(const checkpoints::CheckpointData& d, const std::string& g
 
 const char* data_type_name(DataType t) {
   switch (t) {
-    case DataType::kWeights: return "weights";
-    case DataType::kGradients: return "gradients";
-    case DataType::kActivations: return "activations";
+    case DataType::kWeights:
+      return "weights";
+    case DataType::kGradients:
+      return "gradients";
+    case DataType::kActivations:
+      return "activations";
   }
   return "?";
 }
@@ -107,9 +112,10 @@ void CheckpointView::missing(DataType kind, const std::string& module) const {
     const auto dot = module.find('.', 7);
     if (dot != std::string::npos) suffix = module.substr(dot + 1);
   }
-  throw MissingData(str("checkpoint ", src, " has no ", path, " (recorded modules end in: ",
-                        recorded.empty() ? "none" : recorded, ")"),
-                    str("add \"", suffix, "\" to checkpointing.learning_dynamics.layer_suffixes in the run config "
+  throw MissingData(str("checkpoint ", src, " has no ", path,
+                        " (recorded modules end in: ", recorded.empty() ? "none" : recorded, ")"),
+                    str("add \"", suffix,
+                        "\" to checkpointing.learning_dynamics.layer_suffixes in the run config "
                         "so that pico train records it"));
 }
 
@@ -170,9 +176,9 @@ std::vector<ComponentTensor> build_component(const CheckpointView& view, const C
       check_shape(go, oname + " gradient", {C, H * hd});
       for (std::int64_t h = 0; h < H; ++h) {
         const std::int64_t kv = h / group;
-        const torch::Tensor o_h = wo.narrow(1, h * hd, hd), go_h = go.narrow(1, h * hd, hd);  // (C, hd)
+        const torch::Tensor o_h = wo.narrow(1, h * hd, hd), go_h = go.narrow(1, h * hd, hd);    // (C, hd)
         const torch::Tensor v_h = wv.narrow(0, kv * hd, hd), gv_h = gv.narrow(0, kv * hd, hd);  // (hd, C)
-        heads.push_back(o_h.mm(gv_h) + go_h.mm(v_h));  // (C, C)
+        heads.push_back(o_h.mm(gv_h) + go_h.mm(v_h));                                           // (C, C)
       }
     }
   }

@@ -33,19 +33,39 @@ std::int64_t parse_int(std::string text, const std::string& what) {
 
 const std::vector<MetricInfo>& metric_infos() {
   static const std::vector<MetricInfo> table = {
-      {"cka", MetricKind::kCka, true, false, {DataType::kActivations},
+      {"cka",
+       MetricKind::kCka,
+       true,
+       false,
+       {DataType::kActivations},
        "linear CKA of activations vs target_checkpoint (1 = same representation)"},
-      {"pwcca", MetricKind::kPwcca, true, false, {DataType::kActivations},
+      {"pwcca",
+       MetricKind::kPwcca,
+       true,
+       false,
+       {DataType::kActivations},
        "projection-weighted CCA of activations vs target_checkpoint (needs more samples than neurons)"},
-      {"per", MetricKind::kPer, false, false, {DataType::kWeights, DataType::kGradients},
+      {"per",
+       MetricKind::kPer,
+       false,
+       false,
+       {DataType::kWeights, DataType::kGradients},
        "proportional effective rank: exp(entropy of normalized singular values) / their count"},
       {"condition_number", MetricKind::kConditionNumber, false, false, kAll, "largest / smallest singular value"},
       {"gini", MetricKind::kGini, false, false, kAll, "Gini coefficient of |x| (sparsity, 0..1)"},
       {"hoyer", MetricKind::kHoyer, false, false, kAll, "Hoyer sparsity (sqrt(n) - L1/L2) / (sqrt(n) - 1)"},
       {"norm", MetricKind::kNorm, false, false, kAll, "norm_type frobenius, nuclear or inf (max |x|)"},
-      {"drift", MetricKind::kDrift, false, true, {},
+      {"drift",
+       MetricKind::kDrift,
+       false,
+       true,
+       {},
        "DiLoCo: ||theta_w - theta_g|| per layer and contributor, and relative to ||theta_g||"},
-      {"pseudo_gradient_cosine", MetricKind::kPseudoGradientCosine, false, true, {},
+      {"pseudo_gradient_cosine",
+       MetricKind::kPseudoGradientCosine,
+       false,
+       true,
+       {},
        "DiLoCo: cosine of contributors' pseudo-gradients per layer and round, every pair"},
   };
   return table;
@@ -109,8 +129,10 @@ void AnalysisConfig::validate() const {
       if (l < 0) throw Error(str(key, ".layers contains ", l, " in ", where), "layers are indices >= 0, or all");
     if (info->decentralized) {
       if (!m.components.empty())
-        throw Error(str(key, " (", m.metric_name, ") takes no components: it compares whole layers of the contributors' "
-                             "models (", where, ")"),
+        throw Error(str(key, " (", m.metric_name,
+                        ") takes no components: it compares whole layers of the contributors' "
+                        "models (",
+                        where, ")"),
                     "remove components; select layers with layers: [..] or all");
       continue;
     }
@@ -127,15 +149,16 @@ void AnalysisConfig::validate() const {
                     str(guess.empty() ? "" : "did you mean '" + guess + "'? ", "components: simple, ov_circuit"));
       }
       if (std::find(info->data_types.begin(), info->data_types.end(), c.data_type) == info->data_types.end())
-        throw Error(str(m.metric_name, " cannot be computed on ", data_type_name(c.data_type), " (", ckey, ".data_type in ",
-                        where, ")"),
+        throw Error(str(m.metric_name, " cannot be computed on ", data_type_name(c.data_type), " (", ckey,
+                        ".data_type in ", where, ")"),
                     str(m.metric_name, " supports: ", data_types_text(info->data_types)));
       if (c.name == "simple" && c.layer_suffix.empty())
         throw Error(str(ckey, " (simple) has no layer_suffixes in ", where),
                     "name the module, e.g. layer_suffixes: swiglu.w_2 (or attention.v_proj, attention.o_proj)");
       if (c.name == "ov_circuit" && (c.value_layer.empty() || c.output_layer.empty()))
-        throw Error(str(ckey, " (ov_circuit) needs layer_suffixes.value_layer and layer_suffixes.output_layer in ", where),
-                    "layer_suffixes: {value_layer: attention.v_proj, output_layer: attention.o_proj}");
+        throw Error(
+            str(ckey, " (ov_circuit) needs layer_suffixes.value_layer and layer_suffixes.output_layer in ", where),
+            "layer_suffixes: {value_layer: attention.v_proj, output_layer: attention.o_proj}");
       for (auto l : c.layers)
         if (l < 0) throw Error(str(ckey, ".layers contains ", l, " in ", where), "layers are indices >= 0, or all");
     }
@@ -154,7 +177,8 @@ std::vector<std::int64_t> parse_steps(const std::string& text_in, const std::str
   if (text.find(':') != std::string::npos) {
     const auto parts = split(text, ':');
     if (parts.size() != 3)
-      throw Error(str(what, ": '", text, "' is not a step range"), "write START:END:STEP, e.g. 0:1000:250 (END included)");
+      throw Error(str(what, ": '", text, "' is not a step range"),
+                  "write START:END:STEP, e.g. 0:1000:250 (END included)");
     const std::int64_t a = parse_int(parts[0], what), b = parse_int(parts[1], what), s = parse_int(parts[2], what);
     if (s <= 0 || a < 0 || b < a)
       throw Error(str(what, ": bad step range ", text), "need 0 <= START <= END and STEP > 0, e.g. 0:1000:250");
@@ -186,8 +210,10 @@ AnalysisConfig quick_config(const QuickOptions& q, const std::vector<std::string
   cfg.source = "the command line";
   cfg.run_path = q.run_path;
   cfg.steps = parse_steps(q.steps, "--steps");
-  if (trim(q.contributors) == "all") cfg.contributors = std::nullopt;
-  else cfg.contributors = parse_layers(q.contributors, "--contributors");
+  if (trim(q.contributors) == "all")
+    cfg.contributors = std::nullopt;
+  else
+    cfg.contributors = parse_layers(q.contributors, "--contributors");
   const auto layers = parse_layers(q.layers, "--layers");
   std::vector<std::string> names;
   for (const auto& m : q.metrics)
@@ -208,15 +234,19 @@ AnalysisConfig quick_config(const QuickOptions& q, const std::vector<std::string
       if (!trim(n).empty()) {
         auto dt = parse_data_type(trim(n));
         if (!dt)
-          throw Error(str("--data-type: unknown data type '", trim(n), "'"), "data types: weights, gradients, activations");
+          throw Error(str("--data-type: unknown data type '", trim(n), "'"),
+                      "data types: weights, gradients, activations");
         types.push_back(*dt);
       }
   for (const auto& name : names) {
     // "norm" is all three norms; "norm_nuclear" one of them.
     std::vector<std::pair<std::string, std::string>> expanded;  // (metric_name, norm_type)
-    if (name == "norm") expanded = {{"norm", "frobenius"}, {"norm", "nuclear"}, {"norm", "inf"}};
-    else if (starts_with(name, "norm_")) expanded = {{"norm", name.substr(5)}};
-    else expanded = {{name, ""}};
+    if (name == "norm")
+      expanded = {{"norm", "frobenius"}, {"norm", "nuclear"}, {"norm", "inf"}};
+    else if (starts_with(name, "norm_"))
+      expanded = {{"norm", name.substr(5)}};
+    else
+      expanded = {{name, ""}};
     for (const auto& [metric_name, norm_type] : expanded) {
       const MetricInfo* info = find_metric(metric_name);
       if (info == nullptr) {

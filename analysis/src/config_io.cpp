@@ -35,7 +35,8 @@ void check_keys(const YAML::Node& map, const std::string& prefix, const std::vec
   for (const auto& kv : map) {
     const std::string k = kv.first.Scalar();
     if (std::find(known.begin(), known.end(), k) == known.end())
-      unknown_key(prefix.empty() ? k : prefix + "." + k, prefix.empty() ? "the analysis config" : prefix, known, source);
+      unknown_key(prefix.empty() ? k : prefix + "." + k, prefix.empty() ? "the analysis config" : prefix, known,
+                  source);
   }
 }
 
@@ -70,10 +71,12 @@ std::vector<std::int64_t> int_list(const YAML::Node& n, const std::string& key, 
 }
 
 ComponentSpec parse_component(const YAML::Node& n, const std::string& key, const std::string& source) {
-  if (!n.IsMap()) throw Error(str(key, " in ", source, " must be a map"), "component_name, data_type, layer_suffixes, layers");
+  if (!n.IsMap())
+    throw Error(str(key, " in ", source, " must be a map"), "component_name, data_type, layer_suffixes, layers");
   check_keys(n, key, {"component_name", "data_type", "layer_suffixes", "layers"}, source);
   ComponentSpec c;
-  if (!n["component_name"]) throw Error(str(key, " in ", source, " has no component_name"), "component_name: simple or ov_circuit");
+  if (!n["component_name"])
+    throw Error(str(key, " in ", source, " has no component_name"), "component_name: simple or ov_circuit");
   c.name = scalar(n["component_name"], key + ".component_name", source);
   if (!n["data_type"])
     throw Error(str(key, " in ", source, " has no data_type"), "data_type: weights, gradients or activations");
@@ -111,7 +114,8 @@ MetricConfig parse_metric(const YAML::Node& n, const std::string& key, const std
   if (n["norm_type"]) m.norm_type = scalar(n["norm_type"], key + ".norm_type", source);
   if (n["layers"]) m.layers = int_list(n["layers"], key + ".layers", source);
   if (const auto cs = n["components"]; cs && !cs.IsNull()) {
-    if (!cs.IsSequence()) throw Error(str(key, ".components in ", source, " must be a list"), "components: [{...}, ...]");
+    if (!cs.IsSequence())
+      throw Error(str(key, ".components in ", source, " must be a list"), "components: [{...}, ...]");
     for (std::size_t j = 0; j < cs.size(); ++j)
       m.components.push_back(parse_component(cs[j], str(key, ".components[", j, "]"), source));
   }
@@ -122,8 +126,7 @@ MetricConfig parse_metric(const YAML::Node& n, const std::string& key, const std
 
 AnalysisConfig parse_analysis_config(const std::string& yaml, const std::string& source) {
   const YAML::Node root = parse_yaml(yaml, source);
-  if (!root.IsMap())
-    throw Error(str(source, " is not a YAML mapping"), "see configs/analysis.yaml for the layout");
+  if (!root.IsMap()) throw Error(str(source, " is not a YAML mapping"), "see configs/analysis.yaml for the layout");
   AnalysisConfig cfg;
   cfg.source = source;
   try {
@@ -148,11 +151,14 @@ AnalysisConfig parse_analysis_config(const std::string& yaml, const std::string&
       }
     }
     if (const auto c = root["contributors"]; c && !c.IsNull()) {
-      if (c.IsScalar() && c.Scalar() == "all") cfg.contributors = std::nullopt;
-      else cfg.contributors = int_list(c, "contributors", source);
+      if (c.IsScalar() && c.Scalar() == "all")
+        cfg.contributors = std::nullopt;
+      else
+        cfg.contributors = int_list(c, "contributors", source);
     }
     if (const auto ms = root["metrics"]; ms && !ms.IsNull()) {
-      if (!ms.IsSequence()) throw Error(str("metrics in ", source, " must be a list"), "metrics: [{metric_name: gini, ...}]");
+      if (!ms.IsSequence())
+        throw Error(str("metrics in ", source, " must be a list"), "metrics: [{metric_name: gini, ...}]");
       for (std::size_t i = 0; i < ms.size(); ++i)
         cfg.metrics.push_back(parse_metric(ms[i], str("metrics[", i, "]"), source));
     }
@@ -176,7 +182,8 @@ AnalysisConfig load_analysis_config(const std::string& path) {
   try {
     text = read_file(path);
   } catch (const Error&) {
-    throw Error(str("analysis config ", path, " cannot be read"), "pass --config with a YAML file, e.g. configs/analysis.yaml");
+    throw Error(str("analysis config ", path, " cannot be read"),
+                "pass --config with a YAML file, e.g. configs/analysis.yaml");
   }
   return parse_analysis_config(text, path);
 }

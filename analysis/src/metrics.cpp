@@ -2,8 +2,8 @@
 #include "pico/analysis/metrics.h"
 
 #include <algorithm>
-#include <cmath>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -29,7 +29,9 @@ torch::Tensor as_matrix(const torch::Tensor& x, const char* what) {
   return as_f64(x);
 }
 
-double item(const torch::Tensor& t) { return t.item<double>(); }
+double item(const torch::Tensor& t) {
+  return t.item<double>();
+}
 
 // Sorts non-negative doubles ascending. Their IEEE-754 bit patterns order like unsigned
 // integers, so an LSD radix sort on the bits does it in a few linear passes; a byte that
@@ -107,7 +109,9 @@ double norm_inf(const torch::Tensor& x) {
   return a.numel() == 0 ? 0.0 : item(a.abs().max());
 }
 
-double norm_nuclear(const torch::Tensor& s) { return item(as_f64(s).sum()); }
+double norm_nuclear(const torch::Tensor& s) {
+  return item(as_f64(s).sum());
+}
 
 double proportional_effective_rank(const torch::Tensor& sv) {
   const torch::Tensor s = as_f64(sv);
@@ -215,7 +219,7 @@ PwccaResult pwcca(const torch::Tensor& x_in, const torch::Tensor& y_in, double e
     acts = y;              // (n, q')
   }
   const torch::Tensor P = std::get<0>(at::linalg_qr(dirns.t(), "reduced"));  // (n, k)
-  torch::Tensor w = P.t().mm(acts).abs().sum(1);                              // (k)
+  torch::Tensor w = P.t().mm(acts).abs().sum(1);                             // (k)
   w = w / w.sum();
   r.correlations = s.abs();
   r.weights = w;

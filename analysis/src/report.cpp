@@ -1,7 +1,7 @@
 // CSV, JSON, gnuplot PNGs and the summary table (see report.h).
 #include "pico/analysis/report.h"
 
-#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -11,10 +11,9 @@
 #include <filesystem>
 #include <iomanip>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <unistd.h>
 
 #include "pico/common/fs.h"
 #include "pico/common/log.h"
@@ -49,7 +48,9 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-std::string opt_text(const std::optional<std::int64_t>& v) { return v ? std::to_string(*v) : ""; }
+std::string opt_text(const std::optional<std::int64_t>& v) {
+  return v ? std::to_string(*v) : "";
+}
 
 // gnuplot single-quoted string: ' is written ''.
 std::string gp_quote(const std::string& s) {
@@ -113,8 +114,8 @@ void write_csv(const std::string& path, const std::vector<Row>& rows) {
   os << "metric,component,data_type,data_split,layer,step,value,head,contributor,round,target_step\n";
   for (const auto& r : rows)
     os << csv_field(r.metric) << ',' << csv_field(r.component) << ',' << r.data_type << ',' << r.data_split << ','
-       << csv_field(r.layer) << ',' << r.step << ',' << number_text(r.value) << ',' << r.head << ','
-       << r.contributor << ',' << opt_text(r.round) << ',' << opt_text(r.target_step) << '\n';
+       << csv_field(r.layer) << ',' << r.step << ',' << number_text(r.value) << ',' << r.head << ',' << r.contributor
+       << ',' << opt_text(r.round) << ',' << opt_text(r.target_step) << '\n';
   write_file_atomic(path, os.str());
 }
 
@@ -183,7 +184,8 @@ std::vector<std::string> write_plots(const std::string& out_dir, const std::vect
     std::ostringstream dat, gp;
     std::size_t n_panels = std::min(panels.size(), kMaxPanels);
     if (panels.size() > kMaxPanels)
-      log_warn("plot ", metric, ": ", panels.size(), " panels, drawing the first ", kMaxPanels, " (all values are in metrics.csv)");
+      log_warn("plot ", metric, ": ", panels.size(), " panels, drawing the first ", kMaxPanels,
+               " (all values are in metrics.csv)");
     const std::size_t cols = n_panels == 1 ? 1 : (n_panels <= 4 ? 2 : 3);
     const std::size_t nrows = (n_panels + cols - 1) / cols;
     bool all_positive = true;
@@ -227,8 +229,9 @@ std::vector<std::string> write_plots(const std::string& out_dir, const std::vect
     write_file_atomic(base + ".dat", dat.str());
     write_file_atomic(base + ".gp", gp.str());
     const std::string err = base + ".gnuplot.log";
-    const std::string cmd = str("cd ", shell_quote(dir), " && gnuplot ", shell_quote(fs::path(base + ".gp").filename().string()),
-                                " > ", shell_quote(err), " 2>&1");
+    const std::string cmd =
+        str("cd ", shell_quote(dir), " && gnuplot ", shell_quote(fs::path(base + ".gp").filename().string()), " > ",
+            shell_quote(err), " 2>&1");
     const int rc = std::system(cmd.c_str());
     std::string log;
     try {
@@ -237,7 +240,8 @@ std::vector<std::string> write_plots(const std::string& out_dir, const std::vect
     }
     if (rc != 0 || !fs::exists(base + ".png"))
       throw Error(str("gnuplot failed to draw ", base, ".png (exit status ", rc, "): ", trim(log)),
-                  str("the script is ", base, ".gp; check that gnuplot has the pngcairo terminal (gnuplot -e 'set "
+                  str("the script is ", base,
+                      ".gp; check that gnuplot has the pngcairo terminal (gnuplot -e 'set "
                       "terminal' | grep pngcairo), or pass --no-plots"));
     std::error_code ec;
     fs::remove(err, ec);
@@ -300,8 +304,10 @@ std::string format_summary(const AnalysisResult& result, std::size_t max_lines) 
   for (std::size_t j = 0; j < shown; ++j) {
     for (std::size_t i = 0; i < table[j].size(); ++i) {
       const bool numeric = i + 4 >= table[j].size();  // first, last, min, max
-      if (numeric) os << std::setw(static_cast<int>(width[i])) << std::right << table[j][i];
-      else os << std::setw(static_cast<int>(width[i])) << std::left << table[j][i];
+      if (numeric)
+        os << std::setw(static_cast<int>(width[i])) << std::right << table[j][i];
+      else
+        os << std::setw(static_cast<int>(width[i])) << std::left << table[j][i];
       os << (i + 1 < table[j].size() ? "  " : "");
     }
     os << "\n";
@@ -320,10 +326,10 @@ std::string format_profile(const Profile& p) {
   os << std::fixed << std::setprecision(2);
   double metrics = 0;
   for (const auto& [m, s] : p.metric_seconds) metrics += s;
-  os << "total " << p.total_seconds << " s; read " << p.read_seconds << " s on the loader thread ("
-     << p.files_read << " files, " << format_bytes(static_cast<double>(p.bytes_read)) << "), of which "
-     << p.read_wait_seconds << " s not hidden behind analysis; components " << p.component_seconds << " s; SVD "
-     << p.svd_seconds << " s; metrics " << metrics << " s";
+  os << "total " << p.total_seconds << " s; read " << p.read_seconds << " s on the loader thread (" << p.files_read
+     << " files, " << format_bytes(static_cast<double>(p.bytes_read)) << "), of which " << p.read_wait_seconds
+     << " s not hidden behind analysis; components " << p.component_seconds << " s; SVD " << p.svd_seconds
+     << " s; metrics " << metrics << " s";
   if (!p.metric_seconds.empty()) {
     std::vector<std::string> parts;
     for (const auto& [m, s] : p.metric_seconds) {

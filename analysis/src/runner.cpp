@@ -20,7 +20,9 @@ namespace pico::analysis {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // ---------------------------------------------------------------------------------------
 // Reading only what is needed
@@ -36,7 +38,9 @@ std::string parent_of(const std::string& g) {
   const auto p = g.rfind('/');
   return p == 0 || p == std::string::npos ? "/" : g.substr(0, p);
 }
-std::string leaf_of(const std::string& g) { return g.substr(g.rfind('/') + 1); }
+std::string leaf_of(const std::string& g) {
+  return g.substr(g.rfind('/') + 1);
+}
 
 std::vector<std::string> skip_groups(const checkpoints::FileInfo& info, const Needs& needs) {
   std::set<std::string> datasets;
@@ -50,12 +54,18 @@ std::vector<std::string> skip_groups(const checkpoints::FileInfo& info, const Ne
   for (const auto& g : info.groups) {
     const std::string parent = parent_of(g);
     bool drop = false;
-    if (g == "/optim/inner" || g == "/tokenizer" || g == "/train_state/rng") drop = true;
-    else if (g == "/model") drop = !need_model;
-    else if (g == "/pseudo_gradient") drop = !needs.pseudo_gradient;
-    else if (g == "/optim/outer") drop = !needs.theta_g;
-    else if (parent == "/optim/outer") drop = g != "/optim/outer/theta_g";  // momentum
-    else if (parent == "/learning_dynamics") drop = !needs.ld.count(leaf_of(g));
+    if (g == "/optim/inner" || g == "/tokenizer" || g == "/train_state/rng")
+      drop = true;
+    else if (g == "/model")
+      drop = !need_model;
+    else if (g == "/pseudo_gradient")
+      drop = !needs.pseudo_gradient;
+    else if (g == "/optim/outer")
+      drop = !needs.theta_g;
+    else if (parent == "/optim/outer")
+      drop = g != "/optim/outer/theta_g";  // momentum
+    else if (parent == "/learning_dynamics")
+      drop = !needs.ld.count(leaf_of(g));
     else if (parent_of(parent) == "/learning_dynamics") {
       auto it = needs.ld.find(leaf_of(parent));
       const auto kind = parse_data_type(leaf_of(g));
@@ -205,16 +215,28 @@ double compute_single(const MetricConfig& m, StepComponents& sc, CacheEntry& e, 
   const torch::Tensor& x = e.tensors[i].value;
   double v = 0;
   switch (k) {
-    case MetricKind::kPer: v = proportional_effective_rank(s); break;
-    case MetricKind::kConditionNumber: v = condition_number(s); break;
-    case MetricKind::kGini: v = gini(x); break;
-    case MetricKind::kHoyer: v = hoyer(x); break;
-    case MetricKind::kNorm:
-      if (m.norm_type == "nuclear") v = norm_nuclear(s);
-      else if (m.norm_type == "frobenius") v = norm_frobenius(x);
-      else v = norm_inf(x);
+    case MetricKind::kPer:
+      v = proportional_effective_rank(s);
       break;
-    default: PICO_CHECK(false, "not a single-checkpoint metric: ", m.metric_name);
+    case MetricKind::kConditionNumber:
+      v = condition_number(s);
+      break;
+    case MetricKind::kGini:
+      v = gini(x);
+      break;
+    case MetricKind::kHoyer:
+      v = hoyer(x);
+      break;
+    case MetricKind::kNorm:
+      if (m.norm_type == "nuclear")
+        v = norm_nuclear(s);
+      else if (m.norm_type == "frobenius")
+        v = norm_frobenius(x);
+      else
+        v = norm_inf(x);
+      break;
+    default:
+      PICO_CHECK(false, "not a single-checkpoint metric: ", m.metric_name);
   }
   prof.metric_seconds[m.output_name()] += since(t0);
   return v;
@@ -225,8 +247,10 @@ double compute_comparative(const MetricConfig& m, const torch::Tensor& x, const 
   const auto t0 = Clock::now();
   double v = 0;
   try {
-    if (m.info().kind == MetricKind::kCka) v = linear_cka(x, target);
-    else v = pwcca(x, target).value;
+    if (m.info().kind == MetricKind::kCka)
+      v = linear_cka(x, target);
+    else
+      v = pwcca(x, target).value;
   } catch (const Error& e) {
     throw Error(str(m.metric_name, " on ", what, ": ", e.what()), e.hint());
   }
@@ -302,8 +326,9 @@ void run_model_metrics(const AnalysisConfig& cfg, const ContributorFiles& contri
       target_of[i] = t;
       if (m.data_split == "train") {
         const std::string note =
-            str(m.metric_name, " on the train split compares activations of different batches (each checkpoint records "
-                               "the batch of its own step); data_split: val uses one fixed batch for every checkpoint");
+            str(m.metric_name,
+                " on the train split compares activations of different batches (each checkpoint records "
+                "the batch of its own step); data_split: val uses one fixed batch for every checkpoint");
         if (std::find(result.notes.begin(), result.notes.end(), note) == result.notes.end()) {
           log_warn(note);
           result.notes.push_back(note);
@@ -456,8 +481,10 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
   Profile& prof = result.profile;
   std::optional<std::size_t> drift_id, cosine_id;
   for (auto i : metric_ids) {
-    if (cfg.metrics[i].info().kind == MetricKind::kDrift) drift_id = i;
-    else cosine_id = i;
+    if (cfg.metrics[i].info().kind == MetricKind::kDrift)
+      drift_id = i;
+    else
+      cosine_id = i;
   }
   if (cosine_id && who.size() < 2)
     throw Error(str("pseudo_gradient_cosine compares contributors' pseudo-gradients, but ", layout.run_path, " has ",
@@ -472,7 +499,8 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
     bool first = true;
     for (auto w : who) {
       const auto mine = resolve_steps(cfg.steps, *layout.contributor(w), "step");
-      if (first) common = mine;
+      if (first)
+        common = mine;
       else {
         std::vector<std::int64_t> both;
         std::set_intersection(common.begin(), common.end(), mine.begin(), mine.end(), std::back_inserter(both));
@@ -482,9 +510,10 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
     }
     steps = common;
     if (steps.empty())
-      throw Error(str("the contributors of ", layout.run_path, " have no saved step in common (", layout.describe(), ")"),
-                  "decentralized metrics compare contributors at the same step; analyze a run whose contributors save "
-                  "at the same steps");
+      throw Error(
+          str("the contributors of ", layout.run_path, " have no saved step in common (", layout.describe(), ")"),
+          "decentralized metrics compare contributors at the same step; analyze a run whose contributors save "
+          "at the same steps");
   }
   const std::int64_t H = shape.outer_inner_steps;
   Needs needs;
@@ -519,7 +548,7 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
 
   for (auto step : steps) {
     std::map<std::int64_t, std::map<std::string, torch::Tensor>> deltas;  // w → param → Δ_w (float64)
-    std::map<std::string, torch::Tensor> theta_g0;                         // the first contributor's θ_g
+    std::map<std::string, torch::Tensor> theta_g0;                        // the first contributor's θ_g
     std::optional<std::int64_t> round;
     bool all_have_pg = true;
     for (auto w : who) {
@@ -529,7 +558,8 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
       round = attr_int(d, "/train_state", "round");
       const auto theta = d.in_group("/optim/outer/theta_g");
       if (theta.empty())
-        throw MissingData(str("checkpoint ", l.path, " has no /optim/outer/theta_g (θ_g, the global model): it was not "
+        throw MissingData(str("checkpoint ", l.path,
+                              " has no /optim/outer/theta_g (θ_g, the global model): it was not "
                               "written by a DiLoCo run"),
                           "drift and pseudo_gradient_cosine need a run with the DiLoCo outer optimizer (the outer "
                           "section of the run config); its checkpoints store θ_g and the pseudo-gradients");
@@ -558,8 +588,9 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
         for (const auto* e : d.in_group("/model")) {
           auto it = theta_by.find(e->name);
           if (it == theta_by.end())
-            throw MissingData(str("checkpoint ", l.path, " has /model/", e->name, " but no /optim/outer/theta_g/", e->name),
-                              "the file is incomplete; re-save it with pico train");
+            throw MissingData(
+                str("checkpoint ", l.path, " has /model/", e->name, " but no /optim/outer/theta_g/", e->name),
+                "the file is incomplete; re-save it with pico train");
           if (!it->second->sizes().equals(e->tensor.sizes()))
             throw Error(str("checkpoint ", l.path, ": /model/", e->name, " has shape ", e->tensor.sizes(),
                             " but θ_g has ", it->second->sizes()),
@@ -580,7 +611,8 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
       }
       if (cosine_id) {
         const auto pg = d.in_group("/pseudo_gradient");
-        if (pg.empty()) all_have_pg = false;
+        if (pg.empty())
+          all_have_pg = false;
         else
           for (const auto* e : pg) deltas[w][e->name] = e->tensor.to(torch::kDouble);
       }
@@ -588,8 +620,7 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
       ++files_done;
       if (progress) {
         const double el = since(t_start);
-        const double eta =
-            el / static_cast<double>(files_done) * static_cast<double>(files_total - files_done);
+        const double eta = el / static_cast<double>(files_done) * static_cast<double>(files_total - files_done);
         progress->update(str("analyze (decentralized): ", files_done, "/", files_total, " checkpoints (step ", step,
                              ", contributor ", w, ") · ", format_duration(el), " elapsed, ~", format_duration(eta),
                              " left"));
@@ -622,8 +653,8 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
         for (auto& [name, ta] : deltas[wa]) {
           auto it = deltas[wb].find(name);
           if (it == deltas[wb].end() || !it->second.sizes().equals(ta.sizes()))
-            throw Error(str("at step ", step, " contributor ", wb, "'s /pseudo_gradient has no tensor like contributor ",
-                            wa, "'s ", name),
+            throw Error(str("at step ", step, " contributor ", wb,
+                            "'s /pseudo_gradient has no tensor like contributor ", wa, "'s ", name),
                         "the contributors' checkpoints do not belong to one run");
           const auto [g, ord] = layer_group(name);
           dot.add(g, ord, (ta * it->second).sum().item<double>());
@@ -641,25 +672,26 @@ void run_decentralized(const AnalysisConfig& cfg, const RunLayout& layout, const
       for (const auto& [g, v] : sq[w].v) {
         const std::int64_t ord = sq[w].order[g];
         if (!cm.layers.empty() && (g == "all" || !layer_selected(cm.layers, ord))) continue;
-        add_row(*cosine_id, 1, "pseudo_gradient_norm", "pseudo_gradient", "pseudo_gradients", g, ord,
-                std::to_string(w), step, round, std::sqrt(v));
+        add_row(*cosine_id, 1, "pseudo_gradient_norm", "pseudo_gradient", "pseudo_gradients", g, ord, std::to_string(w),
+                step, round, std::sqrt(v));
       }
     prof.decentralized_seconds += since(t0);
   }
   if (cosine_id && !steps_without_pg.empty()) {
-    const std::string note = str("steps ", steps_text(steps_without_pg), " end an outer round but some contributors' "
+    const std::string note = str("steps ", steps_text(steps_without_pg),
+                                 " end an outer round but some contributors' "
                                  "checkpoints there have no /pseudo_gradient: no cosine for them");
     log_warn(note);
     result.notes.push_back(note);
   }
   if (cosine_id && cosine_steps == 0)
-    throw MissingData(
-        str("no analyzed step of ", layout.run_path, " has every contributor's pseudo-gradient (steps ",
-            steps_text(steps), H > 0 ? str("; outer.inner_steps = ", H, ", so rounds end at multiples of ", H)
-                                     : std::string("; the run's config has no outer.inner_steps"),
-            ")"),
-        "pseudo-gradients (/pseudo_gradient) are saved at steps that end an outer round: set "
-        "checkpointing.save_every_n_steps to a multiple of outer.inner_steps and analyze those steps");
+    throw MissingData(str("no analyzed step of ", layout.run_path, " has every contributor's pseudo-gradient (steps ",
+                          steps_text(steps),
+                          H > 0 ? str("; outer.inner_steps = ", H, ", so rounds end at multiples of ", H)
+                                : std::string("; the run's config has no outer.inner_steps"),
+                          ")"),
+                      "pseudo-gradients (/pseudo_gradient) are saved at steps that end an outer round: set "
+                      "checkpointing.save_every_n_steps to a multiple of outer.inner_steps and analyze those steps");
 }
 
 }  // namespace
@@ -671,7 +703,8 @@ RunInfo inspect_run(const std::string& run_path) {
   const std::string path = first.files.begin()->second;
   const auto fi = checkpoints::inspect_checkpoint(path, /*verify=*/false);
   auto cfg = fi.attrs.find("/config");
-  if (cfg == fi.attrs.end() || !cfg->second.count("yaml") || !std::holds_alternative<std::string>(cfg->second.at("yaml")))
+  if (cfg == fi.attrs.end() || !cfg->second.count("yaml") ||
+      !std::holds_alternative<std::string>(cfg->second.at("yaml")))
     throw checkpoints::CorruptCheckpoint(str("checkpoint ", path, " has no /config@yaml attribute (the run config)"),
                                          "the file was not written by pico train; analyze a pico run");
   const std::string& yaml = std::get<std::string>(cfg->second.at("yaml"));
@@ -746,8 +779,8 @@ AnalysisResult run_analysis(const AnalysisConfig& cfg, const RunnerOptions& opti
   std::size_t files_done = 0;
   if (!model_ids.empty())
     for (auto w : who)
-      run_model_metrics(cfg, *layout.contributor(w), layout.multi_contributor, info.shape, model_ids, steps_of[w], keyed,
-                        result, progress ? &*progress : nullptr, files_done, files_total, t_start);
+      run_model_metrics(cfg, *layout.contributor(w), layout.multi_contributor, info.shape, model_ids, steps_of[w],
+                        keyed, result, progress ? &*progress : nullptr, files_done, files_total, t_start);
   if (!dec_ids.empty())
     run_decentralized(cfg, layout, who, info.shape, dec_ids, keyed, result, progress ? &*progress : nullptr, files_done,
                       files_total, t_start);

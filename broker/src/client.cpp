@@ -1,8 +1,8 @@
 #include "pico/broker/client.h"
 
 #include <atomic>
-#include <cstring>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -24,8 +24,8 @@ struct BrokerClient::Impl {
 
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::string> outbox;                      // encoded messages to send
-  std::map<std::uint64_t, std::string> pending;        // request id → encoded request (for re-sends)
+  std::deque<std::string> outbox;                // encoded messages to send
+  std::map<std::uint64_t, std::string> pending;  // request id → encoded request (for re-sends)
   std::map<std::uint64_t, Clock::time_point> sent_at;
   std::map<std::uint64_t, Message> replies;
   std::deque<Message> pushes;
@@ -134,7 +134,8 @@ BrokerClient::~BrokerClient() {
   if (impl_->io.joinable()) impl_->io.join();
 }
 
-Message BrokerClient::request(MessageType type, nlohmann::json body, std::string blob, std::chrono::milliseconds timeout) {
+Message BrokerClient::request(MessageType type, nlohmann::json body, std::string blob,
+                              std::chrono::milliseconds timeout) {
   Message m;
   m.type = type;
   m.body = std::move(body);

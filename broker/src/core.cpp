@@ -15,7 +15,7 @@ namespace pico::broker {
 
 struct LiveMember {
   MemberRecord rec;
-  std::string peer;          // connection id of its last message ("" after a broker restart)
+  std::string peer;  // connection id of its last message ("" after a broker restart)
   double last_seen = 0;
   double last_persisted = 0;
   std::int64_t base_round = -2;  // round of the θ_g its model is based on; -1 syncing; -2 unknown
@@ -79,7 +79,8 @@ std::int64_t snapshot_chunks(std::int64_t bytes, std::size_t chunk) {
 }  // namespace
 
 BrokerCore::BrokerCore(Store& store, BrokerOptions options, double now) : store_(store), opt_(std::move(options)) {
-  if (opt_.snapshot_dir.empty()) opt_.snapshot_dir = std::filesystem::path(store.path()).parent_path().string() + "/snapshots";
+  if (opt_.snapshot_dir.empty())
+    opt_.snapshot_dir = std::filesystem::path(store.path()).parent_path().string() + "/snapshots";
   if (opt_.snapshot_dir.empty() || opt_.snapshot_dir == "/snapshots") opt_.snapshot_dir = "snapshots";
   make_dirs(opt_.snapshot_dir);
   // A restart: every active run, its members (given a fresh grace period) and any round
@@ -97,7 +98,8 @@ BrokerCore::BrokerCore(Store& store, BrokerOptions options, double now) : store_
       run->members.emplace(m.member_id, std::move(lm));
     }
     for (const auto& row : store_.ledger(rec.run_id)) run->run_tokens += row.tokens;
-    if (auto last = store_.round(rec.run_id, rec.round); last && last->status == "done") run->last_commit_at = last->finished_at;
+    if (auto last = store_.round(rec.run_id, rec.round); last && last->status == "done")
+      run->last_commit_at = last->finished_at;
     const std::int64_t next = rec.round + 1;
     for (auto& r : store_.ready_reports(rec.run_id, next)) run->ready[r.member_id] = r;
     log_info("broker: run ", rec.run_id, " is at round ", rec.round, " with ", run->members.size(), " active members (",
@@ -131,16 +133,26 @@ std::vector<Outgoing> BrokerCore::handle(const Incoming& in, double now) {
 
 std::vector<Outgoing> BrokerCore::dispatch(const Incoming& in, double now) {
   switch (in.message.type) {
-    case MessageType::kCreateRun: return on_create_run(in, now);
-    case MessageType::kJoin: return on_join(in, now);
-    case MessageType::kHeartbeat: return on_heartbeat(in, now);
-    case MessageType::kReady: return on_ready(in, now);
-    case MessageType::kRoundResult: return on_round_result(in, now);
-    case MessageType::kSnapshotPut: return on_snapshot_put(in, now);
-    case MessageType::kSnapshotGet: return on_snapshot_get(in, now);
-    case MessageType::kLeave: return on_leave(in, now);
-    case MessageType::kRunFinished: return on_run_finished(in, now);
-    case MessageType::kLedgerQuery: return on_ledger(in, now);
+    case MessageType::kCreateRun:
+      return on_create_run(in, now);
+    case MessageType::kJoin:
+      return on_join(in, now);
+    case MessageType::kHeartbeat:
+      return on_heartbeat(in, now);
+    case MessageType::kReady:
+      return on_ready(in, now);
+    case MessageType::kRoundResult:
+      return on_round_result(in, now);
+    case MessageType::kSnapshotPut:
+      return on_snapshot_put(in, now);
+    case MessageType::kSnapshotGet:
+      return on_snapshot_get(in, now);
+    case MessageType::kLeave:
+      return on_leave(in, now);
+    case MessageType::kRunFinished:
+      return on_run_finished(in, now);
+    case MessageType::kLedgerQuery:
+      return on_ledger(in, now);
     case MessageType::kStatusQuery: {
       if (!in.message.body.contains("run_id")) return {{in.peer, reply(in, MessageType::kAck, status(now))}};
       // One run as the dashboard shows it (`pico top CODE`), with only the new rounds and events.
@@ -155,9 +167,13 @@ std::vector<Outgoing> BrokerCore::dispatch(const Incoming& in, double now) {
     case MessageType::kRunInfo: {
       const RunState& run = run_of(in.message);
       return {{in.peer, reply(in, MessageType::kAck,
-                              {{"run_id", run.rec.run_id}, {"config_yaml", run.rec.config_yaml},
-                               {"dataset_hash", run.rec.dataset_hash}, {"num_shards", run.rec.num_shards},
-                               {"round", run.rec.round}, {"private", run.rec.is_private}, {"min_members", run.rec.min_members},
+                              {{"run_id", run.rec.run_id},
+                               {"config_yaml", run.rec.config_yaml},
+                               {"dataset_hash", run.rec.dataset_hash},
+                               {"num_shards", run.rec.num_shards},
+                               {"round", run.rec.round},
+                               {"private", run.rec.is_private},
+                               {"min_members", run.rec.min_members},
                                {"dataset_info", nlohmann::json::parse(run.rec.dataset_info, nullptr, false)}})}};
     }
     default:
@@ -176,10 +192,10 @@ BrokerCore::RunState& BrokerCore::run_of(const Message& m) {
 LiveMember& BrokerCore::member_of(RunState& run, const Incoming& in) {
   const std::int64_t id = get_int(in.message, "member_id");
   auto it = run.members.find(id);
-  if (it == run.members.end()) throw Error(str("member ", id, " is not an active member of run ", run.rec.run_id),
-                                           "it was evicted or left; join again with `pico train --join CODE`");
-  if (it->second.rec.public_key != in.public_key)
-    throw ProtocolError(str("member ", id, " belongs to another key"));
+  if (it == run.members.end())
+    throw Error(str("member ", id, " is not an active member of run ", run.rec.run_id),
+                "it was evicted or left; join again with `pico train --join CODE`");
+  if (it->second.rec.public_key != in.public_key) throw ProtocolError(str("member ", id, " belongs to another key"));
   it->second.peer = in.peer;
   it->second.last_seen = std::max(it->second.last_seen, 0.0);
   return it->second;
@@ -189,7 +205,8 @@ std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) 
   const Message& m = in.message;
   RunRecord r;
   r.run_id = get_string(m, "run_id", 64);
-  if (!is_valid_run_id(r.run_id)) throw Error(str("run id '", r.run_id, "' is not [A-Za-z0-9_-]{1,64}"), "pick another run name");
+  if (!is_valid_run_id(r.run_id))
+    throw Error(str("run id '", r.run_id, "' is not [A-Za-z0-9_-]{1,64}"), "pick another run name");
   r.config_yaml = get_string(m, "config_yaml");
   r.dataset_hash = get_string(m, "dataset_hash", 64);
   r.num_shards = get_int(m, "num_shards");
@@ -209,15 +226,17 @@ std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) 
     if (existing->config_yaml != r.config_yaml || existing->dataset_hash != r.dataset_hash)
       throw Error(str("run '", r.run_id, "' already exists on this broker with a different config or dataset"),
                   "choose another checkpointing.run_name, or resume the run with its original config");
-    return {{in.peer, reply(in, MessageType::kAck,
-                            {{"run_id", r.run_id}, {"round", existing->round}, {"existing", true},
-                             {"status", existing->status}})}};
+    return {
+        {in.peer,
+         reply(in, MessageType::kAck,
+               {{"run_id", r.run_id}, {"round", existing->round}, {"existing", true}, {"status", existing->status}})}};
   }
   store_.create_run(r);
   if (m.body.contains("allow") && m.body["allow"].is_array())
     for (const auto& k : m.body["allow"])
       if (k.is_string()) store_.allow_key(r.run_id, k.get<std::string>());
-  store_.log_event(r.run_id, "run_created", str(r.is_private ? "private" : "public", " run, dataset ", r.dataset_hash.substr(0, 12)), now);
+  store_.log_event(r.run_id, "run_created",
+                   str(r.is_private ? "private" : "public", " run, dataset ", r.dataset_hash.substr(0, 12)), now);
   auto run = std::make_unique<RunState>();
   run->rec = r;
   runs_.emplace(r.run_id, std::move(run));
@@ -236,9 +255,9 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
       if (info.contains("prepare")) how = str("prepare it with: ", info["prepare"].get<std::string>());
     } catch (const nlohmann::json::exception&) {
     }
-    throw Error(str("your dataset (", dataset.substr(0, 12), "…) is not the run's (", run.rec.dataset_hash.substr(0, 12),
-                    "…)"),
-                how + ", and pass its directory with --set data.path=DIR");
+    throw Error(
+        str("your dataset (", dataset.substr(0, 12), "…) is not the run's (", run.rec.dataset_hash.substr(0, 12), "…)"),
+        how + ", and pass its directory with --set data.path=DIR");
   }
   if (run.rec.is_private) {
     const std::string token = m.body.value("token", "");
@@ -249,9 +268,9 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
                   "ask the run's owner for a join code with a token, or to allow-list your public key");
   }
   if (store_.is_banned(run.rec.run_id, in.public_key))
-    throw Error(str("the operator of run ", run.rec.run_id, " removed your key ", in.public_key.substr(0, 8),
-                    "… from it"),
-                "ask the run's operator; another run (or another broker) may take you");
+    throw Error(
+        str("the operator of run ", run.rec.run_id, " removed your key ", in.public_key.substr(0, 8), "… from it"),
+        "ask the run's operator; another run (or another broker) may take you");
   const std::string endpoint = get_string(m, "endpoint", 256);
   // A key that is still an active member rejoins (its old process is gone): retire the old one.
   std::vector<Outgoing> out;
@@ -288,16 +307,20 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
   lm.awaiting_snapshot = run.rec.round > 0;
   lm.val_round = run.rec.round;
   run.members.emplace(rec.member_id, lm);
-  store_.log_event(run.rec.run_id, "join", str("member ", rec.member_id, " (", in.public_key.substr(0, 8), "…, ",
-                                               rec.device, ") slot ", slot), now);
+  store_.log_event(run.rec.run_id, "join",
+                   str("member ", rec.member_id, " (", in.public_key.substr(0, 8), "…, ", rec.device, ") slot ", slot),
+                   now);
   log_info("broker: member ", rec.member_id, " joined run ", run.rec.run_id, " (slot ", slot, ", ", rec.device, ")");
-  nlohmann::json body = {{"member_id", rec.member_id}, {"slot", slot},        {"num_shards", run.rec.num_shards},
-                         {"config_yaml", run.rec.config_yaml}, {"round", run.rec.round},
-                         {"theta0_hash", run.rec.theta0_hash}, {"needs_snapshot", run.rec.round > 0}};
+  nlohmann::json body = {
+      {"member_id", rec.member_id},         {"slot", slot},           {"num_shards", run.rec.num_shards},
+      {"config_yaml", run.rec.config_yaml}, {"round", run.rec.round}, {"theta0_hash", run.rec.theta0_hash},
+      {"needs_snapshot", run.rec.round > 0}};
   out.push_back({in.peer, reply(in, MessageType::kAck, body)});
   if (run.rec.round > 0) {
-    if (run.rec.snapshot_round == run.rec.round) announce_snapshot(run, out);
-    else request_snapshot_if_needed(run, out);
+    if (run.rec.snapshot_round == run.rec.round)
+      announce_snapshot(run, out);
+    else
+      request_snapshot_if_needed(run, out);
   }
   return out;
 }
@@ -357,22 +380,27 @@ std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
     }
   }
   const std::int64_t next = run.rec.round + 1;
-  if (base != run.rec.round || round != next || (run.running && std::find(run.participants.begin(), run.participants.end(),
-                                                                           lm.rec.member_id) == run.participants.end())) {
+  if (base != run.rec.round || round != next ||
+      (run.running &&
+       std::find(run.participants.begin(), run.participants.end(), lm.rec.member_id) == run.participants.end())) {
     // Behind (it missed a round) or too late for the attempt in flight: its Δ is stale.
     if (!lm.awaiting_snapshot)
-      store_.log_event(run.rec.run_id, "resync", str("member ", lm.rec.member_id, ": its update is for round ", round,
-                                                     " from θ_g of round ", base, ", the run is at round ", run.rec.round),
+      store_.log_event(run.rec.run_id, "resync",
+                       str("member ", lm.rec.member_id, ": its update is for round ", round, " from θ_g of round ",
+                           base, ", the run is at round ", run.rec.round),
                        now);
     lm.awaiting_snapshot = true;
     lm.base_round = -1;
     out.push_back({in.peer, reply(in, MessageType::kResync,
-                                  {{"run_id", run.rec.run_id}, {"round", run.rec.round},
+                                  {{"run_id", run.rec.run_id},
+                                   {"round", run.rec.round},
                                    {"reason", str("your update is for round ", round, " from θ_g of round ", base,
                                                   "; the run is at round ", run.rec.round,
                                                   run.running ? " with a round in flight" : "")}})});
-    if (run.rec.snapshot_round == run.rec.round) announce_snapshot(run, out);
-    else request_snapshot_if_needed(run, out);
+    if (run.rec.snapshot_round == run.rec.round)
+      announce_snapshot(run, out);
+    else
+      request_snapshot_if_needed(run, out);
     return out;
   }
   ReadyRecord r;
@@ -407,8 +435,8 @@ void BrokerCore::maybe_start_round(RunState& run, double now, std::vector<Outgoi
   std::sort(eligible.begin(), eligible.end(),
             [&](std::int64_t a, std::int64_t b) { return run.members.at(a).rec.shard < run.members.at(b).rec.shard; });
   for (auto id : eligible) {
-    if (!run.ready.count(id)) return;                 // someone is still training
-    if (run.members.at(id).peer.empty()) return;      // not heard from since a restart: cannot reach it yet
+    if (!run.ready.count(id)) return;             // someone is still training
+    if (run.members.at(id).peer.empty()) return;  // not heard from since a restart: cannot reach it yet
   }
   start_attempt(run, eligible, now, out);
 }
@@ -427,8 +455,10 @@ void BrokerCore::start_attempt(RunState& run, const std::vector<std::int64_t>& m
   for (auto id : members) {
     const auto& r = run.ready[id];
     std::string why;
-    if (!r.finite) why = "its pseudo-gradient is not finite";
-    else if (!run.rec.is_private && members.size() >= 3 && median > 0 && r.delta_norm > opt_.norm_rejection_factor * median)
+    if (!r.finite)
+      why = "its pseudo-gradient is not finite";
+    else if (!run.rec.is_private && members.size() >= 3 && median > 0 &&
+             r.delta_norm > opt_.norm_rejection_factor * median)
       why = str("‖Δ‖ = ", r.delta_norm, " exceeds ", opt_.norm_rejection_factor, " × the round's median ", median);
     if (!why.empty()) {
       run.rejected.insert(id);
@@ -444,8 +474,10 @@ void BrokerCore::start_attempt(RunState& run, const std::vector<std::int64_t>& m
       resync(run, lm, "every update of the round was rejected", now, out);
       store_.credit(run.rec.run_id, {lm.rec.public_key, 0, 0, 0, 1, 0.0, 0});
     }
-    if (run.rec.snapshot_round == run.rec.round) announce_snapshot(run, out);
-    else request_snapshot_if_needed(run, out);
+    if (run.rec.snapshot_round == run.rec.round)
+      announce_snapshot(run, out);
+    else
+      request_snapshot_if_needed(run, out);
     return;
   }
   run.running = true;
@@ -466,13 +498,17 @@ void BrokerCore::start_attempt(RunState& run, const std::vector<std::int64_t>& m
   nlohmann::json list = nlohmann::json::array();
   for (std::size_t rank = 0; rank < members.size(); ++rank) {
     const auto& lm = run.members.at(members[rank]);
-    list.push_back({{"member_id", lm.rec.member_id}, {"rank", rank}, {"endpoint", lm.rec.endpoint},
-                    {"public_key", lm.rec.public_key}, {"weight", run.rejected.count(members[rank]) ? 0.0 : 1.0}});
+    list.push_back({{"member_id", lm.rec.member_id},
+                    {"rank", rank},
+                    {"endpoint", lm.rec.endpoint},
+                    {"public_key", lm.rec.public_key},
+                    {"weight", run.rejected.count(members[rank]) ? 0.0 : 1.0}});
   }
   for (auto id : members) {
     auto& lm = run.members.at(id);
-    out.push_back({lm.peer, push(MessageType::kRoundStart,
-                                 {{"run_id", run.rec.run_id}, {"round", round}, {"attempt", run.attempt}, {"members", list}})});
+    out.push_back(
+        {lm.peer, push(MessageType::kRoundStart,
+                       {{"run_id", run.rec.run_id}, {"round", round}, {"attempt", run.attempt}, {"members", list}})});
   }
   log_info("broker: run ", run.rec.run_id, " round ", round, " attempt ", run.attempt, " starts with ", members.size(),
            " members");
@@ -491,15 +527,17 @@ std::vector<Outgoing> BrokerCore::on_round_result(const Incoming& in, double now
 bool BrokerCore::record_result(RunState& run, LiveMember& lm, const Message& report, double now) {
   const std::int64_t round = get_int(report, "round");
   const std::int64_t attempt = get_int(report, "attempt");
-  const bool current = run.running && round == run.rec.round + 1 && attempt == run.attempt &&
-                       std::find(run.participants.begin(), run.participants.end(), lm.rec.member_id) != run.participants.end();
+  const bool current =
+      run.running && round == run.rec.round + 1 && attempt == run.attempt &&
+      std::find(run.participants.begin(), run.participants.end(), lm.rec.member_id) != run.participants.end();
   if (!current || run.results.count(lm.rec.member_id)) return false;  // stale, or already in (a re-send)
   ResultRecord r;
   r.member_id = lm.rec.member_id;
   r.ok = get_bool(report, "ok");
   r.theta_hash = r.ok ? get_string(report, "theta_hash", 64) : "";
   r.bytes_sent = get_int(report, "bytes_sent");
-  r.error = report.body.contains("error") && report.body["error"].is_string() ? report.body["error"].get<std::string>() : "";
+  r.error =
+      report.body.contains("error") && report.body["error"].is_string() ? report.body["error"].get<std::string>() : "";
   store_.save_result(run.rec.run_id, round, attempt, r);
   run.results[r.member_id] = r;
   run.result_at[r.member_id] = now;
@@ -533,15 +571,21 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
     std::vector<LedgerRow> credits;
     for (auto id : run.participants) {
       const auto rd = run.ready.find(id);
-      const std::string key = run.members.count(id) ? run.members.at(id).rec.public_key : store_.member(run.rec.run_id, id)->public_key;
-      if (rd == run.ready.end()) {  // cannot happen (evict() keeps participants' reports); credit nothing rather than guess
+      const std::string key =
+          run.members.count(id) ? run.members.at(id).rec.public_key : store_.member(run.rec.run_id, id)->public_key;
+      if (rd ==
+          run.ready.end()) {  // cannot happen (evict() keeps participants' reports); credit nothing rather than guess
         log_warn("broker: round ", round, ": no ready report of participant ", id, "; it is credited nothing");
         credits.push_back({key, 0, 0, 0, 0, 0.0, run.results.count(id) ? run.results.at(id).bytes_sent : 0});
         continue;
       }
       const bool rejected = run.rejected.count(id) > 0;
-      LedgerRow row{key, rejected ? 0 : rd->second.tokens, rejected ? 0 : rd->second.inner_steps, rejected ? 0 : 1,
-                    rejected ? 1 : 0, rd->second.compute_seconds,
+      LedgerRow row{key,
+                    rejected ? 0 : rd->second.tokens,
+                    rejected ? 0 : rd->second.inner_steps,
+                    rejected ? 0 : 1,
+                    rejected ? 1 : 0,
+                    rd->second.compute_seconds,
                     run.results.count(id) ? run.results.at(id).bytes_sent : 0};
       credits.push_back(row);
     }
@@ -549,8 +593,10 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
     store_.commit_round(run.rec.run_id, round, bytes, hash, now, credits, &stats);
     run.run_tokens = stats.run_tokens;
     run.last_commit_at = now;
-    store_.log_event(run.rec.run_id, "round_done", str("round ", round, " attempt ", run.attempt, ": ", run.participants.size(),
-                                                       " members, θ_g ", hash.substr(0, 12)), now);
+    store_.log_event(run.rec.run_id, "round_done",
+                     str("round ", round, " attempt ", run.attempt, ": ", run.participants.size(), " members, θ_g ",
+                         hash.substr(0, 12)),
+                     now);
     run.rec.round = round;
     run.running = false;
     run.attempt = 0;
@@ -566,12 +612,14 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
       }
       // Failed, disagreed, or not in the attempt: its θ_g is not the run's.
       if (r != run.results.end() && r->second.ok)
-        store_.log_event(run.rec.run_id, "hash_mismatch", str("member ", id, " reported θ_g ",
-                                                             r->second.theta_hash.substr(0, 12), ", the round agreed on ",
-                                                             hash.substr(0, 12)), now);
-      resync(run, lm, r == run.results.end() ? "not in the attempt that committed the round"
-                      : r->second.ok         ? "its θ_g is not the round's"
-                                             : "its collective failed",
+        store_.log_event(run.rec.run_id, "hash_mismatch",
+                         str("member ", id, " reported θ_g ", r->second.theta_hash.substr(0, 12),
+                             ", the round agreed on ", hash.substr(0, 12)),
+                         now);
+      resync(run, lm,
+             r == run.results.end() ? "not in the attempt that committed the round"
+             : r->second.ok         ? "its θ_g is not the round's"
+                                    : "its collective failed",
              now, out);
     }
     log_info("broker: run ", run.rec.run_id, " round ", round, " done (θ_g ", hash.substr(0, 12), ")");
@@ -583,8 +631,9 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
   for (auto id : run.participants)
     if (run.members.count(id) && run.results.count(id)) survivors.push_back(id);
   store_.finish_round(run.rec.run_id, round, "failed", 0, "", now);
-  store_.log_event(run.rec.run_id, "round_failed", str("round ", round, " attempt ", run.attempt, ": retrying with ",
-                                                       survivors.size(), " members"), now);
+  store_.log_event(run.rec.run_id, "round_failed",
+                   str("round ", round, " attempt ", run.attempt, ": retrying with ", survivors.size(), " members"),
+                   now);
   run.running = false;
   if (survivors.empty()) return;
   start_attempt(run, survivors, now, out);
@@ -595,7 +644,8 @@ void BrokerCore::resync(RunState& run, LiveMember& lm, const std::string& why, d
     store_.log_event(run.rec.run_id, "resync", str("member ", lm.rec.member_id, " must fetch θ_g: ", why), now);
   lm.base_round = -1;
   lm.awaiting_snapshot = true;
-  out.push_back({lm.peer, push(MessageType::kResync, {{"run_id", run.rec.run_id}, {"round", run.rec.round}, {"reason", why}})});
+  out.push_back(
+      {lm.peer, push(MessageType::kResync, {{"run_id", run.rec.run_id}, {"round", run.rec.round}, {"reason", why}})});
 }
 
 void BrokerCore::note_progress(RunState& run, LiveMember& lm, const Message& m) {
@@ -662,7 +712,8 @@ std::vector<Outgoing> BrokerCore::operator_evict(const std::string& run_id, std:
   RunState& run = *it->second;
   auto m = run.members.find(member_id);
   if (m == run.members.end())
-    throw OperatorError(OperatorError::Kind::kNotFound, str("member ", member_id, " is not an active member of run ", run_id));
+    throw OperatorError(OperatorError::Kind::kNotFound,
+                        str("member ", member_id, " is not an active member of run ", run_id));
   // Banned first: the member, told it is evicted, tries to join again at once.
   store_.ban_key(run_id, m->second.rec.public_key, now);
   std::vector<Outgoing> out;
@@ -680,10 +731,11 @@ std::vector<Outgoing> BrokerCore::operator_pause(const std::string& run_id, bool
   if (run.rec.paused == paused) return out;
   store_.set_run_paused(run_id, paused);
   run.rec.paused = paused;
-  store_.log_event(run_id, paused ? "paused" : "resumed",
-                   paused ? str("by the operator after round ", run.rec.round, run.running ? " (the round in flight finishes)" : "")
-                          : str("by the operator at round ", run.rec.round),
-                   now);
+  store_.log_event(
+      run_id, paused ? "paused" : "resumed",
+      paused ? str("by the operator after round ", run.rec.round, run.running ? " (the round in flight finishes)" : "")
+             : str("by the operator at round ", run.rec.round),
+      now);
   log_info("broker: run ", run_id, paused ? " paused" : " resumed", " by the operator");
   if (!paused) maybe_start_round(run, now, out);
   return out;
@@ -696,18 +748,21 @@ void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string&
   const std::string peer = it->second.peer;
   store_.set_member_status(run.rec.run_id, member_id, why == "left" ? "left" : "evicted");
   store_.log_event(run.rec.run_id, why == "left" ? "leave" : "evict", str("member ", member_id, ": ", why), now);
-  log_info("broker: member ", member_id, " of run ", run.rec.run_id, why == "left" ? " left" : " evicted: ", why == "left" ? "" : why);
+  log_info("broker: member ", member_id, " of run ", run.rec.run_id,
+           why == "left" ? " left" : " evicted: ", why == "left" ? "" : why);
   run.members.erase(it);
   // A participant of the attempt in flight keeps its report: if the others complete the
   // collective, its update is in θ_g and the ledger credits it for the round.
-  const bool in_flight = run.running && std::find(run.participants.begin(), run.participants.end(), member_id) !=
-                                            run.participants.end();
+  const bool in_flight =
+      run.running && std::find(run.participants.begin(), run.participants.end(), member_id) != run.participants.end();
   if (!in_flight) run.ready.erase(member_id);
   if (run.uploader == member_id) run.uploader = -1, run.upload_round = -1;
   if (!peer.empty() && why != "left")
     out.push_back({peer, push(MessageType::kEvicted, {{"run_id", run.rec.run_id}, {"reason", why}})});
-  if (run.running) maybe_finish_round(run, now, out);
-  else maybe_start_round(run, now, out);
+  if (run.running)
+    maybe_finish_round(run, now, out);
+  else
+    maybe_start_round(run, now, out);
   if (run.upload_round < 0) request_snapshot_if_needed(run, out);
 }
 
@@ -719,7 +774,8 @@ void BrokerCore::request_snapshot_if_needed(RunState& run, std::vector<Outgoing>
     announce_snapshot(run, out);
     return;
   }
-  const bool stale = opt_.snapshot_every_rounds > 0 && run.rec.round - run.rec.snapshot_round >= opt_.snapshot_every_rounds;
+  const bool stale =
+      opt_.snapshot_every_rounds > 0 && run.rec.round - run.rec.snapshot_round >= opt_.snapshot_every_rounds;
   if (!needed && !stale) return;
   if (run.upload_round == run.rec.round && run.uploader >= 0) return;  // already asked
   for (auto& [id, lm] : run.members) {
@@ -727,7 +783,8 @@ void BrokerCore::request_snapshot_if_needed(RunState& run, std::vector<Outgoing>
       run.upload_round = run.rec.round;
       run.uploader = id;
       run.upload_next = 0;
-      out.push_back({lm.peer, push(MessageType::kSnapshotRequest, {{"run_id", run.rec.run_id}, {"round", run.rec.round},
+      out.push_back({lm.peer, push(MessageType::kSnapshotRequest, {{"run_id", run.rec.run_id},
+                                                                   {"round", run.rec.round},
                                                                    {"chunk_bytes", opt_.snapshot_chunk_bytes}})});
       return;
     }
@@ -738,11 +795,13 @@ void BrokerCore::announce_snapshot(RunState& run, std::vector<Outgoing>& out) {
   const auto bytes = static_cast<std::int64_t>(std::filesystem::file_size(run.rec.snapshot_path));
   for (auto& [id, lm] : run.members) {
     if (!lm.awaiting_snapshot || lm.peer.empty()) continue;
-    out.push_back({lm.peer, push(MessageType::kSnapshotReady,
-                                 {{"run_id", run.rec.run_id}, {"round", run.rec.snapshot_round},
-                                  {"sha256", run.rec.snapshot_sha256}, {"bytes", bytes},
-                                  {"chunks", snapshot_chunks(bytes, opt_.snapshot_chunk_bytes)},
-                                  {"chunk_bytes", opt_.snapshot_chunk_bytes}})});
+    out.push_back(
+        {lm.peer, push(MessageType::kSnapshotReady, {{"run_id", run.rec.run_id},
+                                                     {"round", run.rec.snapshot_round},
+                                                     {"sha256", run.rec.snapshot_sha256},
+                                                     {"bytes", bytes},
+                                                     {"chunks", snapshot_chunks(bytes, opt_.snapshot_chunk_bytes)},
+                                                     {"chunk_bytes", opt_.snapshot_chunk_bytes}})});
   }
 }
 
@@ -756,7 +815,8 @@ std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now
   const std::int64_t total = get_int(in.message, "bytes");
   const std::string sha = get_string(in.message, "sha256", 64);
   if (lm.rec.member_id != run.uploader || round != run.upload_round)
-    throw Error(str("unexpected snapshot upload for round ", round), "the broker asked another member, or a newer round");
+    throw Error(str("unexpected snapshot upload for round ", round),
+                "the broker asked another member, or a newer round");
   if (index + 1 == run.upload_next && index + 1 < count)  // a re-sent chunk whose ack was lost
     return {{in.peer, reply(in, MessageType::kAck, {{"index", index}})}};
   if (index != run.upload_next || count < 1 || index >= count || total < 0)
@@ -768,7 +828,8 @@ std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now
   {
     std::ofstream f(run.upload_tmp, std::ios::binary | std::ios::app);
     f.write(in.message.blob.data(), static_cast<std::streamsize>(in.message.blob.size()));
-    if (!f) throw Error(str("cannot write snapshot ", run.upload_tmp), "check free disk space next to the broker state");
+    if (!f)
+      throw Error(str("cannot write snapshot ", run.upload_tmp), "check free disk space next to the broker state");
   }
   ++run.upload_next;
   std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"index", index}})}};
@@ -780,8 +841,10 @@ std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now
   run.upload_round = -1;
   if (size != total || got != sha) {
     std::filesystem::remove(run.upload_tmp);
-    store_.log_event(run.rec.run_id, "snapshot_rejected", str("round ", round, ": ", size, " bytes, sha256 ",
-                                                              got.substr(0, 12), " ≠ announced ", sha.substr(0, 12)), now);
+    store_.log_event(
+        run.rec.run_id, "snapshot_rejected",
+        str("round ", round, ": ", size, " bytes, sha256 ", got.substr(0, 12), " ≠ announced ", sha.substr(0, 12)),
+        now);
     request_snapshot_if_needed(run, out);
     return out;
   }
@@ -795,9 +858,12 @@ std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now
   run.rec.snapshot_path = path;
   run.rec.snapshot_sha256 = sha;
   if (!old.empty() && old != path) std::filesystem::remove(old);
-  store_.log_event(run.rec.run_id, "snapshot", str("round ", round, " from member ", lm.rec.member_id, ", ", size, " bytes"), now);
-  if (round == run.rec.round) announce_snapshot(run, out);
-  else request_snapshot_if_needed(run, out);
+  store_.log_event(run.rec.run_id, "snapshot",
+                   str("round ", round, " from member ", lm.rec.member_id, ", ", size, " bytes"), now);
+  if (round == run.rec.round)
+    announce_snapshot(run, out);
+  else
+    request_snapshot_if_needed(run, out);
   return out;
 }
 
@@ -815,14 +881,17 @@ std::vector<Outgoing> BrokerCore::on_snapshot_get(const Incoming& in, double now
   if (index < 0 || index >= chunks) throw ProtocolError(str("snapshot chunk ", index, " outside [0, ", chunks, ")"));
   std::ifstream f(run.rec.snapshot_path, std::ios::binary);
   f.seekg(index * static_cast<std::int64_t>(opt_.snapshot_chunk_bytes));
-  std::string blob(static_cast<std::size_t>(std::min<std::int64_t>(
-                       static_cast<std::int64_t>(opt_.snapshot_chunk_bytes),
-                       bytes - index * static_cast<std::int64_t>(opt_.snapshot_chunk_bytes))),
+  std::string blob(static_cast<std::size_t>(
+                       std::min<std::int64_t>(static_cast<std::int64_t>(opt_.snapshot_chunk_bytes),
+                                              bytes - index * static_cast<std::int64_t>(opt_.snapshot_chunk_bytes))),
                    '\0');
   f.read(blob.data(), static_cast<std::streamsize>(blob.size()));
   if (!f) throw Error(str("cannot read snapshot ", run.rec.snapshot_path), "the broker's snapshot file is damaged");
   return {{in.peer, reply(in, MessageType::kAck,
-                          {{"round", round}, {"index", index}, {"chunks", chunks}, {"bytes", bytes},
+                          {{"round", round},
+                           {"index", index},
+                           {"chunks", chunks},
+                           {"bytes", bytes},
                            {"sha256", run.rec.snapshot_sha256}},
                           std::move(blob))}};
 }
@@ -854,9 +923,13 @@ std::vector<Outgoing> BrokerCore::on_ledger(const Incoming& in, double now) {
   if (!store_.run(id)) throw Error(str("no run '", id, "' on this broker"), "check the run id (`pico ledger RUN`)");
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& r : store_.ledger(id))
-    rows.push_back({{"public_key", r.public_key}, {"tokens", r.tokens}, {"inner_steps", r.inner_steps},
-                    {"rounds_accepted", r.rounds_accepted}, {"rounds_rejected", r.rounds_rejected},
-                    {"compute_seconds", r.compute_seconds}, {"bytes_sent", r.bytes_sent}});
+    rows.push_back({{"public_key", r.public_key},
+                    {"tokens", r.tokens},
+                    {"inner_steps", r.inner_steps},
+                    {"rounds_accepted", r.rounds_accepted},
+                    {"rounds_rejected", r.rounds_rejected},
+                    {"compute_seconds", r.compute_seconds},
+                    {"bytes_sent", r.bytes_sent}});
   return {{in.peer, reply(in, MessageType::kAck, {{"run_id", id}, {"ledger", rows}})}};
 }
 
@@ -867,7 +940,8 @@ std::vector<Outgoing> BrokerCore::tick(double now) {
     for (auto& [mid, lm] : run->members)
       if (now - lm.last_seen > opt_.member_timeout_s) silent.push_back(mid);
     for (auto mid : silent)
-      evict(*run, mid, str("no heartbeat for ", static_cast<int>(now - run->members.at(mid).last_seen), " s"), now, out);
+      evict(*run, mid, str("no heartbeat for ", static_cast<int>(now - run->members.at(mid).last_seen), " s"), now,
+            out);
     // A round restored after a restart may already hold every result: finish it now.
     if (run->running) maybe_finish_round(*run, now, out);
   }
@@ -880,9 +954,14 @@ nlohmann::json BrokerCore::status(double now) const {
     nlohmann::json members = nlohmann::json::array();
     auto live = runs_.find(rec.run_id);
     for (const auto& m : store_.members(rec.run_id, false)) {
-      nlohmann::json j = {{"member_id", m.member_id}, {"public_key", m.public_key}, {"device", m.device},
-                          {"slot", m.shard}, {"status", m.status}, {"joined_round", m.joined_round},
-                          {"tokens_per_s", m.tokens_per_s}, {"last_heartbeat_age_s", now - m.last_heartbeat}};
+      nlohmann::json j = {{"member_id", m.member_id},
+                          {"public_key", m.public_key},
+                          {"device", m.device},
+                          {"slot", m.shard},
+                          {"status", m.status},
+                          {"joined_round", m.joined_round},
+                          {"tokens_per_s", m.tokens_per_s},
+                          {"last_heartbeat_age_s", now - m.last_heartbeat}};
       if (live != runs_.end()) {
         auto it = live->second->members.find(m.member_id);
         if (it != live->second->members.end()) {
@@ -896,15 +975,24 @@ nlohmann::json BrokerCore::status(double now) const {
     }
     nlohmann::json rounds = nlohmann::json::array();
     for (const auto& r : store_.rounds(rec.run_id, 20))
-      rounds.push_back({{"round", r.round}, {"attempt", r.attempt}, {"status", r.status},
-                        {"participants", r.participants}, {"duration_s", r.finished_at - r.started_at},
-                        {"bytes", r.bytes}, {"theta_hash", r.theta_hash}});
+      rounds.push_back({{"round", r.round},
+                        {"attempt", r.attempt},
+                        {"status", r.status},
+                        {"participants", r.participants},
+                        {"duration_s", r.finished_at - r.started_at},
+                        {"bytes", r.bytes},
+                        {"theta_hash", r.theta_hash}});
     nlohmann::json losses = nlohmann::json::array();
     for (const auto& l : store_.losses(rec.run_id, 50))
       losses.push_back({{"member_id", l.member_id}, {"step", l.step}, {"loss", l.loss}, {"age_s", now - l.time}});
-    runs.push_back({{"run_id", rec.run_id}, {"status", rec.status}, {"private", rec.is_private},
-                    {"round", rec.round}, {"dataset_hash", rec.dataset_hash}, {"members", members},
-                    {"rounds", rounds}, {"recent_losses", losses}});
+    runs.push_back({{"run_id", rec.run_id},
+                    {"status", rec.status},
+                    {"private", rec.is_private},
+                    {"round", rec.round},
+                    {"dataset_hash", rec.dataset_hash},
+                    {"members", members},
+                    {"rounds", rounds},
+                    {"recent_losses", losses}});
   }
   return {{"runs", runs}};
 }
@@ -980,11 +1068,16 @@ std::optional<RunView> BrokerCore::run_view(const std::string& run_id, const Vie
   const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(0, q.former_members_limit));
   if (former.size() > keep) former.erase(former.begin(), former.end() - static_cast<std::ptrdiff_t>(keep));
   v.members.insert(v.members.end(), former.rbegin(), former.rend());  // newest former member first
-  if (rec.status != "active") v.phase = RunPhase::kFinished;
-  else if (live != nullptr && live->running) v.phase = RunPhase::kRound, v.attempt = live->attempt;
-  else if (rec.paused) v.phase = RunPhase::kPaused;
-  else if (v.active_members < rec.min_members) v.phase = RunPhase::kWaitingForMembers;
-  else v.phase = RunPhase::kTraining;
+  if (rec.status != "active")
+    v.phase = RunPhase::kFinished;
+  else if (live != nullptr && live->running)
+    v.phase = RunPhase::kRound, v.attempt = live->attempt;
+  else if (rec.paused)
+    v.phase = RunPhase::kPaused;
+  else if (v.active_members < rec.min_members)
+    v.phase = RunPhase::kWaitingForMembers;
+  else
+    v.phase = RunPhase::kTraining;
   if (q.rounds_limit > 0) v.rounds = store_.round_stats(run_id, q.rounds_after, q.rounds_limit);
   if (q.events_limit > 0) v.events = store_.events_after(run_id, q.events_after, q.events_limit);
   return v;

@@ -9,11 +9,16 @@ namespace pico::broker {
 
 const char* to_string(RunPhase p) {
   switch (p) {
-    case RunPhase::kWaitingForMembers: return "waiting for members";
-    case RunPhase::kTraining: return "training";
-    case RunPhase::kRound: return "round in flight";
-    case RunPhase::kPaused: return "paused";
-    case RunPhase::kFinished: return "finished";
+    case RunPhase::kWaitingForMembers:
+      return "waiting for members";
+    case RunPhase::kTraining:
+      return "training";
+    case RunPhase::kRound:
+      return "round in flight";
+    case RunPhase::kPaused:
+      return "paused";
+    case RunPhase::kFinished:
+      return "finished";
   }
   return "?";
 }
@@ -21,14 +26,19 @@ const char* to_string(RunPhase p) {
 namespace {
 
 nlohmann::json ledger_json(const LedgerRow& r) {
-  return {{"public_key", r.public_key},         {"tokens", r.tokens},
-          {"inner_steps", r.inner_steps},       {"rounds_accepted", r.rounds_accepted},
-          {"rounds_rejected", r.rounds_rejected}, {"compute_seconds", r.compute_seconds},
+  return {{"public_key", r.public_key},
+          {"tokens", r.tokens},
+          {"inner_steps", r.inner_steps},
+          {"rounds_accepted", r.rounds_accepted},
+          {"rounds_rejected", r.rounds_rejected},
+          {"compute_seconds", r.compute_seconds},
           {"bytes_sent", r.bytes_sent}};
 }
 
 // NaN (unknown) becomes JSON null.
-nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+nlohmann::json number(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+}
 
 }  // namespace
 
@@ -73,7 +83,8 @@ nlohmann::json to_json(const RunView& v) {
                       {"bytes", r.bytes},
                       {"ddp_bytes", r.ddp_bytes}});
   nlohmann::json events = nlohmann::json::array();
-  for (const auto& e : v.events) events.push_back({{"id", e.id}, {"time", e.time}, {"kind", e.kind}, {"detail", e.detail}});
+  for (const auto& e : v.events)
+    events.push_back({{"id", e.id}, {"time", e.time}, {"kind", e.kind}, {"detail", e.detail}});
   return {{"run_id", v.run_id},
           {"status", v.status},
           {"phase", to_string(v.phase)},
@@ -103,10 +114,14 @@ namespace {
 std::string label_value(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -152,12 +167,14 @@ std::string prometheus_text(const std::vector<RunView>& runs) {
     for (const auto& v : runs) f.sample({{"run", v.run_id}}, value_of(v));
   };
   {
-    Family f(out, "pico_run_info", "gauge", "A run on this broker; its labels say the algorithm, status and phase (always 1).");
+    Family f(out, "pico_run_info", "gauge",
+             "A run on this broker; its labels say the algorithm, status and phase (always 1).");
     for (const auto& v : runs)
       f.sample({{"run", v.run_id}, {"algorithm", v.algorithm}, {"status", v.status}, {"phase", to_string(v.phase)}}, 1);
   }
   const double nan = std::nan("");
-  run_family("pico_run_rounds_total", "counter", "Outer rounds committed.", [](const RunView& v) { return double(v.round); });
+  run_family("pico_run_rounds_total", "counter", "Outer rounds committed.",
+             [](const RunView& v) { return double(v.round); });
   run_family("pico_run_tokens_total", "counter", "Tokens credited to the run's members (the ledger).",
              [](const RunView& v) { return double(v.tokens); });
   run_family("pico_run_tokens_per_second", "gauge", "Training throughput: the sum of the active members' tokens/s.",
@@ -203,14 +220,17 @@ std::string prometheus_text(const std::vector<RunView>& runs) {
     for (const auto& v : runs)
       for (const auto& m : v.members)
         if (m.status == "active")
-          f.sample(Labels{{"run", v.run_id}, {"member", std::to_string(m.member_id)}, {"device", m.device}}, value_of(m));
+          f.sample(Labels{{"run", v.run_id}, {"member", std::to_string(m.member_id)}, {"device", m.device}},
+                   value_of(m));
   };
   member_family("pico_member_tokens_total", "counter", "Tokens credited to the member's key in the run.",
                 [](const MemberView& m) { return double(m.ledger.tokens); });
   member_family("pico_member_tokens_per_second", "gauge", "The member's training throughput (its heartbeat).",
                 [](const MemberView& m) { return m.tokens_per_s; });
-  member_family("pico_member_loss", "gauge", "The member's last training loss.", [](const MemberView& m) { return m.loss; });
-  member_family("pico_member_step", "gauge", "The member's inner steps so far.", [](const MemberView& m) { return double(m.step); });
+  member_family("pico_member_loss", "gauge", "The member's last training loss.",
+                [](const MemberView& m) { return m.loss; });
+  member_family("pico_member_step", "gauge", "The member's inner steps so far.",
+                [](const MemberView& m) { return double(m.step); });
   member_family("pico_member_bytes_sent_total", "counter", "Bytes the member's key sent in the run's collectives.",
                 [](const MemberView& m) { return double(m.ledger.bytes_sent); });
   member_family("pico_member_rounds_total", "counter", "Rounds the member's key was credited for.",

@@ -7,7 +7,7 @@
 namespace pico::broker {
 
 struct DashboardAsset {
-  const char* path;           // URL path, e.g. "/dashboard.js"
+  const char* path;  // URL path, e.g. "/dashboard.js"
   const char* content_type;
   const unsigned char* data;  // `size` bytes (and a trailing 0 not counted)
   std::size_t size;

@@ -1,12 +1,12 @@
 // The broker's HTTP listener (see dashboard_http.h).
 #include "dashboard_http.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -48,7 +48,8 @@ bool int_param(const httplib::Request& req, httplib::Response& res, const char* 
   std::int64_t x = 0;
   const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
   if (ec != std::errc() || end != v.data() + v.size() || x < lo || x > hi) {
-    send_error(res, 400, str("query parameter ", name, "='", v.substr(0, 64), "' is not an integer in [", lo, ", ", hi, "]"),
+    send_error(res, 400,
+               str("query parameter ", name, "='", v.substr(0, 64), "' is not an integer in [", lo, ", ", hi, "]"),
                str("e.g. ?", name, "=", std::max<std::int64_t>(lo, 0)));
     return false;
   }
@@ -145,8 +146,9 @@ class BoundedServer final : public httplib::Server {
 
   static void answer(int fd, int status, const char* reason, const std::string& error, const std::string& hint) {
     const std::string body = nlohmann::json{{"error", error}, {"hint", hint}}.dump();
-    const std::string msg = str("HTTP/1.1 ", status, " ", reason, "\r\nContent-Type: application/json\r\nContent-Length: ",
-                                body.size(), "\r\nConnection: close\r\n\r\n", body);
+    const std::string msg =
+        str("HTTP/1.1 ", status, " ", reason, "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
+            "\r\nConnection: close\r\n\r\n", body);
     if (poll_one(fd, POLLOUT, kIoTimeoutMs) > 0) (void)::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL);
   }
 
@@ -175,12 +177,13 @@ class BoundedServer final : public httplib::Server {
         break;
       }
       case Head::kTooLarge:
-        answer(sock, 431, "Request Header Fields Too Large", str("the request's head is over ", kMaxHeadBytes, " bytes"),
+        answer(sock, 431, "Request Header Fields Too Large",
+               str("the request's head is over ", kMaxHeadBytes, " bytes"),
                "the dashboard needs no large headers or URLs");
         break;
       case Head::kTooSlow:
-        answer(sock, 408, "Request Timeout", str("the request's head did not arrive within ", kHeadDeadlineMs / 1000, " s"),
-               "");
+        answer(sock, 408, "Request Timeout",
+               str("the request's head did not arrive within ", kHeadDeadlineMs / 1000, " s"), "");
         break;
       case Head::kClosed:
         break;
@@ -210,7 +213,8 @@ struct DashboardHttp::Impl {
   bool require_operator(const httplib::Request& req, httplib::Response& res) const {
     if (is_operator(req)) return true;
     res.set_header("WWW-Authenticate", "Bearer realm=\"pico broker\"");
-    send_error(res, 401, req.has_header("Authorization") ? "wrong operator token" : "this action needs the operator token",
+    send_error(res, 401,
+               req.has_header("Authorization") ? "wrong operator token" : "this action needs the operator token",
                "the broker printed its operator token at start (\"operator token: …\"); send it as "
                "Authorization: Bearer TOKEN, or open the dashboard link it printed");
     return false;
@@ -297,21 +301,23 @@ struct DashboardHttp::Impl {
       const bool pause = req.matches[2] == "pause";
       act(res, [&](BrokerCore& core, double now) { return core.operator_pause(id, pause, now); });
     });
-    server.Post(R"(/api/runs/([^/]+)/members/([^/]+)/evict)", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!require_operator(req, res)) return;
-      const std::string id = req.matches[1], member = req.matches[2];
-      std::int64_t mid = 0;
-      const auto [end, ec] = std::from_chars(member.data(), member.data() + member.size(), mid);
-      if (ec != std::errc() || end != member.data() + member.size() || mid < 0)
-        return send_error(res, 400, str("member id '", member.substr(0, 32), "' is not a non-negative integer"),
-                          "use the member id the dashboard lists");
-      act(res, [&](BrokerCore& core, double now) { return core.operator_evict(id, mid, now); });
-    });
+    server.Post(
+        R"(/api/runs/([^/]+)/members/([^/]+)/evict)", [this](const httplib::Request& req, httplib::Response& res) {
+          if (!require_operator(req, res)) return;
+          const std::string id = req.matches[1], member = req.matches[2];
+          std::int64_t mid = 0;
+          const auto [end, ec] = std::from_chars(member.data(), member.data() + member.size(), mid);
+          if (ec != std::errc() || end != member.data() + member.size() || mid < 0)
+            return send_error(res, 400, str("member id '", member.substr(0, 32), "' is not a non-negative integer"),
+                              "use the member id the dashboard lists");
+          act(res, [&](BrokerCore& core, double now) { return core.operator_evict(id, mid, now); });
+        });
     // Anything else that ends in an error status without a body gets a JSON one.
     server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       const bool not_found = res.status == 404;
-      send_error(res, res.status, not_found ? str("no such page: ", req.method, " ", req.path.substr(0, 200)) : "bad request",
+      send_error(res, res.status,
+                 not_found ? str("no such page: ", req.method, " ", req.path.substr(0, 200)) : "bad request",
                  not_found ? "the dashboard is at /, its data under /api/runs, metrics at /metrics" : "");
     });
     server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
@@ -328,7 +334,8 @@ struct DashboardHttp::Impl {
   }
 };
 
-DashboardHttp::DashboardHttp(const std::string& address, std::string token, Hooks hooks) : impl_(std::make_unique<Impl>()) {
+DashboardHttp::DashboardHttp(const std::string& address, std::string token, Hooks hooks)
+    : impl_(std::make_unique<Impl>()) {
   auto& s = *impl_;
   s.token = std::move(token);
   s.hooks = std::move(hooks);
@@ -352,18 +359,26 @@ DashboardHttp::DashboardHttp(const std::string& address, std::string token, Hook
   s.routes();
   s.port = p == 0 ? s.server.bind_to_any_port(s.host) : (s.server.bind_to_port(s.host, p) ? p : -1);
   if (s.port <= 0)
-    throw Error(str("the broker cannot serve HTTP on ", address), "choose a free port, and an address of this machine, for --http");
+    throw Error(str("the broker cannot serve HTTP on ", address),
+                "choose a free port, and an address of this machine, for --http");
 }
 
-DashboardHttp::~DashboardHttp() { stop(); }
+DashboardHttp::~DashboardHttp() {
+  stop();
+}
 
-const std::string& DashboardHttp::host() const { return impl_->host; }
-int DashboardHttp::port() const { return impl_->port; }
+const std::string& DashboardHttp::host() const {
+  return impl_->host;
+}
+int DashboardHttp::port() const {
+  return impl_->port;
+}
 
 void DashboardHttp::start() {
   impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });
   // stop() before the server runs would not stop it: wait until it does.
-  for (int i = 0; i < 5000 && !impl_->server.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 5000 && !impl_->server.is_running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void DashboardHttp::stop() {

@@ -32,25 +32,44 @@ const nlohmann::json& field(const Message& m, const char* name) {
 
 const char* to_string(MessageType t) {
   switch (t) {
-    case MessageType::kAck: return "ack";
-    case MessageType::kError: return "error";
-    case MessageType::kCreateRun: return "create_run";
-    case MessageType::kJoin: return "join";
-    case MessageType::kHeartbeat: return "heartbeat";
-    case MessageType::kReady: return "ready";
-    case MessageType::kRoundStart: return "round_start";
-    case MessageType::kRoundResult: return "round_result";
-    case MessageType::kSnapshotRequest: return "snapshot_request";
-    case MessageType::kSnapshotPut: return "snapshot_put";
-    case MessageType::kSnapshotGet: return "snapshot_get";
-    case MessageType::kSnapshotReady: return "snapshot_ready";
-    case MessageType::kResync: return "resync";
-    case MessageType::kEvicted: return "evicted";
-    case MessageType::kLeave: return "leave";
-    case MessageType::kLedgerQuery: return "ledger_query";
-    case MessageType::kStatusQuery: return "status_query";
-    case MessageType::kRunFinished: return "run_finished";
-    case MessageType::kRunInfo: return "run_info";
+    case MessageType::kAck:
+      return "ack";
+    case MessageType::kError:
+      return "error";
+    case MessageType::kCreateRun:
+      return "create_run";
+    case MessageType::kJoin:
+      return "join";
+    case MessageType::kHeartbeat:
+      return "heartbeat";
+    case MessageType::kReady:
+      return "ready";
+    case MessageType::kRoundStart:
+      return "round_start";
+    case MessageType::kRoundResult:
+      return "round_result";
+    case MessageType::kSnapshotRequest:
+      return "snapshot_request";
+    case MessageType::kSnapshotPut:
+      return "snapshot_put";
+    case MessageType::kSnapshotGet:
+      return "snapshot_get";
+    case MessageType::kSnapshotReady:
+      return "snapshot_ready";
+    case MessageType::kResync:
+      return "resync";
+    case MessageType::kEvicted:
+      return "evicted";
+    case MessageType::kLeave:
+      return "leave";
+    case MessageType::kLedgerQuery:
+      return "ledger_query";
+    case MessageType::kStatusQuery:
+      return "status_query";
+    case MessageType::kRunFinished:
+      return "run_finished";
+    case MessageType::kRunInfo:
+      return "run_info";
   }
   return "?";
 }
@@ -92,7 +111,8 @@ std::optional<Message> decode_message(const std::uint8_t* data, std::size_t size
     return std::nullopt;
   }
   const auto type = get<std::uint16_t>(data, 6);
-  if (type < static_cast<std::uint16_t>(MessageType::kAck) || type > static_cast<std::uint16_t>(MessageType::kRunInfo)) {
+  if (type < static_cast<std::uint16_t>(MessageType::kAck) ||
+      type > static_cast<std::uint16_t>(MessageType::kRunInfo)) {
     why = str("unknown message type ", type);
     return std::nullopt;
   }
@@ -133,7 +153,8 @@ std::string get_string(const Message& m, const char* name, std::size_t max_len) 
 
 std::int64_t get_int(const Message& m, const char* name) {
   const auto& f = field(m, name);
-  if (!f.is_number_integer()) throw ProtocolError(str("field '", name, "' of ", to_string(m.type), " is not an integer"));
+  if (!f.is_number_integer())
+    throw ProtocolError(str("field '", name, "' of ", to_string(m.type), " is not an integer"));
   return f.get<std::int64_t>();
 }
 
@@ -173,7 +194,8 @@ bool is_valid_run_id(const std::string& id) {
 }
 
 JoinCode parse_join_code(const std::string& code, bool allow_broker_code) {
-  const char* kHint = "copy the whole code printed by the run's `pico train`, e.g. pico://203.0.113.5:7070/my-run?key=…";
+  const char* kHint =
+      "copy the whole code printed by the run's `pico train`, e.g. pico://203.0.113.5:7070/my-run?key=…";
   const std::string prefix = "pico://";
   if (code.rfind(prefix, 0) != 0) throw Error(str("bad join code '", code, "': it must start with pico://"), kHint);
   JoinCode jc;
@@ -186,7 +208,8 @@ JoinCode parse_join_code(const std::string& code, bool allow_broker_code) {
   if (colon == std::string::npos || colon == 0)
     throw Error(str("bad join code '", code, "': the address must be HOST:PORT"), kHint);
   jc.host = hostport.substr(0, colon);
-  if (jc.host.size() > 2 && jc.host.front() == '[' && jc.host.back() == ']') jc.host = jc.host.substr(1, jc.host.size() - 2);
+  if (jc.host.size() > 2 && jc.host.front() == '[' && jc.host.back() == ']')
+    jc.host = jc.host.substr(1, jc.host.size() - 2);
   try {
     std::size_t used = 0;
     jc.port = std::stoi(hostport.substr(colon + 1), &used);
@@ -194,7 +217,8 @@ JoinCode parse_join_code(const std::string& code, bool allow_broker_code) {
   } catch (const std::exception&) {
     throw Error(str("bad join code '", code, "': port '", hostport.substr(colon + 1), "' is not a number"), kHint);
   }
-  if (jc.port < 1 || jc.port > 65535) throw Error(str("bad join code '", code, "': port ", jc.port, " out of range"), kHint);
+  if (jc.port < 1 || jc.port > 65535)
+    throw Error(str("bad join code '", code, "': port ", jc.port, " out of range"), kHint);
   const auto q = rest.find('?');
   jc.run_id = rest.substr(0, q);
   if (jc.run_id.empty() && !allow_broker_code)
@@ -203,7 +227,8 @@ JoinCode parse_join_code(const std::string& code, bool allow_broker_code) {
                 "`pico train --config … --broker CODE` and `pico ledger RUN --broker CODE`");
   if (!jc.run_id.empty() && !is_valid_run_id(jc.run_id))
     throw Error(str("bad join code '", code, "': run id '", jc.run_id, "' is not [A-Za-z0-9_-]{1,64}"), kHint);
-  if (q == std::string::npos) throw Error(str("bad join code '", code, "': no ?key=… (the broker's public key)"), kHint);
+  if (q == std::string::npos)
+    throw Error(str("bad join code '", code, "': no ?key=… (the broker's public key)"), kHint);
   std::string key_hex;
   std::string query = rest.substr(q + 1);
   std::size_t pos = 0;
@@ -212,9 +237,12 @@ JoinCode parse_join_code(const std::string& code, bool allow_broker_code) {
     const std::string kv = query.substr(pos, amp == std::string::npos ? std::string::npos : amp - pos);
     const auto eq = kv.find('=');
     const std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
-    if (k == "key") key_hex = v;
-    else if (k == "token") jc.token = v;
-    else if (!k.empty()) throw Error(str("bad join code '", code, "': unknown parameter '", k, "'"), kHint);
+    if (k == "key")
+      key_hex = v;
+    else if (k == "token")
+      jc.token = v;
+    else if (!k.empty())
+      throw Error(str("bad join code '", code, "': unknown parameter '", k, "'"), kHint);
     if (amp == std::string::npos) break;
     pos = amp + 1;
   }

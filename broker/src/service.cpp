@@ -8,7 +8,6 @@
 #include <zmq.hpp>
 
 #include "dashboard_http.h"
-
 #include "pico/comm/curve_keys.h"
 #include "pico/common/error.h"
 #include "pico/common/log.h"
@@ -42,7 +41,8 @@ void serve_zap(zmq::context_t& ctx, std::atomic<bool>& stop, std::atomic<bool>& 
     // version, request id, domain, address, identity, mechanism, credentials...
     const std::string request_id = parts.size() > 1 ? parts[1].to_string() : "";
     std::string status = "400", text = "bad ZAP request", user;
-    if (parts.size() >= 7 && parts[0].to_string() == "1.0" && parts[5].to_string() == "CURVE" && parts[6].size() == 32) {
+    if (parts.size() >= 7 && parts[0].to_string() == "1.0" && parts[5].to_string() == "CURVE" &&
+        parts[6].size() == 32) {
       char z85[41];
       zmq_z85_encode(z85, static_cast<const std::uint8_t*>(parts[6].data()), 32);
       user = z85;
@@ -138,7 +138,8 @@ BrokerService::BrokerService(ServiceOptions options) : impl_(std::make_unique<Im
     s.http = std::make_unique<DashboardHttp>(s.opt.http, s.operator_token, std::move(hooks));
     s.http->start();
     if (!is_loopback(s.http->host()))
-      log_warn("broker: the dashboard listens on ", s.http->host(), ": anyone who can reach it sees the runs, and HTTP is "
+      log_warn("broker: the dashboard listens on ", s.http->host(),
+               ": anyone who can reach it sees the runs, and HTTP is "
                "not encrypted (the operator token travels in clear): prefer 127.0.0.1 and an SSH tunnel");
   }
   log_info("broker listening on ", s.endpoint, " (key ", s.keys.public_key, "), state ", s.opt.state_path,
@@ -156,15 +157,25 @@ BrokerService::~BrokerService() {
   if (impl_->zap_thread.joinable()) impl_->zap_thread.join();
 }
 
-const std::string& BrokerService::endpoint() const { return impl_->endpoint; }
-const std::string& BrokerService::public_key() const { return impl_->keys.public_key; }
-int BrokerService::http_port() const { return impl_->http ? impl_->http->port() : 0; }
-const std::string& BrokerService::operator_token() const { return impl_->operator_token; }
+const std::string& BrokerService::endpoint() const {
+  return impl_->endpoint;
+}
+const std::string& BrokerService::public_key() const {
+  return impl_->keys.public_key;
+}
+int BrokerService::http_port() const {
+  return impl_->http ? impl_->http->port() : 0;
+}
+const std::string& BrokerService::operator_token() const {
+  return impl_->operator_token;
+}
 std::string BrokerService::dashboard_url() const {
   return impl_->http ? str("http://", impl_->http->host(), ":", impl_->http->port(), "/") : "";
 }
 
-void BrokerService::stop() { impl_->stop.store(true); }
+void BrokerService::stop() {
+  impl_->stop.store(true);
+}
 
 void BrokerService::start_background() {
   impl_->loop_thread = std::thread([this] {

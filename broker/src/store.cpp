@@ -89,7 +89,8 @@ class Stmt {
   double f64_or_nan(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL ? std::nan("") : f64(c); }
   std::string text(int c) const {
     const auto* p = sqlite3_column_text(s_, c);
-    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s_, c))) : "";
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s_, c)))
+             : "";
   }
 
  private:
@@ -143,7 +144,8 @@ RunRecord read_run(const Stmt& s) {
 
 constexpr const char* kRunColumns =
     "run_id, config_yaml, dataset_hash, is_private, token_sha256, num_shards, status, round, snapshot_round, "
-    "snapshot_path, snapshot_sha256, theta0_hash, dataset_info, created_at, min_members, algorithm, model_params, paused";
+    "snapshot_path, snapshot_sha256, theta0_hash, dataset_info, created_at, min_members, algorithm, model_params, "
+    "paused";
 
 MemberRecord read_member(const Stmt& s) {
   MemberRecord m;
@@ -199,7 +201,9 @@ struct Store::Impl {
 
 Store::Store() : impl_(std::make_unique<Impl>()) {}
 Store::~Store() = default;
-const std::string& Store::path() const { return impl_->path; }
+const std::string& Store::path() const {
+  return impl_->path;
+}
 
 std::unique_ptr<Store> Store::open(const std::string& path) {
   std::unique_ptr<Store> s(new Store());
@@ -219,11 +223,11 @@ std::unique_ptr<Store> Store::open(const std::string& path) {
     if (v == "1" || v == "2") {
       // Older files lack runs' newer columns (1: min_members, every run then waits for 1;
       // 2: the dashboard's); the new tables were created above.
-      for (const auto& [column, ddl] : {std::pair{"min_members", "INTEGER NOT NULL DEFAULT 1"},
-                                        std::pair{"algorithm", "TEXT NOT NULL DEFAULT ''"},
-                                        std::pair{"model_params", "INTEGER NOT NULL DEFAULT 0"},
-                                        std::pair{"paused", "INTEGER NOT NULL DEFAULT 0"}})
-        if (!has_column(db, "runs", column)) exec(db, str("ALTER TABLE runs ADD COLUMN ", column, " ", ddl, ";").c_str(), path);
+      for (const auto& [column, ddl] :
+           {std::pair{"min_members", "INTEGER NOT NULL DEFAULT 1"}, std::pair{"algorithm", "TEXT NOT NULL DEFAULT ''"},
+            std::pair{"model_params", "INTEGER NOT NULL DEFAULT 0"}, std::pair{"paused", "INTEGER NOT NULL DEFAULT 0"}})
+        if (!has_column(db, "runs", column))
+          exec(db, str("ALTER TABLE runs ADD COLUMN ", column, " ", ddl, ";").c_str(), path);
       exec(db, "UPDATE meta SET value = '3' WHERE key = 'schema_version';", path);
     } else if (v != std::to_string(kSchemaVersion))
       throw Error(str("broker state ", path, " has schema version ", v, ", expected ", kSchemaVersion),
@@ -322,7 +326,11 @@ std::int64_t Store::add_member(const MemberRecord& m) {
     const std::int64_t id = next.i64(0);
     Stmt s(impl_->db, str("INSERT INTO members (", kMemberColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?)").c_str());
     s.bind(1, m.run_id).bind(2, id).bind(3, m.public_key).bind(4, m.endpoint).bind(5, m.device).bind(6, m.shard);
-    s.bind(7, m.status).bind(8, m.joined_at).bind(9, m.last_heartbeat).bind(10, m.tokens_per_s).bind(11, m.joined_round);
+    s.bind(7, m.status)
+        .bind(8, m.joined_at)
+        .bind(9, m.last_heartbeat)
+        .bind(10, m.tokens_per_s)
+        .bind(11, m.joined_round);
     s.run();
     exec(impl_->db, "COMMIT", impl_->path);
     return id;
@@ -460,20 +468,23 @@ void Store::credit(const std::string& run_id, const LedgerRow& d) {
   credit_locked(impl_->db, run_id, d);
 }
 
-void Store::commit_round(const std::string& run_id, std::int64_t round, std::int64_t bytes, const std::string& theta_hash,
-                         double finished_at, const std::vector<LedgerRow>& credits, const RoundStats* stats) {
+void Store::commit_round(const std::string& run_id, std::int64_t round, std::int64_t bytes,
+                         const std::string& theta_hash, double finished_at, const std::vector<LedgerRow>& credits,
+                         const RoundStats* stats) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   exec(impl_->db, "BEGIN IMMEDIATE", impl_->path);
   try {
-    Stmt s(impl_->db,
-           "UPDATE rounds SET status = 'done', bytes = ?, theta_hash = ?, finished_at = ? WHERE run_id = ? AND round = ?");
+    Stmt s(
+        impl_->db,
+        "UPDATE rounds SET status = 'done', bytes = ?, theta_hash = ?, finished_at = ? WHERE run_id = ? AND round = ?");
     s.bind(1, bytes).bind(2, theta_hash).bind(3, finished_at).bind(4, run_id).bind(5, round).run();
     for (const auto& row : credits) credit_locked(impl_->db, run_id, row);
     Stmt(impl_->db, "UPDATE runs SET round = ? WHERE run_id = ?").bind(1, round).bind(2, run_id).run();
     if (stats != nullptr) {
       const RoundStats& st = *stats;
       Stmt r(impl_->db, str("INSERT OR REPLACE INTO round_stats (", kRoundStatsColumns,
-                            ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
+                            ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                            .c_str());
       r.bind(1, run_id).bind(2, st.round).bind(3, st.attempts).bind(4, st.participants).bind(5, st.rejected);
       r.bind(6, st.tokens).bind(7, st.run_tokens).bind(8, st.loss).bind(9, st.val_loss).bind(10, st.val_reports);
       r.bind(11, st.compute_s).bind(12, st.wait_s).bind(13, st.comm_s).bind(14, st.round_s).bind(15, st.committed_at);
@@ -493,8 +504,7 @@ std::vector<LedgerRow> Store::ledger(const std::string& run_id) const {
          "FROM ledger WHERE run_id = ? ORDER BY tokens DESC, public_key");
   s.bind(1, run_id);
   std::vector<LedgerRow> out;
-  while (s.step())
-    out.push_back({s.text(0), s.i64(1), s.i64(2), s.i64(3), s.i64(4), s.f64(5), s.i64(6)});
+  while (s.step()) out.push_back({s.text(0), s.i64(1), s.i64(2), s.i64(3), s.i64(4), s.f64(5), s.i64(6)});
   return out;
 }
 
@@ -557,11 +567,13 @@ std::vector<EventRecord> Store::events(const std::string& run_id, std::int64_t l
   return out;
 }
 
-std::vector<EventRecord> Store::events_after(const std::string& run_id, std::int64_t after_id, std::int64_t limit) const {
+std::vector<EventRecord> Store::events_after(const std::string& run_id, std::int64_t after_id,
+                                             std::int64_t limit) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  Stmt s(impl_->db,
-         "SELECT * FROM (SELECT time, kind, detail, id FROM events WHERE run_id = ? AND id > ? ORDER BY id DESC LIMIT ?) "
-         "ORDER BY id");
+  Stmt s(
+      impl_->db,
+      "SELECT * FROM (SELECT time, kind, detail, id FROM events WHERE run_id = ? AND id > ? ORDER BY id DESC LIMIT ?) "
+      "ORDER BY id");
   s.bind(1, run_id).bind(2, after_id).bind(3, limit);
   std::vector<EventRecord> out;
   while (s.step()) out.push_back({s.f64(0), s.text(1), s.text(2), s.i64(3)});

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -34,7 +34,9 @@ namespace pico::checkpoints {
 
 namespace h5 {
 
-void quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void quiet() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 std::string last_error() {
   std::vector<std::string> parts;  // outermost (the API call) first, innermost (the cause) last
@@ -60,7 +62,9 @@ std::string last_error() {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // Thread-safe HDF5 still serializes every call internally; one lock around each whole
 // operation keeps a background save and a reader from interleaving their error stacks.
@@ -95,13 +99,20 @@ struct TypePair {
 
 TypePair types_for(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat32: return {H5T_IEEE_F32LE, H5T_NATIVE_FLOAT};
-    case torch::kFloat64: return {H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE};
-    case torch::kFloat16: return {half_type(), half_type()};
-    case torch::kInt64: return {H5T_STD_I64LE, H5T_NATIVE_INT64};
-    case torch::kInt32: return {H5T_STD_I32LE, H5T_NATIVE_INT32};
-    case torch::kUInt8: return {H5T_STD_U8LE, H5T_NATIVE_UINT8};
-    default: break;
+    case torch::kFloat32:
+      return {H5T_IEEE_F32LE, H5T_NATIVE_FLOAT};
+    case torch::kFloat64:
+      return {H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE};
+    case torch::kFloat16:
+      return {half_type(), half_type()};
+    case torch::kInt64:
+      return {H5T_STD_I64LE, H5T_NATIVE_INT64};
+    case torch::kInt32:
+      return {H5T_STD_I32LE, H5T_NATIVE_INT32};
+    case torch::kUInt8:
+      return {H5T_STD_U8LE, H5T_NATIVE_UINT8};
+    default:
+      break;
   }
   throw Error(str("tensor dtype ", t, " cannot be stored in a checkpoint"),
               "store float32/float64/float16/bfloat16/int64/int32/uint8/bool tensors");
@@ -251,7 +262,8 @@ void fsync_file(const std::string& path) {
   const int rc = ::fsync(fd);
   const int err = errno;
   ::close(fd);
-  if (rc != 0) throw Error(str("fsync ", path, " failed: ", std::strerror(err)), "check the disk (dmesg) and free space");
+  if (rc != 0)
+    throw Error(str("fsync ", path, " failed: ", std::strerror(err)), "check the disk (dmesg) and free space");
 }
 
 // ---- reading ----
@@ -264,7 +276,8 @@ h5::Id open_for_reading(const std::string& path) {
   const htri_t is = H5Fis_hdf5(path.c_str());
   if (is <= 0) {
     h5::last_error();
-    corrupt(path, str("not an HDF5 file (", std::filesystem::file_size(path, ec), " bytes; the HDF5 signature is missing)"));
+    corrupt(path,
+            str("not an HDF5 file (", std::filesystem::file_size(path, ec), " bytes; the HDF5 signature is missing)"));
   }
   h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
@@ -308,7 +321,8 @@ bool read_attr(hid_t attr, AttrValue& out) {
       out = s;
       return true;
     }
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -350,8 +364,11 @@ void walk(hid_t group, const std::string& path, const std::function<bool(const s
       case H5I_GROUP:
         if (on_group(child, obj.get())) walk(obj.get(), child, on_group, on_dataset);
         break;
-      case H5I_DATASET: on_dataset(path, name, obj.get()); break;
-      default: break;
+      case H5I_DATASET:
+        on_dataset(path, name, obj.get());
+        break;
+      default:
+        break;
     }
   }
 }
@@ -373,7 +390,8 @@ StoredType stored_type(hid_t ds) {
       if (size == 1 && H5Tget_sign(type.get()) == H5T_SGN_NONE) return {torch::kUInt8, H5T_NATIVE_UINT8};
       if (size <= 4 && H5Tget_sign(type.get()) != H5T_SGN_NONE) return {torch::kInt32, H5T_NATIVE_INT32};
       return {torch::kInt64, H5T_NATIVE_INT64};
-    default: break;
+    default:
+      break;
   }
   throw Error("unsupported HDF5 datatype class");
 }
@@ -426,23 +444,23 @@ void check_format(const std::string& path, const std::map<std::string, AttrValue
   auto it = root.find("format");
   if (it == root.end() || !std::holds_alternative<std::string>(it->second) ||
       std::get<std::string>(it->second) != kFormatName)
-    throw CorruptCheckpoint(str(path, " is an HDF5 file but not a pico checkpoint (no root attribute format=\"",
-                                kFormatName, "\")"),
-                            "pass a step_*.h5 file written by pico train");
+    throw CorruptCheckpoint(
+        str(path, " is an HDF5 file but not a pico checkpoint (no root attribute format=\"", kFormatName, "\")"),
+        "pass a step_*.h5 file written by pico train");
   auto c = root.find("complete");
   if (c == root.end() || !std::holds_alternative<std::int64_t>(c->second) || std::get<std::int64_t>(c->second) != 1)
-    throw CorruptCheckpoint(str("checkpoint ", path, " is incomplete (no root attribute complete=1): its save was "
+    throw CorruptCheckpoint(str("checkpoint ", path,
+                                " is incomplete (no root attribute complete=1): its save was "
                                 "interrupted"),
                             "use an older checkpoint of the run; resume falls back to one automatically");
   auto v = root.find("format_version");
-  const std::int64_t version = v != root.end() && std::holds_alternative<std::int64_t>(v->second)
-                                   ? std::get<std::int64_t>(v->second)
-                                   : -1;
+  const std::int64_t version =
+      v != root.end() && std::holds_alternative<std::int64_t>(v->second) ? std::get<std::int64_t>(v->second) : -1;
   if (version != kFormatVersion)
-    throw CorruptCheckpoint(str("checkpoint ", path, " has format version ", version, ", this pico reads version ",
-                                kFormatVersion),
-                            "read it with the pico version that wrote it (its root attribute pico_version), or "
-                            "resume from a checkpoint written by this version");
+    throw CorruptCheckpoint(
+        str("checkpoint ", path, " has format version ", version, ", this pico reads version ", kFormatVersion),
+        "read it with the pico version that wrote it (its root attribute pico_version), or "
+        "resume from a checkpoint written by this version");
 }
 
 }  // namespace
@@ -540,15 +558,24 @@ bool FileInfo::all_verified() const {
 
 std::string dtype_name(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat32: return "float32";
-    case torch::kFloat64: return "float64";
-    case torch::kFloat16: return "float16";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kInt64: return "int64";
-    case torch::kInt32: return "int32";
-    case torch::kUInt8: return "uint8";
-    case torch::kBool: return "bool";
-    default: return str(t);
+    case torch::kFloat32:
+      return "float32";
+    case torch::kFloat64:
+      return "float64";
+    case torch::kFloat16:
+      return "float16";
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kInt64:
+      return "int64";
+    case torch::kInt32:
+      return "int32";
+    case torch::kUInt8:
+      return "uint8";
+    case torch::kBool:
+      return "bool";
+    default:
+      return str(t);
   }
 }
 

@@ -7,10 +7,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
-
-#include <nlohmann/json.hpp>
 
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
@@ -20,26 +19,38 @@ namespace {
 
 // pico module path inside a block → Llama's.
 const std::vector<std::pair<std::string, std::string>>& block_map() {
-  static const std::vector<std::pair<std::string, std::string>> m = {
-      {"attention.q_proj", "self_attn.q_proj"}, {"attention.k_proj", "self_attn.k_proj"},
-      {"attention.v_proj", "self_attn.v_proj"}, {"attention.o_proj", "self_attn.o_proj"},
-      {"swiglu.w_0", "mlp.gate_proj"},          {"swiglu.w_1", "mlp.up_proj"},
-      {"swiglu.w_2", "mlp.down_proj"},          {"attention_norm", "input_layernorm"},
-      {"swiglu_norm", "post_attention_layernorm"}};
+  static const std::vector<std::pair<std::string, std::string>> m = {{"attention.q_proj", "self_attn.q_proj"},
+                                                                     {"attention.k_proj", "self_attn.k_proj"},
+                                                                     {"attention.v_proj", "self_attn.v_proj"},
+                                                                     {"attention.o_proj", "self_attn.o_proj"},
+                                                                     {"swiglu.w_0", "mlp.gate_proj"},
+                                                                     {"swiglu.w_1", "mlp.up_proj"},
+                                                                     {"swiglu.w_2", "mlp.down_proj"},
+                                                                     {"attention_norm", "input_layernorm"},
+                                                                     {"swiglu_norm", "post_attention_layernorm"}};
   return m;
 }
 
 const char* safetensors_dtype(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat32: return "F32";
-    case torch::kFloat64: return "F64";
-    case torch::kFloat16: return "F16";
-    case torch::kBFloat16: return "BF16";
-    case torch::kInt64: return "I64";
-    case torch::kInt32: return "I32";
-    case torch::kUInt8: return "U8";
-    case torch::kBool: return "BOOL";
-    default: break;
+    case torch::kFloat32:
+      return "F32";
+    case torch::kFloat64:
+      return "F64";
+    case torch::kFloat16:
+      return "F16";
+    case torch::kBFloat16:
+      return "BF16";
+    case torch::kInt64:
+      return "I64";
+    case torch::kInt32:
+      return "I32";
+    case torch::kUInt8:
+      return "U8";
+    case torch::kBool:
+      return "BOOL";
+    default:
+      break;
   }
   throw Error(str("dtype ", t, " has no safetensors name"), "export float32/float16/bfloat16 tensors");
 }
@@ -61,7 +72,8 @@ class AtomicFile {
     dir_ = p.has_parent_path() ? p.parent_path().string() : ".";
     tmp_ = dir_ + "/." + p.filename().string() + ".tmp." + std::to_string(::getpid());
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw Error(str("cannot create ", tmp_, ": ", std::strerror(errno)), "check permissions and free space");
+    if (fd_ < 0)
+      throw Error(str("cannot create ", tmp_, ": ", std::strerror(errno)), "check permissions and free space");
   }
   ~AtomicFile() {
     if (fd_ >= 0) {

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "pico/common/fs.h"
@@ -130,10 +129,13 @@ void CheckpointDir::prune(std::int64_t saved_step, std::vector<ManifestEntry>& e
     if (keep_every_ > 0 && step % keep_every_ == 0) continue;
     std::error_code ec;
     fs::remove(path_of(name), ec);
-    if (ec) log_warn("cannot delete old checkpoint ", path_of(name), ": ", ec.message());
-    else log_debug("deleted old checkpoint ", path_of(name));
-    entries.erase(std::remove_if(entries.begin(), entries.end(), [&](const ManifestEntry& e) { return e.file == name; }),
-                  entries.end());
+    if (ec)
+      log_warn("cannot delete old checkpoint ", path_of(name), ": ", ec.message());
+    else
+      log_debug("deleted old checkpoint ", path_of(name));
+    entries.erase(
+        std::remove_if(entries.begin(), entries.end(), [&](const ManifestEntry& e) { return e.file == name; }),
+        entries.end());
   }
 }
 
@@ -182,8 +184,10 @@ void CheckpointDir::quarantine(const std::string& file, const std::string& reaso
                 entries.end());
   if (entries.size() != n) write_manifest(entries);
   if (latest() == file) {
-    if (entries.empty()) fs::remove(latest_path(), ec);
-    else write_file_atomic(latest_path(), entries.back().file + "\n");
+    if (entries.empty())
+      fs::remove(latest_path(), ec);
+    else
+      write_file_atomic(latest_path(), entries.back().file + "\n");
   }
 }
 
@@ -195,9 +199,8 @@ void CheckpointDir::remove_stale_temporaries() {
     if (!starts_with(name, ".step_") || pos == std::string::npos) continue;
     // A temporary of a live process (this one included) is not stale.
     const std::string pid_str = name.substr(pos + 8);
-    const long pid = pid_str.find_first_not_of("0123456789") == std::string::npos && !pid_str.empty()
-                         ? std::stol(pid_str)
-                         : -1;
+    const long pid =
+        pid_str.find_first_not_of("0123456789") == std::string::npos && !pid_str.empty() ? std::stol(pid_str) : -1;
     if (pid > 0 && (pid == ::getpid() || fs::exists("/proc/" + pid_str))) continue;
     std::error_code rm;
     fs::remove(it->path(), rm);
@@ -213,8 +216,8 @@ std::string resolve_checkpoint(const std::string& path) {
                 "pass a step_*.h5 file, or a run directory such as runs/demo (its newest checkpoint is used)");
   // A run directory, its checkpoints/ folder, or (a run of several contributors) the first
   // contributor's folder.
-  for (const std::string& dir : {path, path + "/checkpoints", path + "/checkpoints/contributor_0",
-                                 path + "/contributor_0"}) {
+  for (const std::string& dir :
+       {path, path + "/checkpoints", path + "/checkpoints/contributor_0", path + "/contributor_0"}) {
     if (!fs::is_directory(dir, ec)) continue;
     CheckpointDir d(dir);
     if (auto latest = d.latest(); latest && fs::is_regular_file(d.path_of(*latest), ec)) return d.path_of(*latest);
@@ -236,9 +239,8 @@ AsyncSaver::~AsyncSaver() {
 
 void AsyncSaver::submit(std::int64_t step, CheckpointData data, const WriteOptions& options) {
   wait();
-  pending_ = std::async(std::launch::async, [this, step, data = std::move(data), options]() {
-    return dir_.save(step, data, options);
-  });
+  pending_ = std::async(std::launch::async,
+                        [this, step, data = std::move(data), options]() { return dir_.save(step, data, options); });
 }
 
 std::optional<ManifestEntry> AsyncSaver::wait() {

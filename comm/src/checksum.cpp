@@ -65,7 +65,7 @@ __attribute__((target("sse4.2"))) std::uint32_t crc_tail(const unsigned char* p,
 
 // Register in, register out (no pre/post inversion).
 __attribute__((target("sse4.2,pclmul"))) std::uint32_t crc_fold(const unsigned char* p, std::size_t n,
-                                                                 std::uint32_t crc) {
+                                                                std::uint32_t crc) {
   if (n < 128) return crc_tail(p, n, crc);
   const FoldConstants& k = constants();
   const __m128i k512 = _mm_set_epi64x(static_cast<long long>(k.k512_hi), static_cast<long long>(k.k512_lo));
@@ -116,7 +116,8 @@ PICO_WIDE std::uint32_t crc_fold512(const unsigned char* p, std::size_t n, std::
   };
   const __m512i k2048 = broadcast512(c[0], c[1]);
   const __m512i k512 = broadcast512(c[2], c[3]);
-  __m512i z0 = _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_zextsi128_si512(_mm_cvtsi32_si128(static_cast<int>(crc))));
+  __m512i z0 =
+      _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_zextsi128_si512(_mm_cvtsi32_si128(static_cast<int>(crc))));
   __m512i z1 = _mm512_loadu_si512(p + 64), z2 = _mm512_loadu_si512(p + 128), z3 = _mm512_loadu_si512(p + 192);
   p += 256;
   n -= 256;

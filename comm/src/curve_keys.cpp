@@ -27,7 +27,9 @@ void curve_require_available() {
   }
 }
 
-std::string curve_default_key_dir() { return pico_home() + "/keys"; }
+std::string curve_default_key_dir() {
+  return pico_home() + "/keys";
+}
 
 bool curve_is_valid_key(const std::string& key) {
   if (key.size() != 40) return false;
@@ -91,8 +93,7 @@ CurveKeyPair parse_keyfile(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) throw Error(str("cannot stat key file ", path, ": ", std::strerror(errno)));
   if (!S_ISREG(st.st_mode)) throw Error(str("key file ", path, " is not a regular file"));
   if (st.st_mode & 077)
-    throw Error(str("key file ", path, " is accessible by group or others (mode 0", std::oct, (st.st_mode & 0777),
-                    ")"),
+    throw Error(str("key file ", path, " is accessible by group or others (mode 0", std::oct, (st.st_mode & 0777), ")"),
                 str("chmod 600 ", path, " (and consider the secret key leaked: delete the file to get a new pair)"));
   if (st.st_size > 4096) throw Error(str("key file ", path, " is ", st.st_size, " bytes, expected about 150"));
   const std::string text = read_file(path);

@@ -13,11 +13,16 @@ namespace pico::comm {
 
 const char* to_string(Status s) {
   switch (s) {
-    case Status::kOk: return "ok";
-    case Status::kTimeout: return "timeout";
-    case Status::kPeerFailed: return "peer failed";
-    case Status::kAborted: return "aborted";
-    case Status::kInvalid: return "invalid";
+    case Status::kOk:
+      return "ok";
+    case Status::kTimeout:
+      return "timeout";
+    case Status::kPeerFailed:
+      return "peer failed";
+    case Status::kAborted:
+      return "aborted";
+    case Status::kInvalid:
+      return "invalid";
   }
   return "?";
 }
@@ -63,8 +68,8 @@ struct InProcessGroup::State {
     while (generation == gen && broken == Status::kOk) {
       if (cv.wait_until(lock, deadline) == std::cv_status::timeout && generation == gen && broken == Status::kOk) {
         broken = Status::kTimeout;
-        broken_reason = str("a rank did not reach the collective within the timeout (", arrived, " of ", world,
-                            " arrived)");
+        broken_reason =
+            str("a rank did not reach the collective within the timeout (", arrived, " of ", world, " arrived)");
         cv.notify_all();
         why = broken_reason;
         return Status::kTimeout;
@@ -202,7 +207,9 @@ InProcessGroup::InProcessGroup(int world_size) {
 }
 
 InProcessGroup::~InProcessGroup() = default;
-int InProcessGroup::world_size() const { return state_->world; }
+int InProcessGroup::world_size() const {
+  return state_->world;
+}
 
 std::unique_ptr<Communicator> InProcessGroup::communicator(int rank) {
   PICO_CHECK(rank >= 0 && rank < state_->world, "rank ", rank, " of ", state_->world);

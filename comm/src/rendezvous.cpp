@@ -19,7 +19,9 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kFormat = "pico-rendezvous 1";
 constexpr std::size_t kMaxFileBytes = 4096;
 
-bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+bool exists(const std::string& path) {
+  return ::access(path.c_str(), F_OK) == 0;
+}
 
 Member parse_member(const std::string& path, const FileRendezvousOptions& o, int expected_rank, bool curve) {
   struct stat st {};
@@ -66,7 +68,8 @@ Member parse_member(const std::string& path, const FileRendezvousOptions& o, int
                 "start every worker with the same world size");
   if (m.rank != expected_rank) throw Error(str("rendezvous file ", path, " names rank ", m.rank));
   if (m.endpoint.rfind("tcp://", 0) != 0 && m.endpoint.rfind("ipc://", 0) != 0)
-    throw Error(str("rendezvous file ", path, " has endpoint '", m.endpoint, "', expected tcp://HOST:PORT or ipc://PATH"));
+    throw Error(
+        str("rendezvous file ", path, " has endpoint '", m.endpoint, "', expected tcp://HOST:PORT or ipc://PATH"));
   if (curve && !curve_is_valid_key(m.public_key))
     throw Error(str("rendezvous file ", path, " has no valid CURVE public key"),
                 "every worker must run with CURVE on (or all in the benchmark-only plaintext mode)");
@@ -98,8 +101,7 @@ void wait_for_all(const FileRendezvousOptions& o, const std::string& what, auto 
 void FileRendezvousOptions::validate() const {
   if (dir.empty()) throw Error("rendezvous directory is empty");
   if (world_size < 1 || world_size > 65535) throw Error(str("rendezvous world size ", world_size, " out of range"));
-  if (rank < 0 || rank >= world_size)
-    throw Error(str("rendezvous rank ", rank, " outside [0, ", world_size, ")"));
+  if (rank < 0 || rank >= world_size) throw Error(str("rendezvous rank ", rank, " outside [0, ", world_size, ")"));
   if (timeout.count() <= 0 || poll_interval.count() <= 0) throw Error("rendezvous timeouts must be positive");
 }
 
@@ -111,9 +113,9 @@ Membership rendezvous_files(ZmqNode& node, const FileRendezvousOptions& o) {
   const auto member_file = [&](int r) { return str(dir, "/rank-", r, ".member"); };
   const auto ready_file = [&](int r) { return str(dir, "/rank-", r, ".ready"); };
 
-  write_file_atomic(member_file(o.rank), str(kFormat, "\nrun_id ", o.run_id, "\nrank ", o.rank, "\nworld ",
-                                             o.world_size, "\nendpoint ", node.endpoint(), "\npublic_key ",
-                                             node.public_key(), "\n"));
+  write_file_atomic(member_file(o.rank),
+                    str(kFormat, "\nrun_id ", o.run_id, "\nrank ", o.rank, "\nworld ", o.world_size, "\nendpoint ",
+                        node.endpoint(), "\npublic_key ", node.public_key(), "\n"));
   wait_for_all(o, "publish their endpoint", member_file);
 
   Membership m;
@@ -126,8 +128,8 @@ Membership rendezvous_files(ZmqNode& node, const FileRendezvousOptions& o) {
     keys.push_back(m.members.back().public_key);
   }
   if (m.members[o.rank].endpoint != node.endpoint())
-    throw Error(str("rendezvous file ", member_file(o.rank), " names ", m.members[o.rank].endpoint,
-                    ", not this node (", node.endpoint(), ")"),
+    throw Error(str("rendezvous file ", member_file(o.rank), " names ", m.members[o.rank].endpoint, ", not this node (",
+                    node.endpoint(), ")"),
                 "two workers were started with the same rank; use a fresh rendezvous directory");
   m.validate(curve);
   node.admit(keys);

@@ -12,32 +12,52 @@ static_assert(std::endian::native == std::endian::little, "the wire header is li
 
 const char* to_string(MessageKind k) {
   switch (k) {
-    case MessageKind::kReduceScatter: return "reduce-scatter";
-    case MessageKind::kAllGatherChunk: return "all-gather-chunk";
-    case MessageKind::kGather: return "gather";
-    case MessageKind::kBroadcast: return "broadcast";
-    case MessageKind::kBarrier: return "barrier";
-    case MessageKind::kAbort: return "abort";
-    case MessageKind::kGoodbye: return "goodbye";
-    case MessageKind::kDone: return "done";
+    case MessageKind::kReduceScatter:
+      return "reduce-scatter";
+    case MessageKind::kAllGatherChunk:
+      return "all-gather-chunk";
+    case MessageKind::kGather:
+      return "gather";
+    case MessageKind::kBroadcast:
+      return "broadcast";
+    case MessageKind::kBarrier:
+      return "barrier";
+    case MessageKind::kAbort:
+      return "abort";
+    case MessageKind::kGoodbye:
+      return "goodbye";
+    case MessageKind::kDone:
+      return "done";
   }
   return "?";
 }
 
 const char* to_string(WireError e) {
   switch (e) {
-    case WireError::kOk: return "ok";
-    case WireError::kShort: return "short";
-    case WireError::kBadMagic: return "magic";
-    case WireError::kBadVersion: return "version";
-    case WireError::kBadKind: return "kind";
-    case WireError::kBadDtype: return "dtype";
-    case WireError::kBadLength: return "length";
-    case WireError::kTooLong: return "oversize";
-    case WireError::kBadRank: return "rank";
-    case WireError::kBadRange: return "range";
-    case WireError::kBadHeaderChecksum: return "header-checksum";
-    case WireError::kBadPayloadChecksum: return "payload-checksum";
+    case WireError::kOk:
+      return "ok";
+    case WireError::kShort:
+      return "short";
+    case WireError::kBadMagic:
+      return "magic";
+    case WireError::kBadVersion:
+      return "version";
+    case WireError::kBadKind:
+      return "kind";
+    case WireError::kBadDtype:
+      return "dtype";
+    case WireError::kBadLength:
+      return "length";
+    case WireError::kTooLong:
+      return "oversize";
+    case WireError::kBadRank:
+      return "rank";
+    case WireError::kBadRange:
+      return "range";
+    case WireError::kBadHeaderChecksum:
+      return "header-checksum";
+    case WireError::kBadPayloadChecksum:
+      return "payload-checksum";
   }
   return "?";
 }
@@ -169,8 +189,8 @@ WireError wire_decode(const std::uint8_t* data, std::size_t size, const WireLimi
       break;
   }
   if (const auto crc = wire_crc32c(data + kWireHeaderBytes, h.length); crc != h.payload_crc)
-    return fail(WireError::kBadPayloadChecksum, detail, "payload checksum 0x", std::hex, h.payload_crc,
-                " but the ", std::dec, h.length, " payload bytes hash to 0x", std::hex, crc);
+    return fail(WireError::kBadPayloadChecksum, detail, "payload checksum 0x", std::hex, h.payload_crc, " but the ",
+                std::dec, h.length, " payload bytes hash to 0x", std::hex, crc);
   return WireError::kOk;
 }
 

@@ -12,8 +12,11 @@ using Clock = std::chrono::steady_clock;
 }  // namespace
 
 ZapHandler::ZapHandler(zmq::context_t& ctx, std::chrono::milliseconds admit_wait)
-    : ctx_(ctx), admit_wait_(admit_wait), router_(ctx, zmq::socket_type::router),
-      wake_rx_(ctx, zmq::socket_type::pair), wake_tx_(ctx, zmq::socket_type::pair) {
+    : ctx_(ctx),
+      admit_wait_(admit_wait),
+      router_(ctx, zmq::socket_type::router),
+      wake_rx_(ctx, zmq::socket_type::pair),
+      wake_tx_(ctx, zmq::socket_type::pair) {
   // A ROUTER (not a REP) so that held requests do not block the ones behind them.
   router_.set(zmq::sockopt::linger, 0);
   router_.bind("inproc://zeromq.zap.01");
@@ -60,9 +63,8 @@ void ZapHandler::reply(std::vector<zmq::message_t>& route, const std::string& re
   }
 }
 
-void ZapHandler::refuse(std::vector<zmq::message_t>& route, const std::string& request_id,
-                        const std::string& mechanism, const std::string& address, const std::string& key,
-                        const std::string& status) {
+void ZapHandler::refuse(std::vector<zmq::message_t>& route, const std::string& request_id, const std::string& mechanism,
+                        const std::string& address, const std::string& key, const std::string& status) {
   refusals_.fetch_add(1);
   log_warn("[zmq] refused a ", mechanism.empty() ? "?" : mechanism, " connection from ", address,
            key.empty() ? "" : " with key " + key, ": ", status,
@@ -71,14 +73,15 @@ void ZapHandler::refuse(std::vector<zmq::message_t>& route, const std::string& r
 }
 
 void ZapHandler::run() {
-  std::array<zmq::pollitem_t, 2> items = {{{router_.handle(), 0, ZMQ_POLLIN, 0}, {wake_rx_.handle(), 0, ZMQ_POLLIN, 0}}};
+  std::array<zmq::pollitem_t, 2> items = {
+      {{router_.handle(), 0, ZMQ_POLLIN, 0}, {wake_rx_.handle(), 0, ZMQ_POLLIN, 0}}};
   while (true) {
     // Sleep until a request, an admit() or the next held request's deadline.
     auto wait = std::chrono::milliseconds(-1);
     if (!pending_.empty())
-      wait = std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                        pending_.front().deadline - Clock::now()) +
-                                                        std::chrono::milliseconds(1));
+      wait = std::max(std::chrono::milliseconds(0),
+                      std::chrono::duration_cast<std::chrono::milliseconds>(pending_.front().deadline - Clock::now()) +
+                          std::chrono::milliseconds(1));
     try {
       zmq::poll(items.data(), items.size(), wait);
     } catch (const zmq::error_t& e) {
@@ -145,8 +148,8 @@ void ZapHandler::run() {
                  str("key not admitted (more than ", kMaxPendingZap, " connections waiting)"));
           pending_.pop_front();
         }
-        log_debug("[zmq] holding a connection from ", address, " with key ", key, " for up to ",
-                  admit_wait_.count(), " ms until its key is admitted");
+        log_debug("[zmq] holding a connection from ", address, " with key ", key, " for up to ", admit_wait_.count(),
+                  " ms until its key is admitted");
         pending_.push_back({std::move(route), request_id, address, key, Clock::now() + admit_wait_});
       }
     }

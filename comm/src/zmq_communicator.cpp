@@ -48,7 +48,9 @@ constexpr int kLoopbackSendBuffer = 256 << 10;
 // At most this many messages of later rounds are held (besides the byte bound).
 constexpr std::size_t kMaxStashMessages = std::size_t{1} << 20;
 
-double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
 
 // ---- sockets to neighbours ------------------------------------------------------------------
 
@@ -60,14 +62,18 @@ struct PeerSocket {
   bool control = false;
   enum class State { kConnecting, kUp, kDown } state = State::kConnecting;
   Clock::time_point down_since;  // when it first dropped since the last completed collective
-  bool disrupted = false;          // dropped since the last completed collective
+  bool disrupted = false;        // dropped since the last completed collective
   std::string last_error;
   std::deque<zmq::message_t> outbox;  // messages libzmq would not take yet (high-water mark)
 };
 
 // The message being sent: header fields + payload size; payload written by the caller.
-zmq::message_t new_message(std::size_t payload_bytes) { return zmq::message_t(kWireHeaderBytes + payload_bytes); }
-std::uint8_t* payload_of(zmq::message_t& m) { return m.data<std::uint8_t>() + kWireHeaderBytes; }
+zmq::message_t new_message(std::size_t payload_bytes) {
+  return zmq::message_t(kWireHeaderBytes + payload_bytes);
+}
+std::uint8_t* payload_of(zmq::message_t& m) {
+  return m.data<std::uint8_t>() + kWireHeaderBytes;
+}
 
 // ---- collectives as state machines --------------------------------------------------------
 
@@ -77,8 +83,8 @@ struct Engine {
   virtual void send_data(zmq::message_t&& m) = 0;     // to the right neighbour, data connections
   virtual void send_control(zmq::message_t&& m) = 0;  // to the right neighbour, control connection
   virtual void reject(const char* reason, const MessageHeader& h, const std::string& detail) = 0;
-  virtual void invalid(const std::string& why) = 0;  // ranks disagree: the collective fails with kInvalid
-  virtual MessageHeader header(MessageKind kind) const = 0;  // run, epoch, round, src, world filled
+  virtual void invalid(const std::string& why) = 0;            // ranks disagree: the collective fails with kInvalid
+  virtual MessageHeader header(MessageKind kind) const = 0;    // run, epoch, round, src, world filled
   virtual void forward(zmq::message_t&& m, bool control) = 0;  // resend as is, with src = this rank
 };
 
@@ -113,7 +119,12 @@ struct SegmentSet {
 class AllReduce final : public Collective {
  public:
   AllReduce(float* data, std::size_t n, const AllreduceOptions& o, int world, int rank, std::size_t segment_bytes)
-      : data_(data), n_(n), wire_(o.wire), tag_(o.tag), w_(world), r_(rank),
+      : data_(data),
+        n_(n),
+        wire_(o.wire),
+        tag_(o.tag),
+        w_(world),
+        r_(rank),
         s_(zmq_segment_elements(o.wire, segment_bytes)) {
     chunks_.resize(w_);
     rs_.resize(w_);
@@ -165,9 +176,11 @@ class AllReduce final : public Collective {
     const int c = static_cast<int>(h.chunk);
     const auto [b, end] = chunks_[c];
     if (h.offset < b || h.offset >= end || (h.offset - b) % s_ != 0)
-      return e.reject("segment", h, str("offset ", h.offset, " is not a segment start of chunk ", c, " [", b, ", ",
-                                        end, ") with segments of ", s_, " values (do all ranks use the same "
-                                        "segment_bytes?)"));
+      return e.reject("segment", h,
+                      str("offset ", h.offset, " is not a segment start of chunk ", c, " [", b, ", ", end,
+                          ") with segments of ", s_,
+                          " values (do all ranks use the same "
+                          "segment_bytes?)"));
     const std::size_t j = (h.offset - b) / s_;
     const std::size_t m = std::min(s_, end - h.offset);
     if (h.count != m) return e.reject("segment", h, str("segment of ", h.count, " values, expected ", m));
@@ -255,15 +268,25 @@ class Gather final : public Collective {
   enum class Mode { kAllGather, kBroadcast, kBarrier };
   Gather(Mode mode, int world, int rank, std::uint64_t tag, std::size_t segment_bytes, std::uint64_t max_bytes,
          int root, std::vector<std::vector<std::uint8_t>*> outs, const std::vector<std::uint8_t>* mine)
-      : mode_(mode), w_(world), r_(rank), tag_(tag), seg_(segment_bytes), max_bytes_(max_bytes), root_(root),
-        outs_(std::move(outs)), mine_(mine), sized_(world, 0), segs_(world) {}
+      : mode_(mode),
+        w_(world),
+        r_(rank),
+        tag_(tag),
+        seg_(segment_bytes),
+        max_bytes_(max_bytes),
+        root_(root),
+        outs_(std::move(outs)),
+        mine_(mine),
+        sized_(world, 0),
+        segs_(world) {}
 
   const char* name() const override {
     return mode_ == Mode::kAllGather ? "all-gather" : mode_ == Mode::kBroadcast ? "broadcast" : "barrier";
   }
   MessageKind kind() const {
-    return mode_ == Mode::kAllGather ? MessageKind::kGather
-                                     : mode_ == Mode::kBroadcast ? MessageKind::kBroadcast : MessageKind::kBarrier;
+    return mode_ == Mode::kAllGather   ? MessageKind::kGather
+           : mode_ == Mode::kBroadcast ? MessageKind::kBroadcast
+                                       : MessageKind::kBarrier;
   }
   // How many origins this rank waits for.
   int expected_origins() const { return mode_ == Mode::kBroadcast ? (r_ == root_ ? 0 : 1) : w_ - 1; }
@@ -323,12 +346,13 @@ class Gather final : public Collective {
         totals_[origin] = h.total;
         sized_[origin] = 1;
       } else if (h.total != totals_[origin]) {
-        return e.reject("segment", h, str("size ", h.total, " but earlier segments of rank ", origin, " said ",
-                                          totals_[origin]));
+        return e.reject("segment", h,
+                        str("size ", h.total, " but earlier segments of rank ", origin, " said ", totals_[origin]));
       }
       if (h.offset % seg_ != 0 || h.length != std::min<std::uint64_t>(seg_, h.total - h.offset))
-        return e.reject("segment", h, str("byte segment [", h.offset, ", +", h.length, ") of ", h.total,
-                                          " is not one of segment size ", seg_));
+        return e.reject(
+            "segment", h,
+            str("byte segment [", h.offset, ", +", h.length, ") of ", h.total, " is not one of segment size ", seg_));
       if (!segs_[origin].insert(h.total == 0 ? 0 : h.offset / seg_))
         return e.reject("duplicate", h, str("segment at ", h.offset, " of rank ", origin));
       std::vector<std::uint8_t>& out = *outs_[mode_ == Mode::kBroadcast ? 0 : origin];
@@ -363,8 +387,14 @@ class Gather final : public Collective {
 class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
  public:
   ZmqCommunicatorImpl(std::shared_ptr<ZmqNode> node, const Membership& m)
-      : node_(std::move(node)), n_(node_->impl()), m_(m), w_(m.world_size()), r_(m.rank),
-        left_((m.rank + w_ - 1) % w_), right_((m.rank + 1) % w_), curve_(n_.options.security == ZmqSecurity::kCurve),
+      : node_(std::move(node)),
+        n_(node_->impl()),
+        m_(m),
+        w_(m.world_size()),
+        r_(m.rank),
+        left_((m.rank + w_ - 1) % w_),
+        right_((m.rank + 1) % w_),
+        curve_(n_.options.security == ZmqSecurity::kCurve),
         departed_(w_, 0) {
     for (int i = 0; i < w_; ++i) key_rank_.emplace(m_.members[i].public_key, i);
     std::vector<std::string> keys;
@@ -426,8 +456,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     out.assign(static_cast<std::size_t>(w_), {});
     std::vector<std::vector<std::uint8_t>*> outs;
     for (auto& v : out) outs.push_back(&v);
-    Gather op(Gather::Mode::kAllGather, w_, r_, o.tag, zmq_message_payload_bytes(n_.options), n_.options.max_gather_bytes, 0,
-              outs, &mine);
+    Gather op(Gather::Mode::kAllGather, w_, r_, o.tag, zmq_message_payload_bytes(n_.options),
+              n_.options.max_gather_bytes, 0, outs, &mine);
     CollectiveResult r = run(op, o.timeout);
     if (r.ok()) out[r_] = mine;
     return r;
@@ -442,8 +472,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       return r;
     }
     std::vector<std::uint8_t> received;
-    Gather op(Gather::Mode::kBroadcast, w_, r_, o.tag, zmq_message_payload_bytes(n_.options), n_.options.max_broadcast_bytes,
-              o.root, {&received}, &data);
+    Gather op(Gather::Mode::kBroadcast, w_, r_, o.tag, zmq_message_payload_bytes(n_.options),
+              n_.options.max_broadcast_bytes, o.root, {&received}, &data);
     CollectiveResult r = run(op, o.timeout);
     if (r.ok() && r_ != o.root) data = std::move(received);
     return r;
@@ -534,9 +564,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   }
 
   // ---- Engine ----
-  void send_data(zmq::message_t&& m) override {
-    push(*data_[next_data_++ % data_.size()], std::move(m));
-  }
+  void send_data(zmq::message_t&& m) override { push(*data_[next_data_++ % data_.size()], std::move(m)); }
   void send_control(zmq::message_t&& m) override { push(*ctl_right_, std::move(m)); }
   void forward(zmq::message_t&& m, bool control) override {
     wire_reseal_header(m.data<std::uint8_t>(), static_cast<std::uint16_t>(r_));
@@ -604,17 +632,18 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     MessageHeader h;
     std::string detail;
     const WireError err = wire_decode(msg.data<std::uint8_t>(), msg.size(), limits_, h, &detail);
-    if (err != WireError::kOk) return count_reject(to_string(err), str("malformed frame of ", msg.size(), " bytes: ", detail));
+    if (err != WireError::kOk)
+      return count_reject(to_string(err), str("malformed frame of ", msg.size(), " bytes: ", detail));
     if (h.run_id != m_.run_id)
-      return count_reject("run-id", str(to_string(h.kind), " message for run ", h.run_id, ", this group is run ",
-                                        m_.run_id));
+      return count_reject("run-id",
+                          str(to_string(h.kind), " message for run ", h.run_id, ", this group is run ", m_.run_id));
     if (h.epoch < m_.epoch) {
       ++stats_.messages_stale;
       return;
     }
     if (h.epoch > m_.epoch)
-      return count_reject("epoch", str(to_string(h.kind), " message of epoch ", h.epoch, ", this group is epoch ",
-                                       m_.epoch));
+      return count_reject("epoch",
+                          str(to_string(h.kind), " message of epoch ", h.epoch, ", this group is epoch ", m_.epoch));
     if (h.world != w_)
       return count_reject("rank", str(to_string(h.kind), " message for a group of ", h.world, ", this one has ", w_));
     int sender = h.src;
@@ -623,11 +652,11 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       const char* uid = zmq_msg_gets(msg.handle(), "User-Id");
       const auto it = uid ? key_rank_.find(std::string_view(uid)) : key_rank_.end();
       if (it == key_rank_.end())
-        return count_reject("sender", str(to_string(h.kind), " message on a connection of a non-member key ",
-                                          uid ? uid : "(none)"));
+        return count_reject(
+            "sender", str(to_string(h.kind), " message on a connection of a non-member key ", uid ? uid : "(none)"));
       if (it->second != h.src)
-        return count_reject("sender", str(to_string(h.kind), " message claims rank ", h.src,
-                                          " but arrived on rank ", it->second, "'s connection"));
+        return count_reject("sender", str(to_string(h.kind), " message claims rank ", h.src, " but arrived on rank ",
+                                          it->second, "'s connection"));
       sender = it->second;
     }
     if (h.kind == MessageKind::kAbort || h.kind == MessageKind::kGoodbye) {
@@ -655,8 +684,10 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       return;
     }
     if (sender != left_)
-      return count_reject("sender", str(to_string(h.kind), " from rank ", sender, ", expected only the left "
-                                        "neighbour ", left_));
+      return count_reject("sender", str(to_string(h.kind), " from rank ", sender,
+                                        ", expected only the left "
+                                        "neighbour ",
+                                        left_));
     if (h.round < round_) {
       ++stats_.messages_stale;
       return;
@@ -666,7 +697,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       // root it is. Keep its messages for their round, within a bound on memory.
       if (stash_bytes_ + msg.size() > stash_limit_ || stash_count_ >= kMaxStashMessages)
         return count_reject("round", str(to_string(h.kind), " message for round ", h.round, " (this rank is in round ",
-                                         round_, ") beyond the bound of ", stash_limit_, " bytes held for later "
+                                         round_, ") beyond the bound of ", stash_limit_,
+                                         " bytes held for later "
                                          "rounds"));
       stash_bytes_ += msg.size();
       ++stash_count_;
@@ -721,7 +753,8 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
           case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             p->last_error = "handshake failed (wrong server key, or the peer does not speak CURVE)";
             break;
-          default: break;
+          default:
+            break;
         }
       }
     }
@@ -746,8 +779,9 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     std::string s;
     auto add = [&](const PeerSocket* p) {
       if (!p) return;
-      const char* st = p->state == PeerSocket::State::kUp ? "up" : p->state == PeerSocket::State::kDown ? "down"
-                                                                                                      : "never connected";
+      const char* st = p->state == PeerSocket::State::kUp     ? "up"
+                       : p->state == PeerSocket::State::kDown ? "down"
+                                                              : "never connected";
       s += str("; rank ", p->peer, " ", p->role, ": ", st, p->last_error.empty() ? "" : " (" + p->last_error + ")");
     };
     add(ctl_right_.get());
@@ -830,10 +864,9 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
       if (broken_ != Status::kOk || finished()) break;
       const auto now = Clock::now();
       if (now >= deadline) {
-        fail(Status::kTimeout, str(op.name(), " round ", round_, " did not complete within ", timeout.count(),
-                                   " ms: ", op.progress(),
-                                   op.complete() ? " (the right neighbour has not confirmed receipt)" : "",
-                                   connection_report()));
+        fail(Status::kTimeout,
+             str(op.name(), " round ", round_, " did not complete within ", timeout.count(), " ms: ", op.progress(),
+                 op.complete() ? " (the right neighbour has not confirmed receipt)" : "", connection_report()));
         break;
       }
       items.clear();
@@ -886,7 +919,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   std::string broken_reason_;
   std::vector<std::uint8_t> departed_;
   std::map<std::uint64_t, std::vector<zmq::message_t>> stash_;  // round → messages
-  std::set<std::uint64_t> done_rounds_;  // rounds the right neighbour has received everything of
+  std::set<std::uint64_t> done_rounds_;                         // rounds the right neighbour has received everything of
   std::uint64_t stash_bytes_ = 0, stash_limit_ = std::uint64_t{1} << 30;
   std::size_t stash_count_ = 0;
   CollectiveResult result_;

@@ -133,8 +133,9 @@ std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
     impl->keys = curve_load_or_create_keypair(options.key_dir.empty() ? curve_default_key_dir() : options.key_dir,
                                               options.key_name);
   } else {
-    log_warn("[zmq] PLAINTEXT mode: no encryption and no authentication. This mode exists only to measure "
-             "what CURVE costs; never use it for training.");
+    log_warn(
+        "[zmq] PLAINTEXT mode: no encryption and no authentication. This mode exists only to measure "
+        "what CURVE costs; never use it for training.");
   }
   impl->ctx.set(zmq::ctxopt::io_threads, options.io_threads);
   impl->ctx.set(zmq::ctxopt::blocky, 0);  // sockets default to linger 0; we set linger explicitly
@@ -158,8 +159,9 @@ std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
   }
   static std::atomic<int> ipc_counter{0};
   const bool ipc = !options.ipc_dir.empty();
-  const std::string bind = ipc ? str("ipc://", options.ipc_dir, "/pico-", ::getpid(), "-", ipc_counter.fetch_add(1), ".sock")
-                               : str("tcp://", options.bind_host, ":*");
+  const std::string bind =
+      ipc ? str("ipc://", options.ipc_dir, "/pico-", ::getpid(), "-", ipc_counter.fetch_add(1), ".sock")
+          : str("tcp://", options.bind_host, ":*");
   if (ipc) make_dirs(options.ipc_dir);
   try {
     s.bind(bind);
@@ -178,14 +180,22 @@ std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
   return std::shared_ptr<ZmqNode>(new ZmqNode(std::move(impl)));
 }
 
-const ZmqOptions& ZmqNode::options() const { return impl_->options; }
-std::string ZmqNode::endpoint() const { return impl_->endpoint; }
-std::string ZmqNode::public_key() const { return impl_->keys.public_key; }
+const ZmqOptions& ZmqNode::options() const {
+  return impl_->options;
+}
+std::string ZmqNode::endpoint() const {
+  return impl_->endpoint;
+}
+std::string ZmqNode::public_key() const {
+  return impl_->keys.public_key;
+}
 
 void ZmqNode::admit(const std::vector<std::string>& public_keys) {
   if (impl_->zap) impl_->zap->admit(public_keys);
 }
 
-std::uint64_t ZmqNode::zap_refusals() const { return impl_->zap ? impl_->zap->refusals() : 0; }
+std::uint64_t ZmqNode::zap_refusals() const {
+  return impl_->zap ? impl_->zap->refusals() : 0;
+}
 
 }  // namespace pico::comm

@@ -48,8 +48,7 @@ BlasInfo detect_blas() {
   } else if (info.library.find("openblas") != std::string::npos) {
     info.name = "OpenBLAS";
     info.optimized = true;
-  } else if (info.library.find("/blas/") != std::string::npos ||
-             info.library.find("libblas") != std::string::npos) {
+  } else if (info.library.find("/blas/") != std::string::npos || info.library.find("libblas") != std::string::npos) {
     info.name = "reference";
   } else {
     info.name = "unknown";
@@ -66,8 +65,9 @@ void warn_if_slow_blas() {
   log_warn("*****************************************************************************");
   log_warn("LibTorch is using the ", info.name, " BLAS (", info.library.empty() ? "?" : info.library,
            "): training will be ~20x slower than with OpenBLAS.");
-  log_warn("HINT: sudo apt-get install libopenblas0-pthread && sudo update-alternatives --set "
-           "libblas.so.3-x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3");
+  log_warn(
+      "HINT: sudo apt-get install libopenblas0-pthread && sudo update-alternatives --set "
+      "libblas.so.3-x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3");
   log_warn("      (scripts/setup does both)");
   log_warn("*****************************************************************************");
 }

@@ -24,20 +24,27 @@ WireDtype parse_wire_dtype(const std::string& name) {
 
 std::string to_string(WireDtype d) {
   switch (d) {
-    case WireDtype::kFloat32: return "none";
-    case WireDtype::kFloat16: return "fp16";
-    case WireDtype::kBFloat16: return "bf16";
-    case WireDtype::kUInt8: return "uint8";
+    case WireDtype::kFloat32:
+      return "none";
+    case WireDtype::kFloat16:
+      return "fp16";
+    case WireDtype::kBFloat16:
+      return "bf16";
+    case WireDtype::kUInt8:
+      return "uint8";
   }
   return "?";
 }
 
 std::size_t encoded_size(WireDtype d, std::size_t n) {
   switch (d) {
-    case WireDtype::kFloat32: return 4 * n;
+    case WireDtype::kFloat32:
+      return 4 * n;
     case WireDtype::kFloat16:
-    case WireDtype::kBFloat16: return 2 * n;
-    case WireDtype::kUInt8: return n + (n + kUInt8Block - 1) / kUInt8Block * 256 * sizeof(float);
+    case WireDtype::kBFloat16:
+      return 2 * n;
+    case WireDtype::kUInt8:
+      return n + (n + kUInt8Block - 1) / kUInt8Block * 256 * sizeof(float);
   }
   return 0;
 }
@@ -50,13 +57,15 @@ std::uint16_t float_to_bfloat16(float f) {
   return static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-float bfloat16_to_float(std::uint16_t b) { return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16); }
+float bfloat16_to_float(std::uint16_t b) {
+  return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
+}
 
 std::uint16_t float_to_half(float f) {
   const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
   const std::uint32_t sign = (x >> 16) & 0x8000u;
   const std::uint32_t abs = x & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds to inf
   if (abs < 0x38800000u) {  // subnormal half (or zero): scale by 2^24 and round to integer
     const float a = std::bit_cast<float>(abs);
@@ -234,7 +243,11 @@ void encode(WireDtype d, const float* src, std::size_t n, std::uint8_t* dst) {
   }
 }
 
-void decode(WireDtype d, const std::uint8_t* src, std::size_t n, float* dst) { decode_impl(d, src, n, dst, false); }
-void decode_add(WireDtype d, const std::uint8_t* src, std::size_t n, float* dst) { decode_impl(d, src, n, dst, true); }
+void decode(WireDtype d, const std::uint8_t* src, std::size_t n, float* dst) {
+  decode_impl(d, src, n, dst, false);
+}
+void decode_add(WireDtype d, const std::uint8_t* src, std::size_t n, float* dst) {
+  decode_impl(d, src, n, dst, true);
+}
 
 }  // namespace pico

@@ -27,7 +27,7 @@ CpuFeatures detect_cpu_features() {
   if (!osxsave) return f;
   unsigned xcr0_lo = 0, xcr0_hi = 0;
   __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-  const bool os_avx = (xcr0_lo & 0x6) == 0x6;      // XMM and YMM state
+  const bool os_avx = (xcr0_lo & 0x6) == 0x6;       // XMM and YMM state
   const bool os_avx512 = (xcr0_lo & 0xe6) == 0xe6;  // plus opmask and ZMM state
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
   f.avx2 = os_avx && (b & bit_AVX2) != 0;
@@ -44,15 +44,18 @@ bool keep_environment() {
   const char* keep = std::getenv("PICO_CPU_ENV");
   return keep != nullptr && std::strcmp(keep, "keep") == 0;
 }
-bool no_reexec() { return keep_environment() || std::getenv("PICO_NO_REEXEC") != nullptr; }
+bool no_reexec() {
+  return keep_environment() || std::getenv("PICO_NO_REEXEC") != nullptr;
+}
 
 // OpenBLAS core names (OPENBLAS_CORETYPE, case-insensitive in OpenBLAS) whose sgemm
 // kernels use at most AVX2.
 bool is_pre_avx512_core(std::string name) {
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
-  for (const char* core : {"haswell", "zen", "sandybridge", "nehalem", "core2", "penryn", "dunnington", "atom",
-                           "barcelona", "bobcat", "bulldozer", "piledriver", "steamroller", "excavator", "prescott",
-                           "katmai", "coppermine", "northwood", "opteron", "opteron_sse3", "banias", "athlon"})
+  for (const char* core :
+       {"haswell",    "zen",       "sandybridge", "nehalem",      "core2",       "penryn",    "dunnington", "atom",
+        "barcelona",  "bobcat",    "bulldozer",   "piledriver",   "steamroller", "excavator", "prescott",   "katmai",
+        "coppermine", "northwood", "opteron",     "opteron_sse3", "banias",      "athlon"})
     if (name == core) return true;
   return false;
 }
@@ -97,6 +100,8 @@ void tune_malloc_for_training() {
 #endif
 }
 
-bool malloc_tuned_for_training() { return g_malloc_tuned; }
+bool malloc_tuned_for_training() {
+  return g_malloc_tuned;
+}
 
 }  // namespace pico

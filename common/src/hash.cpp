@@ -21,7 +21,9 @@ Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
              "OpenSSL SHA-256 init failed");
 }
 
-Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(impl_->ctx);
+}
 
 void Sha256::update(const void* data, std::size_t size) {
   if (size == 0) return;
@@ -84,8 +86,8 @@ std::uint32_t crc32c_sw(const unsigned char* p, std::size_t n, std::uint32_t crc
     std::memcpy(&v, p, 8);
     v ^= crc;
     crc = kTable.t[7][v & 0xff] ^ kTable.t[6][(v >> 8) & 0xff] ^ kTable.t[5][(v >> 16) & 0xff] ^
-          kTable.t[4][(v >> 24) & 0xff] ^ kTable.t[3][(v >> 32) & 0xff] ^
-          kTable.t[2][(v >> 40) & 0xff] ^ kTable.t[1][(v >> 48) & 0xff] ^ kTable.t[0][v >> 56];
+          kTable.t[4][(v >> 24) & 0xff] ^ kTable.t[3][(v >> 32) & 0xff] ^ kTable.t[2][(v >> 40) & 0xff] ^
+          kTable.t[1][(v >> 48) & 0xff] ^ kTable.t[0][v >> 56];
     p += 8;
     n -= 8;
   }
@@ -95,8 +97,7 @@ std::uint32_t crc32c_sw(const unsigned char* p, std::size_t n, std::uint32_t crc
 
 #if defined(__x86_64__)
 // One crc32 instruction per 8 bytes: ~8 GB/s, far above any link pico talks over.
-__attribute__((target("sse4.2"))) std::uint32_t crc32c_hw(const unsigned char* p, std::size_t n,
-                                                           std::uint32_t crc) {
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_hw(const unsigned char* p, std::size_t n, std::uint32_t crc) {
   std::uint64_t c = crc;
   while (n >= 8) {
     std::uint64_t v;

@@ -1,11 +1,10 @@
 // SIGINT/SIGTERM on a dedicated thread (pico/common/interrupt.h).
 #include "pico/common/interrupt.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <atomic>
 #include <cerrno>
@@ -86,9 +85,12 @@ void signal_loop(int read_fd) {
   for (;;) {
     unsigned char b = 0;
     const ssize_t n = ::read(read_fd, &b, 1);
-    if (n == 1) handle(b);
-    else if (n < 0 && errno == EINTR) continue;
-    else return;
+    if (n == 1)
+      handle(b);
+    else if (n < 0 && errno == EINTR)
+      continue;
+    else
+      return;
   }
 }
 
@@ -139,8 +141,12 @@ void disable_graceful_stop() {
   g_on_stop = nullptr;
 }
 
-bool stop_requested() { return g_stop.load(std::memory_order_relaxed); }
-int stop_signal() { return g_signal.load(); }
+bool stop_requested() {
+  return g_stop.load(std::memory_order_relaxed);
+}
+int stop_signal() {
+  return g_signal.load();
+}
 
 void request_stop() {
   if (g_stop.exchange(true)) return;

@@ -33,9 +33,15 @@ thread_local std::string t_tag;
 
 }  // namespace
 
-void set_log_level(LogLevel level) { level_ref().store(level); }
-LogLevel log_level() { return level_ref().load(std::memory_order_relaxed); }
-void set_log_thread_tag(std::string tag) { t_tag = std::move(tag); }
+void set_log_level(LogLevel level) {
+  level_ref().store(level);
+}
+LogLevel log_level() {
+  return level_ref().load(std::memory_order_relaxed);
+}
+void set_log_thread_tag(std::string tag) {
+  t_tag = std::move(tag);
+}
 
 LogLevel parse_log_level(std::string_view name) {
   if (name == "debug") return LogLevel::kDebug;
@@ -56,8 +62,7 @@ void log_write(LogLevel level, const std::string& message) {
   std::strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
   std::lock_guard<std::mutex> lock(detail::terminal_mutex());
   detail::clear_progress_line_locked();
-  std::fprintf(stderr, "%s %-5s %s%s\n", stamp, kNames[static_cast<int>(level)], t_tag.c_str(),
-               message.c_str());
+  std::fprintf(stderr, "%s %-5s %s%s\n", stamp, kNames[static_cast<int>(level)], t_tag.c_str(), message.c_str());
   std::fflush(stderr);
   detail::redraw_progress_line_locked();
 }

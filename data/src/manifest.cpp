@@ -75,15 +75,15 @@ void Manifest::save(const std::string& dir) const {
 Manifest Manifest::load(const std::string& dir) {
   const std::string path = dir + "/manifest.json";
   if (!std::filesystem::exists(path))
-    throw Error(str("no dataset at ", dir, ": ", path, " does not exist"),
-                "prepare one with `pico data prepare --input FILE --output DIR --vocab-size N` and set data.path to DIR");
+    throw Error(
+        str("no dataset at ", dir, ": ", path, " does not exist"),
+        "prepare one with `pico data prepare --input FILE --output DIR --vocab-size N` and set data.path to DIR");
   Manifest m;
   try {
     const json j = json::parse(read_file(path));
     if (j.value("format", "") != "pico-dataset") throw Error("not a pico dataset manifest");
     m.version = j.at("version").get<int>();
-    if (m.version != kVersion)
-      throw Error(str("manifest version ", m.version, ", expected ", kVersion));
+    if (m.version != kVersion) throw Error(str("manifest version ", m.version, ", expected ", kVersion));
     const auto& t = j.at("tokenizer");
     m.tokenizer_file = t.at("file").get<std::string>();
     m.tokenizer_sha256 = t.at("sha256").get<std::string>();
@@ -101,7 +101,8 @@ Manifest Manifest::load(const std::string& dir) {
     throw Error(str("bad dataset manifest ", path, ": ", e.what()), "re-create the dataset with `pico data prepare`");
   }
   if (m.train.empty())
-    throw Error(str("dataset manifest ", path, " lists no training shards"), "re-create the dataset with `pico data prepare`");
+    throw Error(str("dataset manifest ", path, " lists no training shards"),
+                "re-create the dataset with `pico data prepare`");
   if (m.compute_dataset_hash() != m.dataset_hash)
     throw Error(str("dataset manifest ", path, " has been edited: its dataset_hash does not match its contents"),
                 "re-create the dataset with `pico data prepare`");
@@ -119,9 +120,10 @@ std::shared_ptr<Dataset> Dataset::open(const std::string& dir, bool verify) {
                 "copy the dataset directory whole, or prepare it again with `pico data prepare`");
   const std::string tok_sha = sha256_file(tok);
   if (tok_sha != m.tokenizer_sha256)
-    throw Error(str("tokenizer ", tok, " does not match the manifest (sha256 ", tok_sha.substr(0, 12), "…, manifest says ",
-                    m.tokenizer_sha256.substr(0, 12), "…): the shards were made with another tokenizer"),
-                "prepare the dataset again so that tokenizer and shards agree");
+    throw Error(
+        str("tokenizer ", tok, " does not match the manifest (sha256 ", tok_sha.substr(0, 12), "…, manifest says ",
+            m.tokenizer_sha256.substr(0, 12), "…): the shards were made with another tokenizer"),
+        "prepare the dataset again so that tokenizer and shards agree");
   auto open_list = [&](const std::vector<ShardEntry>& list, std::vector<std::unique_ptr<ShardReader>>& out) {
     for (const auto& e : list) {
       const std::string path = dir + "/" + e.file;
@@ -130,11 +132,13 @@ std::shared_ptr<Dataset> Dataset::open(const std::string& dir, bool verify) {
                     "copy the dataset directory whole, or prepare it again with `pico data prepare`");
       auto r = std::make_unique<ShardReader>(path, verify);
       if (r->size() != e.tokens || r->header().tokens_crc32c != e.crc32c)
-        throw Error(str("shard ", path, " does not match the manifest (", r->size(), " tokens, manifest says ", e.tokens, ")"),
-                    "prepare the dataset again with `pico data prepare`");
+        throw Error(
+            str("shard ", path, " does not match the manifest (", r->size(), " tokens, manifest says ", e.tokens, ")"),
+            "prepare the dataset again with `pico data prepare`");
       if (static_cast<std::int64_t>(r->header().vocab_size) > m.vocab_size)
-        throw Error(str("shard ", path, " holds ids up to ", r->header().vocab_size, " but the tokenizer has ",
-                        m.vocab_size), "prepare the dataset again with `pico data prepare`");
+        throw Error(
+            str("shard ", path, " holds ids up to ", r->header().vocab_size, " but the tokenizer has ", m.vocab_size),
+            "prepare the dataset again with `pico data prepare`");
       out.push_back(std::move(r));
     }
   };

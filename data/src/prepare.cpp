@@ -32,7 +32,8 @@ void validate(const PrepareOptions& o) {
     throw Error(str("--val-fraction ", o.val_fraction, " is out of range"), "use a value in [0, 0.5), e.g. 0.05");
   if (o.lines_per_block < 1) throw Error(str("lines per block ", o.lines_per_block, " must be at least 1"));
   if (!o.tokenizer.empty() && !std::filesystem::exists(o.tokenizer))
-    throw Error(str("tokenizer ", o.tokenizer, " does not exist"), "pass an existing sentencepiece .model, or omit --tokenizer to train one");
+    throw Error(str("tokenizer ", o.tokenizer, " does not exist"),
+                "pass an existing sentencepiece .model, or omit --tokenizer to train one");
 }
 
 // The files a dataset directory holds that prepare_dataset writes: manifest.json first (a
@@ -80,7 +81,8 @@ void clear_output(const PrepareOptions& o) {
 Manifest prepare_dataset(const PrepareOptions& o) {
   validate(o);
   for (const auto& path : o.inputs)  // before anything is removed or written
-    if (!std::filesystem::exists(path)) throw Error(str("input file ", path, " does not exist"), "check the path given to --input");
+    if (!std::filesystem::exists(path))
+      throw Error(str("input file ", path, " does not exist"), "check the path given to --input");
   clear_output(o);
   const auto t0 = std::chrono::steady_clock::now();
 
@@ -151,8 +153,8 @@ Manifest prepare_dataset(const PrepareOptions& o) {
   std::vector<std::vector<std::int32_t>> encoded(blocks.size());
   std::atomic<std::size_t> next{0}, done{0};
   std::atomic<bool> failed{false};
-  const unsigned n_threads = o.threads > 0 ? static_cast<unsigned>(o.threads)
-                                           : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned n_threads =
+      o.threads > 0 ? static_cast<unsigned>(o.threads) : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::thread> pool;
   std::exception_ptr failure;
   std::mutex failure_mu;
@@ -221,7 +223,8 @@ Manifest prepare_dataset(const PrepareOptions& o) {
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log_info("wrote ", o.output_dir, ": ", m.train_tokens(), " train tokens in ", m.train.size(), " shards, ",
-           m.val_tokens(), " validation tokens, dataset ", m.dataset_hash.substr(0, 12), " (", format_duration(secs), ")");
+           m.val_tokens(), " validation tokens, dataset ", m.dataset_hash.substr(0, 12), " (", format_duration(secs),
+           ")");
   return m;
 }
 

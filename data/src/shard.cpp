@@ -9,7 +9,8 @@
 namespace pico::data {
 namespace {
 
-constexpr const char* kPrepareHint = "re-create the dataset with `pico data prepare` (the file is damaged or not a pico shard)";
+constexpr const char* kPrepareHint =
+    "re-create the dataset with `pico data prepare` (the file is damaged or not a pico shard)";
 
 template <typename T>
 void put(std::string& buf, std::size_t offset, T v) {
@@ -34,7 +35,8 @@ ShardHeader write_shard(const std::string& path, const std::vector<std::int32_t>
   std::uint8_t* body = reinterpret_cast<std::uint8_t*>(buf.data()) + kShardHeaderSize;
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     const auto t = tokens[i];
-    PICO_CHECK(t >= 0 && static_cast<std::uint32_t>(t) < vocab_size, "token id ", t, " out of range for vocab ", vocab_size);
+    PICO_CHECK(t >= 0 && static_cast<std::uint32_t>(t) < vocab_size, "token id ", t, " out of range for vocab ",
+               vocab_size);
     if (h.token_bytes == 2) {
       const auto v = static_cast<std::uint16_t>(t);
       std::memcpy(body + 2 * i, &v, 2);
@@ -59,9 +61,9 @@ ShardReader::ShardReader(const std::string& path, bool verify_tokens) : file_(pa
   const auto* p = file_.data();
   const std::size_t n = file_.size();
   if (n < kShardHeaderSize)
-    throw Error(str("token shard ", path, " is truncated: ", n, " bytes, shorter than the ", kShardHeaderSize,
-                    "-byte header"),
-                kPrepareHint);
+    throw Error(
+        str("token shard ", path, " is truncated: ", n, " bytes, shorter than the ", kShardHeaderSize, "-byte header"),
+        kPrepareHint);
   if (std::memcmp(p, kShardMagic, 8) != 0)
     throw Error(str(path, " is not a pico token shard (bad magic)"), kPrepareHint);
   header_.version = get<std::uint32_t>(p, 8);
@@ -79,10 +81,10 @@ ShardReader::ShardReader(const std::string& path, bool verify_tokens) : file_(pa
                 kPrepareHint);
   const std::uint64_t body = n - kShardHeaderSize;
   if (header_.token_count > body / header_.token_bytes || body != header_.token_count * header_.token_bytes)
-    throw Error(str("token shard ", path, " is truncated or padded: the header says ", header_.token_count,
-                    " tokens (", header_.token_count * header_.token_bytes, " bytes) but the file holds ", body,
-                    " bytes after the header"),
-                kPrepareHint);
+    throw Error(
+        str("token shard ", path, " is truncated or padded: the header says ", header_.token_count, " tokens (",
+            header_.token_count * header_.token_bytes, " bytes) but the file holds ", body, " bytes after the header"),
+        kPrepareHint);
   tokens_ = p + kShardHeaderSize;
   if (verify_tokens && crc32c(tokens_, body) != header_.tokens_crc32c)
     throw Error(str("token shard ", path, " is corrupt: the tokens' checksum does not match the header"), kPrepareHint);

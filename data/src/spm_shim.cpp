@@ -59,15 +59,17 @@ PICO_SPM_API void* pico_spm_load(const char* path, char* err, std::size_t err_ca
   return sp;
 }
 
-PICO_SPM_API void pico_spm_free(void* handle) { delete static_cast<sentencepiece::SentencePieceProcessor*>(handle); }
+PICO_SPM_API void pico_spm_free(void* handle) {
+  delete static_cast<sentencepiece::SentencePieceProcessor*>(handle);
+}
 
 // Encodes text into out[0, cap); returns the number of ids (which may exceed cap: call again
 // with a larger buffer), or -1 on error.
-PICO_SPM_API long pico_spm_encode(void* handle, const char* text, std::size_t len, int* out, std::size_t cap,
-                                  char* err, std::size_t err_cap) {
+PICO_SPM_API long pico_spm_encode(void* handle, const char* text, std::size_t len, int* out, std::size_t cap, char* err,
+                                  std::size_t err_cap) {
   std::vector<int> ids;
-  const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(
-      absl::string_view(text, len), &ids);
+  const auto status =
+      static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(absl::string_view(text, len), &ids);
   if (!status.ok()) {
     set_error(err, err_cap, status.ToString());
     return -1;
@@ -77,8 +79,8 @@ PICO_SPM_API long pico_spm_encode(void* handle, const char* text, std::size_t le
 }
 
 // Decodes ids into out[0, cap); returns the byte length (call again if > cap), or -1.
-PICO_SPM_API long pico_spm_decode(void* handle, const int* ids, std::size_t n, char* out, std::size_t cap,
-                                  char* err, std::size_t err_cap) {
+PICO_SPM_API long pico_spm_decode(void* handle, const int* ids, std::size_t n, char* out, std::size_t cap, char* err,
+                                  std::size_t err_cap) {
   std::string text;
   const std::vector<int> v(ids, ids + n);
   const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Decode(v, &text);
@@ -94,11 +96,16 @@ PICO_SPM_API long pico_spm_decode(void* handle, const int* ids, std::size_t n, c
 PICO_SPM_API int pico_spm_info(void* handle, int which) {
   auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(handle);
   switch (which) {
-    case 0: return sp->GetPieceSize();
-    case 1: return sp->bos_id();
-    case 2: return sp->eos_id();
-    case 3: return sp->unk_id();
-    default: return -1;
+    case 0:
+      return sp->GetPieceSize();
+    case 1:
+      return sp->bos_id();
+    case 2:
+      return sp->eos_id();
+    case 3:
+      return sp->unk_id();
+    default:
+      return -1;
   }
 }
 

@@ -72,8 +72,9 @@ const SpmApi& spm() {
     api.train = reinterpret_cast<decltype(api.train)>(sym("pico_spm_train"));
   });
   if (!failure.empty())
-    throw Error(failure, "install pico with scripts/setup (it builds libpico_spm.so next to the pico binary), "
-                         "or point PICO_SPM_LIB at it");
+    throw Error(failure,
+                "install pico with scripts/setup (it builds libpico_spm.so next to the pico binary), "
+                "or point PICO_SPM_LIB at it");
   return api;
 }
 
@@ -130,10 +131,18 @@ std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {
   }
 }
 
-std::string Tokenizer::decode_piece(std::int32_t id) const { return decode(std::vector<std::int32_t>{id}); }
-std::int32_t Tokenizer::vocab_size() const { return spm().info(impl_->handle, 0); }
-std::int32_t Tokenizer::bos_id() const { return spm().info(impl_->handle, 1); }
-std::int32_t Tokenizer::eos_id() const { return spm().info(impl_->handle, 2); }
+std::string Tokenizer::decode_piece(std::int32_t id) const {
+  return decode(std::vector<std::int32_t>{id});
+}
+std::int32_t Tokenizer::vocab_size() const {
+  return spm().info(impl_->handle, 0);
+}
+std::int32_t Tokenizer::bos_id() const {
+  return spm().info(impl_->handle, 1);
+}
+std::int32_t Tokenizer::eos_id() const {
+  return spm().info(impl_->handle, 2);
+}
 
 std::string train_tokenizer(const std::vector<std::string>& lines, const std::string& output_dir,
                             const TokenizerTrainOptions& options) {
@@ -142,12 +151,11 @@ std::string train_tokenizer(const std::vector<std::string>& lines, const std::st
                 "byte fallback needs 256 byte pieces plus specials: use at least 260 (4096 suits the demo)");
   make_dirs(output_dir);
   const std::string prefix = output_dir + "/tokenizer";
-  const std::string args = str(
-      "--model_prefix=", prefix, " --vocab_size=", options.vocab_size,
-      " --model_type=bpe --character_coverage=1.0 --byte_fallback=true --split_digits=true",
-      " --num_threads=", options.num_threads, " --input_sentence_size=", options.max_sentences,
-      " --shuffle_input_sentence=true --max_sentence_length=65536 --minloglevel=2",
-      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1");
+  const std::string args = str("--model_prefix=", prefix, " --vocab_size=", options.vocab_size,
+                               " --model_type=bpe --character_coverage=1.0 --byte_fallback=true --split_digits=true",
+                               " --num_threads=", options.num_threads, " --input_sentence_size=", options.max_sentences,
+                               " --shuffle_input_sentence=true --max_sentence_length=65536 --minloglevel=2",
+                               " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1");
   std::vector<const char*> ptrs;
   ptrs.reserve(lines.size());
   for (const auto& l : lines) ptrs.push_back(l.c_str());

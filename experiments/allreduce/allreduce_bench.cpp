@@ -48,26 +48,46 @@ Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--rank") a.rank = std::stoi(v);
-    else if (k == "--world") a.world = std::stoi(v);
-    else if (k == "--dir") a.dir = v;
-    else if (k == "--out") a.out = v;
-    else if (k == "--bind-host") a.bind_host = v;
-    else if (k == "--ipc-dir") a.ipc_dir = v;
-    else if (k == "--sizes-mb") a.sizes_mb = parse_list(v);
-    else if (k == "--iters") a.iters = std::stoi(v);
-    else if (k == "--warmup") a.warmup = std::stoi(v);
-    else if (k == "--connections") a.connections = std::stoi(v);
-    else if (k == "--segment-bytes") a.segment_bytes = std::stoull(v);
-    else if (k == "--io-threads") a.io_threads = std::stoi(v);
-    else if (k == "--heartbeat-ms") a.heartbeat_ms = std::stoi(v);
-    else if (k == "--tcp-send-buffer") a.sndbuf = std::stoi(v);
-    else if (k == "--curve") a.curve = v == "on";
-    else if (k == "--wire") a.wire = v;
-    else if (k == "--run-id") a.run_id = std::stoull(v);
-    else if (k == "--timeout-ms") a.timeout_ms = std::stoi(v);
-    else if (k == "--trace") a.trace = v;
-    else throw Error("unknown flag " + k);
+    if (k == "--rank")
+      a.rank = std::stoi(v);
+    else if (k == "--world")
+      a.world = std::stoi(v);
+    else if (k == "--dir")
+      a.dir = v;
+    else if (k == "--out")
+      a.out = v;
+    else if (k == "--bind-host")
+      a.bind_host = v;
+    else if (k == "--ipc-dir")
+      a.ipc_dir = v;
+    else if (k == "--sizes-mb")
+      a.sizes_mb = parse_list(v);
+    else if (k == "--iters")
+      a.iters = std::stoi(v);
+    else if (k == "--warmup")
+      a.warmup = std::stoi(v);
+    else if (k == "--connections")
+      a.connections = std::stoi(v);
+    else if (k == "--segment-bytes")
+      a.segment_bytes = std::stoull(v);
+    else if (k == "--io-threads")
+      a.io_threads = std::stoi(v);
+    else if (k == "--heartbeat-ms")
+      a.heartbeat_ms = std::stoi(v);
+    else if (k == "--tcp-send-buffer")
+      a.sndbuf = std::stoi(v);
+    else if (k == "--curve")
+      a.curve = v == "on";
+    else if (k == "--wire")
+      a.wire = v;
+    else if (k == "--run-id")
+      a.run_id = std::stoull(v);
+    else if (k == "--timeout-ms")
+      a.timeout_ms = std::stoi(v);
+    else if (k == "--trace")
+      a.trace = v;
+    else
+      throw Error("unknown flag " + k);
   }
   if (a.dir.empty() || a.out.empty()) throw Error("--dir and --out are required");
   return a;
@@ -131,11 +151,13 @@ int main(int argc, char** argv) {
           for (std::size_t i = 0; i < n; i += 4097)
             if (data[i] != expected) throw Error(str("wrong sum at ", i, ": ", data[i], " != ", expected));
         if (it >= 0)
-          std::fprintf(out,
-                       "{\"impl\": \"pico\", \"curve\": %s, \"ipc\": %s, \"wire\": \"%s\", \"rank\": %d, \"world\": %d, "
-                       "\"bytes\": %zu, \"iter\": %d, \"seconds\": %.6f, \"start_unix\": %.6f, \"tx\": %llu, \"rx\": %llu}\n",
-                       a.curve ? "true" : "false", a.ipc_dir.empty() ? "false" : "true", a.wire.c_str(), a.rank, a.world, n * sizeof(float), it, s, start_unix,
-                       static_cast<unsigned long long>(r.bytes_sent), static_cast<unsigned long long>(r.bytes_received));
+          std::fprintf(
+              out,
+              "{\"impl\": \"pico\", \"curve\": %s, \"ipc\": %s, \"wire\": \"%s\", \"rank\": %d, \"world\": %d, "
+              "\"bytes\": %zu, \"iter\": %d, \"seconds\": %.6f, \"start_unix\": %.6f, \"tx\": %llu, \"rx\": %llu}\n",
+              a.curve ? "true" : "false", a.ipc_dir.empty() ? "false" : "true", a.wire.c_str(), a.rank, a.world,
+              n * sizeof(float), it, s, start_unix, static_cast<unsigned long long>(r.bytes_sent),
+              static_cast<unsigned long long>(r.bytes_received));
       }
     }
     std::fclose(out);

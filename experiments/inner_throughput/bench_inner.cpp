@@ -11,14 +11,13 @@
 //   pico_bench_inner --peak            sgemm GFLOP/s only
 //   pico_bench_inner --print-cpu-env   the environment pico would give itself
 #include <ATen/record_function.h>
+#include <time.h>
 #include <torch/torch.h>
 
-#include <time.h>
-
 #include <algorithm>
-#include <functional>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -36,7 +35,9 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 // CPU time of the whole process (all threads): with one thread, the work without the time
 // spent descheduled by other processes on a shared machine.
 double cpu_seconds() {
@@ -84,8 +85,10 @@ std::pair<double, double> sgemm_gflops(std::int64_t n, int repeats, bool via_pic
   torch::NoGradGuard g;
   auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
   auto once = [&] {
-    if (via_pico) c = pico::models::ops::linear(a, b);
-    else torch::mm_out(c, a, b);
+    if (via_pico)
+      c = pico::models::ops::linear(a, b);
+    else
+      torch::mm_out(c, a, b);
   };
   once();
   std::vector<double> t;
@@ -97,7 +100,6 @@ std::pair<double, double> sgemm_gflops(std::int64_t n, int repeats, bool via_pic
   const double flop = 2.0 * static_cast<double>(n * n * n);
   return {flop / *std::min_element(t.begin(), t.end()) / 1e9, flop / median(t) / 1e9};
 }
-
 
 // Forward + backward time of each fused op against its plain-torch reference, at the
 // shapes of `cfg` with `tokens` tokens: where the non-GEMM time went, op by op.
@@ -148,7 +150,8 @@ nlohmann::json bench_ops(const pico::models::ModelConfig& cfg, std::int64_t batc
           bwd_cpu.push_back(c2 - c1);
         }
       }
-      out[c.name][fused ? "fused" : "reference"] = {{"forward_s", median(fwd)}, {"backward_s", median(bwd)},
+      out[c.name][fused ? "fused" : "reference"] = {{"forward_s", median(fwd)},
+                                                    {"backward_s", median(bwd)},
                                                     {"forward_min_s", *std::min_element(fwd.begin(), fwd.end())},
                                                     {"backward_min_s", *std::min_element(bwd.begin(), bwd.end())},
                                                     {"forward_cpu_s", median(fwd_cpu)},
@@ -172,8 +175,8 @@ nlohmann::json bench_gemm_shapes(const pico::models::ModelConfig& cfg, std::int6
     std::string name;
     std::int64_t in, out;
   };
-  const std::vector<Proj> projs = {{"q|k|v", C, (H + 2 * KV) * hd}, {"o_proj", H * hd, C}, {"w_0|w_1", C, 2 * F},
-                                   {"w_2", F, C}};
+  const std::vector<Proj> projs = {
+      {"q|k|v", C, (H + 2 * KV) * hd}, {"o_proj", H * hd, C}, {"w_0|w_1", C, 2 * F}, {"w_2", F, C}};
   auto sq_a = torch::randn({2048, 2048}), sq_b = torch::randn({2048, 2048});
   std::vector<double> sq_t;
   nlohmann::json out = nlohmann::json::object();
@@ -201,7 +204,9 @@ nlohmann::json bench_gemm_shapes(const pico::models::ModelConfig& cfg, std::int6
       }
     }
     const double flop = 2.0 * static_cast<double>(N * p.in * p.out);
-    out[p.name] = {{"m", N}, {"k", p.in}, {"n", p.out},
+    out[p.name] = {{"m", N},
+                   {"k", p.in},
+                   {"n", p.out},
                    {"forward_gflops", flop / *std::min_element(fwd.begin(), fwd.end()) / 1e9},
                    {"forward_gflops_median", flop / median(fwd) / 1e9},
                    {"backward_gflops", 2 * flop / *std::min_element(bwd.begin(), bwd.end()) / 1e9},
@@ -228,20 +233,31 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
-      if (i + 1 >= argc) throw pico::Error(pico::str(a, " needs a value"), "see the usage at the top of bench_inner.cpp");
+      if (i + 1 >= argc)
+        throw pico::Error(pico::str(a, " needs a value"), "see the usage at the top of bench_inner.cpp");
       return argv[++i];
     };
-    if (a == "--config") config = next();
-    else if (a == "--set") overrides.push_back(next());
-    else if (a == "--steps") steps = std::stoi(next());
-    else if (a == "--warmup") warmup = std::stoi(next());
-    else if (a == "--profile-steps") profile_steps = std::stoi(next());
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--peak") peak = true;
+    if (a == "--config")
+      config = next();
+    else if (a == "--set")
+      overrides.push_back(next());
+    else if (a == "--steps")
+      steps = std::stoi(next());
+    else if (a == "--warmup")
+      warmup = std::stoi(next());
+    else if (a == "--profile-steps")
+      profile_steps = std::stoi(next());
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--peak")
+      peak = true;
 
-    else if (a == "--ops") ops_repeats = std::stoi(next());
-    else if (a == "--gemm-shapes") gemm_repeats = std::stoi(next());
-    else throw pico::Error(pico::str("unknown argument '", a, "'"), "see the usage at the top of bench_inner.cpp");
+    else if (a == "--ops")
+      ops_repeats = std::stoi(next());
+    else if (a == "--gemm-shapes")
+      gemm_repeats = std::stoi(next());
+    else
+      throw pico::Error(pico::str("unknown argument '", a, "'"), "see the usage at the top of bench_inner.cpp");
   }
   nlohmann::json out;
   torch::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
@@ -281,8 +297,9 @@ int run(int argc, char** argv) {
   out["flops_per_token"] = cfg.model.train_flops_per_token(cfg.model.max_seq_len);
   // The part of it in the projections (what goes through sgemm; the rest is attention's
   // score and value products, inside the fused attention kernel).
-  out["matmul_flops_per_token"] = cfg.model.train_flops_per_token(cfg.model.max_seq_len) -
-                                  12.0 * static_cast<double>(cfg.model.n_layers * cfg.model.max_seq_len * cfg.model.d_model);
+  out["matmul_flops_per_token"] =
+      cfg.model.train_flops_per_token(cfg.model.max_seq_len) -
+      12.0 * static_cast<double>(cfg.model.n_layers * cfg.model.max_seq_len * cfg.model.d_model);
   out["tokens_per_step"] = c.tokens_per_step();
   out["gemm"] = std::getenv("PICO_GEMM") != nullptr ? std::getenv("PICO_GEMM") : "auto";
   std::int64_t step = 0;
@@ -327,9 +344,8 @@ int run(int argc, char** argv) {
         recorded += s;
       }
     }
-    out["profile"] = {{"step_s", total / profile_steps},
-                      {"unrecorded_s", (total - recorded) / profile_steps},
-                      {"self_s", ops}};
+    out["profile"] = {
+        {"step_s", total / profile_steps}, {"unrecorded_s", (total - recorded) / profile_steps}, {"self_s", ops}};
   }
   std::cout << out.dump() << std::endl;
   return 0;
@@ -340,7 +356,8 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc == 2 && std::string(argv[1]) == "--print-cpu-env") {
     // What pico sets for itself at start-up (pico/common/cpu_env.h), as shell exports.
-    for (const auto& [name, value] : pico::wanted_cpu_environment()) std::cout << "export " << name << "=" << value << "\n";
+    for (const auto& [name, value] : pico::wanted_cpu_environment())
+      std::cout << "export " << name << "=" << value << "\n";
     return 0;
   }
   pico::ensure_cpu_environment(argv);

@@ -42,7 +42,9 @@ RMSNormImpl::RMSNormImpl(std::int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
-torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return ops::rms_norm(x, weight, eps_); }
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  return ops::rms_norm(x, weight, eps_);
+}
 
 AttentionImpl::AttentionImpl(const ModelConfig& cfg, std::string name)
     : n_heads_(cfg.attention_n_heads),
@@ -55,8 +57,8 @@ AttentionImpl::AttentionImpl(const ModelConfig& cfg, std::string name)
   o_proj = register_module("o_proj", make_linear(n_heads_ * head_dim_, cfg.d_model));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                     const torch::Tensor& sin, ActivationRecorder* recorder) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                     ActivationRecorder* recorder) {
   // One product for q, k and v: (B, T, C) → (B, T, (H + 2·Hkv)·hd) = [q | k | v].
   const auto qkv = ops::linear(x, stacked_weight({q_proj, k_proj, v_proj}));
   if (recorder != nullptr) {
@@ -93,8 +95,8 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg, std::int64_t index) {
   swiglu = register_module("swiglu", SwiGLU(cfg, prefix + ".swiglu"));
 }
 
-torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                        const torch::Tensor& sin, ActivationRecorder* recorder) {
+torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                        ActivationRecorder* recorder) {
   auto h = x + attention->forward(attention_norm->forward(x), cos, sin, recorder);
   return h + swiglu->forward(swiglu_norm->forward(h), recorder);
 }
@@ -112,7 +114,7 @@ PicoDecoderImpl::PicoDecoderImpl(const ModelConfig& cfg, std::uint64_t seed) : c
   auto inv_freq = torch::pow(cfg.position_emb_theta,
                              -torch::arange(0, hd, 2, torch::kFloat64) / static_cast<double>(hd));  // (hd/2)
   auto t = torch::arange(cfg.max_seq_len, torch::kFloat64);
-  auto freqs = torch::outer(t, inv_freq);      // (T, hd/2)
+  auto freqs = torch::outer(t, inv_freq);     // (T, hd/2)
   auto emb = torch::cat({freqs, freqs}, -1);  // (T, hd)
   rope_cos_ = emb.cos().to(torch::kFloat32);
   rope_sin_ = emb.sin().to(torch::kFloat32);
@@ -133,8 +135,7 @@ void PicoDecoderImpl::init_weights(std::uint64_t seed) {
   }
 }
 
-std::pair<torch::Tensor, torch::Tensor> PicoDecoderImpl::rope_tables(std::int64_t seq_len,
-                                                                     const torch::Device& device,
+std::pair<torch::Tensor, torch::Tensor> PicoDecoderImpl::rope_tables(std::int64_t seq_len, const torch::Device& device,
                                                                      torch::ScalarType dtype) {
   if (!rope_cos_dev_.defined() || rope_cos_dev_.device() != device || rope_cos_dev_.scalar_type() != dtype) {
     rope_cos_dev_ = rope_cos_.to(device, dtype);

@@ -21,9 +21,9 @@ void ModelConfig::validate() const {
   require(norm_eps > 0 && norm_eps < 1, "norm_eps", norm_eps, "in (0, 1)");
   require(position_emb_theta > 1, "position_emb_theta", position_emb_theta, "> 1");
   if (d_model % attention_n_heads != 0)
-    throw Error(str("model.d_model (", d_model, ") is not divisible by model.attention_n_heads (",
-                    attention_n_heads, ")"),
-                "choose attention_n_heads so that d_model / attention_n_heads is a whole head size");
+    throw Error(
+        str("model.d_model (", d_model, ") is not divisible by model.attention_n_heads (", attention_n_heads, ")"),
+        "choose attention_n_heads so that d_model / attention_n_heads is a whole head size");
   if (head_dim() % 2 != 0)
     throw Error(str("head size d_model / attention_n_heads = ", head_dim(), " is odd"),
                 "rotary embeddings need an even head size");
@@ -44,8 +44,9 @@ std::int64_t ModelConfig::num_params() const {
 double ModelConfig::train_flops_per_token(std::int64_t seq_len) const {
   const double kv = static_cast<double>(attention_n_kv_heads * head_dim());
   const double d = static_cast<double>(d_model);
-  const double matmul_params = static_cast<double>(n_layers) * (2 * d * d + 2 * d * kv + 3 * d * activation_hidden_dim) +
-                               static_cast<double>(vocab_size) * d;  // output projection
+  const double matmul_params =
+      static_cast<double>(n_layers) * (2 * d * d + 2 * d * kv + 3 * d * activation_hidden_dim) +
+      static_cast<double>(vocab_size) * d;  // output projection
   const double attention = 2.0 * static_cast<double>(n_layers) * static_cast<double>(seq_len) * d;
   return 6.0 * (matmul_params + attention);
 }

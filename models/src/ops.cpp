@@ -5,7 +5,6 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
-
 #include <dlfcn.h>
 
 #include <atomic>
@@ -43,7 +42,9 @@ bool use_fused(std::initializer_list<const Tensor*> tensors) {
   return true;
 }
 
-const cpu::KernelTable& k() { return cpu::kernels(); }
+const cpu::KernelTable& k() {
+  return cpu::kernels();
+}
 
 // ---------------------------------------------------------------------------------------
 // Matrix products. LibTorch's CPU products go to the system BLAS (OpenBLAS, with its own
@@ -92,8 +93,10 @@ void gemm_into(Tensor& out, const Tensor& a, const Tensor& b, float beta) {
       return;
     }
   }
-  if (beta == 0.0f) torch::mm_out(out, a, b);
-  else out.addmm_(a, b, beta, 1.0f);
+  if (beta == 0.0f)
+    torch::mm_out(out, a, b);
+  else
+    out.addmm_(a, b, beta, 1.0f);
 }
 
 Tensor gemm(const Tensor& a, const Tensor& b) {
@@ -112,14 +115,16 @@ struct LinearFunction : torch::autograd::Function<LinearFunction> {
     const auto s = ctx->get_saved_variables();
     const Tensor dy = grads[0].contiguous();
     Tensor dx, dw;
-    if (ctx->needs_input_grad(0)) dx = gemm(dy, s[1]);     // (N, out)·(out, in)
+    if (ctx->needs_input_grad(0)) dx = gemm(dy, s[1]);      // (N, out)·(out, in)
     if (ctx->needs_input_grad(1)) dw = gemm(dy.t(), s[0]);  // (out, N)·(N, in)
     return {dx, dw};
   }
 };
 
 // (…, C) → (rows, C) contiguous.
-Tensor rows_of(const Tensor& x) { return x.contiguous().view({-1, x.size(-1)}); }
+Tensor rows_of(const Tensor& x) {
+  return x.contiguous().view({-1, x.size(-1)});
+}
 
 // ---------------------------------------------------------------------------------------
 
@@ -201,7 +206,9 @@ struct SwiGLUFunction : torch::autograd::Function<SwiGLUFunction> {
 
 // ---------------------------------------------------------------------------------------
 
-std::int64_t round_up16(std::int64_t x) { return (x + 15) / 16 * 16; }
+std::int64_t round_up16(std::int64_t x) {
+  return (x + 15) / 16 * 16;
+}
 
 struct AttentionFunction : torch::autograd::Function<AttentionFunction> {
   static cpu::AttentionArgs args(const Tensor& qkv, const Tensor& cos, const Tensor& sin, std::int64_t n_heads,
@@ -297,7 +304,7 @@ struct LinearCrossEntropyFunction : torch::autograd::Function<LinearCrossEntropy
       });
       if (need_grad) {
         auto dhc = dh.narrow(0, r, m);
-        gemm_into(dhc, lg, w, 0.0f);                       // (m, C)
+        gemm_into(dhc, lg, w, 0.0f);                      // (m, C)
         gemm_into(dw, lg.t(), hc, r == 0 ? 0.0f : 1.0f);  // (V, C), summed over chunks
       }
     }
@@ -429,10 +436,16 @@ Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor&
   return LinearCrossEntropyFunction::apply(h, weight, t, need_grad);
 }
 
-bool fused_kernels_enabled() { return fused_flag().load(); }
-void set_fused_kernels_enabled(bool enabled) { fused_flag().store(enabled); }
+bool fused_kernels_enabled() {
+  return fused_flag().load();
+}
+void set_fused_kernels_enabled(bool enabled) {
+  fused_flag().store(enabled);
+}
 
-std::string cpu_kernel_isa() { return cpu::kernels().isa; }
+std::string cpu_kernel_isa() {
+  return cpu::kernels().isa;
+}
 
 std::vector<std::string> available_cpu_kernel_isas() {
   std::vector<std::string> out;
@@ -444,7 +457,8 @@ void set_cpu_kernel_isa_for_testing(const std::string& isa) {
   if (!isa.empty()) {
     const auto all = available_cpu_kernel_isas();
     if (std::find(all.begin(), all.end(), isa) == all.end())
-      throw Error(str("CPU kernels for '", isa, "' are not available on this CPU"), "use one of available_cpu_kernel_isas()");
+      throw Error(str("CPU kernels for '", isa, "' are not available on this CPU"),
+                  "use one of available_cpu_kernel_isas()");
   }
   cpu::set_isa_for_testing(isa.c_str());
 }

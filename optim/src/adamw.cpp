@@ -100,11 +100,13 @@ void AdamW::load_state(const std::vector<std::pair<std::string, torch::Tensor>>&
   std::map<std::string, torch::Tensor> by_name(state.begin(), state.end());
   torch::NoGradGuard no_grad;
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    const std::pair<const char*, torch::Tensor*> slots[] = {{".exp_avg", &exp_avg_[i]}, {".exp_avg_sq", &exp_avg_sq_[i]}};
+    const std::pair<const char*, torch::Tensor*> slots[] = {{".exp_avg", &exp_avg_[i]},
+                                                            {".exp_avg_sq", &exp_avg_sq_[i]}};
     for (const auto& [suffix, dst] : slots) {
       const std::string key = params_[i].first + suffix;
       auto it = by_name.find(key);
-      if (it == by_name.end()) throw Error(str("optimizer state has no '", key, "'"), "the checkpoint does not match this model");
+      if (it == by_name.end())
+        throw Error(str("optimizer state has no '", key, "'"), "the checkpoint does not match this model");
       if (it->second.sizes() != dst->sizes())
         throw Error(str("optimizer state '", key, "' has shape ", it->second.sizes(), ", expected ", dst->sizes()),
                     "the checkpoint does not match this model");

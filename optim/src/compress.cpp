@@ -80,11 +80,17 @@ void ErrorFeedback::compensate(float* x) {
   std::copy(y_.begin(), y_.end(), x);
 }
 
-void ErrorFeedback::reset() { std::fill(e_.begin(), e_.end(), 0.0f); }
+void ErrorFeedback::reset() {
+  std::fill(e_.begin(), e_.end(), 0.0f);
+}
 
-NamedTensors ErrorFeedback::state() const { return {{name_ + ".residual", residual_tensor(e_)}}; }
+NamedTensors ErrorFeedback::state() const {
+  return {{name_ + ".residual", residual_tensor(e_)}};
+}
 
-void ErrorFeedback::load_state(const NamedTensors& state) { e_ = load_residual(state, name_ + ".residual", n_); }
+void ErrorFeedback::load_state(const NamedTensors& state) {
+  e_ = load_residual(state, name_ + ".residual", n_);
+}
 
 // ---- TopKCompressor ----------------------------------------------------------------------
 
@@ -96,7 +102,9 @@ TopKCompressor::TopKCompressor(std::string name, std::size_t n, std::size_t k, W
     throw Error(str("top-k compressor '", name_, "': k = ", k, " for ", n, " values"), "k must be in [1, n]");
 }
 
-std::size_t TopKCompressor::payload_bytes() const { return kTopKHeader + 4 * k_ + encoded_size(dtype_, k_); }
+std::size_t TopKCompressor::payload_bytes() const {
+  return kTopKHeader + 4 * k_ + encoded_size(dtype_, k_);
+}
 
 std::vector<std::uint8_t> TopKCompressor::compress(const float* x) {
   std::vector<float> y(n_);
@@ -114,7 +122,8 @@ std::vector<std::uint8_t> TopKCompressor::compress(const float* x) {
     const float fa = std::fabs(y[a]), fb = std::fabs(y[b]);
     return fa > fb || (fa == fb && a < b);
   };
-  if (k_ < n_) std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k_ - 1), order.end(), before);
+  if (k_ < n_)
+    std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k_ - 1), order.end(), before);
   order.resize(k_);
   std::sort(order.begin(), order.end());
 
@@ -158,7 +167,8 @@ void TopKCompressor::decode_add(const std::vector<std::uint8_t>& payload, float*
   std::memcpy(idx.data(), p + kTopKHeader, 4 * k_);
   for (std::size_t j = 0; j < k_; ++j) {
     if (idx[j] >= n_) throw fail(str("index ", idx[j], " out of range [0, ", n_, ")"));
-    if (j > 0 && idx[j] <= idx[j - 1]) throw fail(str("indices not strictly ascending (", idx[j - 1], ", ", idx[j], ")"));
+    if (j > 0 && idx[j] <= idx[j - 1])
+      throw fail(str("indices not strictly ascending (", idx[j - 1], ", ", idx[j], ")"));
   }
   std::vector<float> vals(k_);
   decode(dtype_, p + kTopKHeader + 4 * k_, k_, vals.data());
@@ -167,10 +177,16 @@ void TopKCompressor::decode_add(const std::vector<std::uint8_t>& payload, float*
   for (std::size_t j = 0; j < k_; ++j) dst[idx[j]] = dst[idx[j]] + vals[j];
 }
 
-void TopKCompressor::reset() { std::fill(e_.begin(), e_.end(), 0.0f); }
+void TopKCompressor::reset() {
+  std::fill(e_.begin(), e_.end(), 0.0f);
+}
 
-NamedTensors TopKCompressor::state() const { return {{name_ + ".residual", residual_tensor(e_)}}; }
+NamedTensors TopKCompressor::state() const {
+  return {{name_ + ".residual", residual_tensor(e_)}};
+}
 
-void TopKCompressor::load_state(const NamedTensors& state) { e_ = load_residual(state, name_ + ".residual", n_); }
+void TopKCompressor::load_state(const NamedTensors& state) {
+  e_ = load_residual(state, name_ + ".residual", n_);
+}
 
 }  // namespace pico::optim

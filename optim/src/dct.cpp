@@ -25,7 +25,8 @@ std::vector<float> dct_basis(std::int64_t n) {
     for (std::int64_t i = 0; i < n; ++i) {
       // cos(π·m/(2n)) with m = (2i+1)·k reduced mod 4n, so the argument stays in [0, 2π).
       const std::int64_t m = ((2 * i + 1) * k) % (4 * n);
-      const double v = (k == 0 ? s0 : sk) * std::cos(std::numbers::pi * static_cast<double>(m) / (2.0 * static_cast<double>(n)));
+      const double v =
+          (k == 0 ? s0 : sk) * std::cos(std::numbers::pi * static_cast<double>(m) / (2.0 * static_cast<double>(n)));
       c[static_cast<std::size_t>(k * n + i)] = static_cast<float>(v);
     }
   }
@@ -34,12 +35,15 @@ std::vector<float> dct_basis(std::int64_t n) {
 
 namespace {
 
-std::vector<double> widen(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+std::vector<double> widen(const std::vector<float>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
 
 std::vector<double> transpose(const std::vector<double>& m, std::int64_t n) {
   std::vector<double> t(m.size());
   for (std::int64_t a = 0; a < n; ++a)
-    for (std::int64_t b = 0; b < n; ++b) t[static_cast<std::size_t>(b * n + a)] = m[static_cast<std::size_t>(a * n + b)];
+    for (std::int64_t b = 0; b < n; ++b)
+      t[static_cast<std::size_t>(b * n + a)] = m[static_cast<std::size_t>(a * n + b)];
   return t;
 }
 

@@ -165,8 +165,9 @@ std::size_t DeMo::reference_payload_bytes() const {
 
 std::vector<std::uint8_t> DeMo::prepare(double lr) {
   if (pending_)
-    throw Error("DeMo::prepare called twice without apply()",
-                "after prepare(), run the all-gather and call apply(); retry a failed all-gather with the same payload");
+    throw Error(
+        "DeMo::prepare called twice without apply()",
+        "after prepare(), run the all-gather and call apply(); retry a failed all-gather with the same payload");
   if (!(lr >= 0 && std::isfinite(lr))) throw Error(str("DeMo::prepare: bad learning rate ", lr), "lr must be ≥ 0");
   torch::NoGradGuard no_grad;
   // Check every gradient before touching δ.
@@ -218,7 +219,8 @@ std::vector<std::uint8_t> DeMo::prepare(double lr) {
     SparseCoeffs s = demo_topk(coeffs.data(), d.chunks(), d.chunk_numel(), k_[i]);
     if (cfg_.value_dtype != WireDtype::kFloat32)  // send (and feed back) the rounded values
       for (auto& v : s.val)
-        v = cfg_.value_dtype == WireDtype::kFloat16 ? half_to_float(float_to_half(v)) : bfloat16_to_float(float_to_bfloat16(v));
+        v = cfg_.value_dtype == WireDtype::kFloat16 ? half_to_float(float_to_half(v))
+                                                    : bfloat16_to_float(float_to_bfloat16(v));
     // Error feedback: δ ← fl(δ − decode(own top-k)).
     demo_scatter(s, d.chunk_numel(), coeffs.data());
     transmit.resize(static_cast<std::size_t>(n));
@@ -246,11 +248,11 @@ std::vector<SparseCoeffs> DeMo::unpack(const std::vector<std::uint8_t>& payload,
                  "every contributor must run the same pico version, model and demo.* settings; "
                  "a peer that sends this should be evicted");
   };
-  if (payload.size() != payload_bytes_)
-    throw fail(str(payload.size(), " bytes, expected ", payload_bytes_));
+  if (payload.size() != payload_bytes_) throw fail(str(payload.size(), " bytes, expected ", payload_bytes_));
   const std::uint8_t* p = payload.data();
   if (get<std::uint32_t>(p) != kMagic) throw fail(str("bad magic 0x", std::hex, get<std::uint32_t>(p)));
-  if (get<std::uint16_t>(p + 4) != kVersion) throw fail(str("format version ", get<std::uint16_t>(p + 4), ", expected ", kVersion));
+  if (get<std::uint16_t>(p + 4) != kVersion)
+    throw fail(str("format version ", get<std::uint16_t>(p + 4), ", expected ", kVersion));
   if (p[6] != index_bytes_) throw fail(str("index width ", int{p[6]}, ", expected ", int{index_bytes_}));
   if (p[7] != static_cast<std::uint8_t>(cfg_.value_dtype))
     throw fail(str("value type ", int{p[7]}, ", expected ", int{static_cast<std::uint8_t>(cfg_.value_dtype)}, " (",
@@ -286,7 +288,8 @@ std::vector<SparseCoeffs> DeMo::unpack(const std::vector<std::uint8_t>& payload,
       if (ix >= limit)
         throw fail(str(params_[i].first, " chunk ", chunk, ": index ", ix, " out of range [0, ", limit, ")"));
       if (j % static_cast<std::size_t>(s.k) != 0 && ix <= s.idx[j - 1])
-        throw fail(str(params_[i].first, " chunk ", chunk, ": indices not strictly ascending (", s.idx[j - 1], ", ", ix, ")"));
+        throw fail(
+            str(params_[i].first, " chunk ", chunk, ": indices not strictly ascending (", s.idx[j - 1], ", ", ix, ")"));
       if (!std::isfinite(v)) throw fail(str(params_[i].first, " chunk ", chunk, ": value ", v, " is not finite"));
       s.idx[j] = ix;
       s.val[j] = v;
@@ -296,7 +299,8 @@ std::vector<SparseCoeffs> DeMo::unpack(const std::vector<std::uint8_t>& payload,
 }
 
 std::vector<torch::Tensor> DeMo::aggregate(const std::vector<std::vector<std::uint8_t>>& payloads) const {
-  if (payloads.empty()) throw Error("DeMo: no payloads to aggregate", "pass every rank's payload, this rank's included");
+  if (payloads.empty())
+    throw Error("DeMo: no payloads to aggregate", "pass every rank's payload, this rank's included");
   std::vector<std::vector<SparseCoeffs>> ranks;
   for (std::size_t r = 0; r < payloads.size(); ++r) ranks.push_back(unpack(payloads[r], r));
   std::vector<torch::Tensor> out;
@@ -311,7 +315,8 @@ std::vector<torch::Tensor> DeMo::aggregate(const std::vector<std::vector<std::ui
 }
 
 void DeMo::apply(const std::vector<std::vector<std::uint8_t>>& payloads, double lr) {
-  if (!pending_) throw Error("DeMo::apply called without prepare()", "call prepare() first, then the all-gather, then apply()");
+  if (!pending_)
+    throw Error("DeMo::apply called without prepare()", "call prepare() first, then the all-gather, then apply()");
   if (!(lr >= 0 && std::isfinite(lr))) throw Error(str("DeMo::apply: bad learning rate ", lr), "lr must be ≥ 0");
   const auto coeffs = aggregate(payloads);  // validates every payload before anything changes
   torch::NoGradGuard no_grad;
@@ -359,13 +364,15 @@ void DeMo::load_state(const NamedTensors& state) {
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const std::string key = params_[i].first + ".delta";
     auto it = by_name.find(key);
-    if (it == by_name.end()) throw Error(str("DeMo state has no '", key, "'"), "the checkpoint does not match this model");
+    if (it == by_name.end())
+      throw Error(str("DeMo state has no '", key, "'"), "the checkpoint does not match this model");
     if (it->second.sizes() != delta_[i].sizes())
       throw Error(str("DeMo state '", key, "' has shape ", it->second.sizes(), ", expected ", delta_[i].sizes()),
                   "the checkpoint does not match this model");
     auto t = to_cpu_float(it->second);
     if (!torch::isfinite(t).all().item<bool>())
-      throw Error(str("DeMo state '", key, "' holds a value that is not finite"), "the checkpoint is corrupt; use an earlier one");
+      throw Error(str("DeMo state '", key, "' holds a value that is not finite"),
+                  "the checkpoint is corrupt; use an earlier one");
     delta.push_back(std::move(t));
   }
   auto it = by_name.find("step");

@@ -165,16 +165,19 @@ void DiLoCo::load_state(const NamedTensors& state) {
   step_ = step;
 }
 
-std::string DiLoCo::state_hash() const { return hash_tensors(state()); }
+std::string DiLoCo::state_hash() const {
+  return hash_tensors(state());
+}
 
 NamedTensors DiLoCo::unflatten(const std::vector<float>& flat) const {
   NamedTensors out;
   if (flat.empty()) return out;
-  PICO_CHECK(static_cast<std::int64_t>(flat.size()) == numel_, "pseudo-gradient has ", flat.size(),
-             " values, θ_g has ", numel_);
+  PICO_CHECK(static_cast<std::int64_t>(flat.size()) == numel_, "pseudo-gradient has ", flat.size(), " values, θ_g has ",
+             numel_);
   for (std::size_t i = 0; i < theta_.size(); ++i) {
     const auto& [name, p] = theta_[i];
-    out.emplace_back(name, torch::from_blob(const_cast<float*>(flat.data()) + offset_[i], p.sizes(), torch::kFloat32).clone());
+    out.emplace_back(
+        name, torch::from_blob(const_cast<float*>(flat.data()) + offset_[i], p.sizes(), torch::kFloat32).clone());
   }
   return out;
 }
@@ -188,11 +191,12 @@ std::vector<float> DiLoCo::flatten(const NamedTensors& named) const {
     const auto& [name, p] = theta_[i];
     const auto it = by_name.find(name);
     if (it == by_name.end())
-      throw Error(str("the checkpoint's pseudo-gradient has no '", name, "'"), "the checkpoint does not match this model");
-    if (it->second.sizes() != p.sizes())
-      throw Error(str("the checkpoint's pseudo-gradient '", name, "' has shape ", it->second.sizes(), ", expected ",
-                      p.sizes()),
+      throw Error(str("the checkpoint's pseudo-gradient has no '", name, "'"),
                   "the checkpoint does not match this model");
+    if (it->second.sizes() != p.sizes())
+      throw Error(
+          str("the checkpoint's pseudo-gradient '", name, "' has shape ", it->second.sizes(), ", expected ", p.sizes()),
+          "the checkpoint does not match this model");
     const torch::Tensor t = to_cpu_float(it->second).contiguous();
     std::memcpy(flat.data() + offset_[i], t.data_ptr<float>(), static_cast<std::size_t>(t.numel()) * sizeof(float));
   }

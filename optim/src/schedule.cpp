@@ -17,9 +17,12 @@ LrSchedule parse_lr_schedule(const std::string& name) {
 
 std::string to_string(LrSchedule s) {
   switch (s) {
-    case LrSchedule::kLinearWithWarmup: return "linear_with_warmup";
-    case LrSchedule::kCosine: return "cosine";
-    case LrSchedule::kConstant: return "constant";
+    case LrSchedule::kLinearWithWarmup:
+      return "linear_with_warmup";
+    case LrSchedule::kCosine:
+      return "cosine";
+    case LrSchedule::kConstant:
+      return "constant";
   }
   return "?";
 }

@@ -3,12 +3,11 @@
 // answers, and the errors for bad input.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "fixture.h"
@@ -23,7 +22,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace pico::analysis;
 
-std::string pico(const std::string& args) { return pico_binary() + " analyze " + args; }
+std::string pico(const std::string& args) {
+  return pico_binary() + " analyze " + args;
+}
 
 std::vector<std::string> lines_of(const std::string& path) {
   std::vector<std::string> out;
@@ -42,7 +43,8 @@ bool is_png(const std::string& path) {
 // The row identity both sides agree on.
 std::string row_key(const nlohmann::json& r) {
   auto s = [&](const char* k) { return r.contains(k) && !r[k].is_null() ? r[k].dump() : std::string("-"); };
-  std::string head = r.contains("head") ? (r["head"].is_string() ? r["head"].get<std::string>() : r["head"].dump()) : "";
+  std::string head =
+      r.contains("head") ? (r["head"].is_string() ? r["head"].get<std::string>() : r["head"].dump()) : "";
   return str(s("metric"), "|", s("component"), "|", s("data_type"), "|", s("data_split"), "|", s("layer"), "|",
              s("step"), "|", head, "|", s("contributor"));
 }
@@ -118,7 +120,8 @@ TEST_F(Analyze, ConfigFormWritesCsvJsonPngsThatMatchAnIndependentComputation) {
   const std::string out = dir_->file("out_config");
   const std::string cfg = dir_->file("analysis.yaml");
   write_text(cfg, str(R"(analysis_name: e2e
-run_path: )", run(), R"(
+run_path: )",
+                      run(), R"(
 steps: {start: 10, end: 40, step: 10}
 metrics:
   - metric_name: cka
@@ -188,7 +191,8 @@ monitoring:
     return m;
   };
   auto simple = [](const std::string& kind, const std::string& suffix, std::vector<int> layers) {
-    return nlohmann::json{{"component_name", "simple"}, {"data_type", kind}, {"layer_suffix", suffix}, {"layers", layers}};
+    return nlohmann::json{
+        {"component_name", "simple"}, {"data_type", kind}, {"layer_suffix", suffix}, {"layers", layers}};
   };
   auto ov = [](const std::string& kind, std::vector<int> layers) {
     return nlohmann::json{{"component_name", "ov_circuit"}, {"data_type", kind}, {"layers", layers}};
@@ -251,8 +255,10 @@ TEST_F(Analyze, QuickFormComputesTheRequestedMetricsForEveryLayerAndStep) {
   EXPECT_EQ(components, (std::set<std::string>{"attention.v_proj", "attention.o_proj", "swiglu.w_2"}));
   for (const char* m : {"gini", "hoyer", "per"}) EXPECT_TRUE(is_png(out + "/plots/" + m + ".png")) << m;
   // Steps, layers, data types, norms and the OV circuit from the command line.
-  r = run_command(pico(run() + " --metrics norm,condition_number --components ov_circuit --data-type weights,gradients "
-                               "--layers 1 --steps 10:30:20 --no-plots --output " + out + "2"));
+  r = run_command(pico(run() +
+                       " --metrics norm,condition_number --components ov_circuit --data-type weights,gradients "
+                       "--layers 1 --steps 10:30:20 --no-plots --output " +
+                       out + "2"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j2 = nlohmann::json::parse(read_text(out + "2/metrics.json"));
   // (3 norms + cond) × 2 data types × 5 tensors (4 heads + layer) × 2 steps
@@ -275,7 +281,8 @@ TEST_F(Analyze, BadInputGetsAClearErrorWithAHint) {
     const auto r = run_command(pico(args));
     EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.output;
     needles.push_back("HINT");
-    for (const auto& n : needles) EXPECT_NE(r.output.find(n), std::string::npos) << args << ": " << n << "\n" << r.output;
+    for (const auto& n : needles)
+      EXPECT_NE(r.output.find(n), std::string::npos) << args << ": " << n << "\n" << r.output;
   };
   const std::string o = " --no-plots --output " + dir_->file("err_out");
   expect_error(run() + " --metrics ginni" + o, {"unknown metric 'ginni'", "did you mean 'gini'"});
@@ -402,8 +409,10 @@ TEST_F(AnalyzeDecentralized, DriftAndPseudoGradientCosineHaveTheKnownValues) {
       const std::string pair = row["contributor"];
       double want = 1.0;
       if (pair != "0-1") {
-        if (layer == "0") want = -1.0;
-        else if (layer == "1") want = 0.0;
+        if (layer == "0")
+          want = -1.0;
+        else if (layer == "1")
+          want = 0.0;
         else if (layer == "all") {
           double dot = 0, n2 = 0, n1 = 0;
           for (const auto& [n, t] : r_) {
@@ -432,8 +441,8 @@ TEST_F(AnalyzeDecentralized, DriftAndPseudoGradientCosineHaveTheKnownValues) {
   for (int s : {3, 5, 8, 10}) {
     auto files = nlohmann::json::array();
     for (int w = 0; w < kContributors; ++w)
-      files.push_back({w, str(dir_->path(), "/run/checkpoints/contributor_", w, "/",
-                              checkpoints::CheckpointDir::file_name(s))});
+      files.push_back(
+          {w, str(dir_->path(), "/run/checkpoints/contributor_", w, "/", checkpoints::CheckpointDir::file_name(s))});
     steps.push_back({s, files});
   }
   spec["decentralized"]["steps"] = steps;
@@ -442,7 +451,8 @@ TEST_F(AnalyzeDecentralized, DriftAndPseudoGradientCosineHaveTheKnownValues) {
                               dir_->file("spec.json") + " " + dir_->file("expected.json"));
   ASSERT_EQ(py.exit_code, 0) << py.output;
   std::map<std::string, double> got;
-  for (const auto& row : json["rows"]) got[str(row["metric"], row["layer"], row["step"], row["contributor"])] = value_of(row);
+  for (const auto& row : json["rows"])
+    got[str(row["metric"], row["layer"], row["step"], row["contributor"])] = value_of(row);
   const auto expected = nlohmann::json::parse(read_text(dir_->file("expected.json")));
   EXPECT_EQ(expected.size(), drift_rows * 2 + cos_rows);
   for (const auto& e : expected) {
@@ -478,7 +488,8 @@ TEST_F(AnalyzeDecentralized, MissingPseudoGradientsAndSelectionsAreExplained) {
   r = run_command(pico(dir_->file("run") + " --metrics gini --suffixes swiglu.w_2 --layers 0 --steps 10" + o));
   ASSERT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("analysis results already exist in " + dir_->file("err")), std::string::npos) << r.output;
-  r = run_command(pico(dir_->file("run") + " --metrics gini --suffixes swiglu.w_2 --layers 0 --steps 10 --overwrite" + o));
+  r = run_command(
+      pico(dir_->file("run") + " --metrics gini --suffixes swiglu.w_2 --layers 0 --steps 10 --overwrite" + o));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j2 = nlohmann::json::parse(read_text(dir_->file("err") + "/metrics.json"));
   ASSERT_EQ(j2["rows"].size(), 3u);

@@ -19,7 +19,7 @@ namespace pico::test {
 
 struct TinyModel {
   std::int64_t n_layers = 2, d_model = 32, n_heads = 4, n_kv_heads = 2, hidden = 64, vocab = 50;
-  std::int64_t ld_batch = 48;  // learning-dynamics samples (pwcca needs more than neurons)
+  std::int64_t ld_batch = 48;    // learning-dynamics samples (pwcca needs more than neurons)
   std::int64_t inner_steps = 0;  // outer.inner_steps; 0 = not a DiLoCo run
   bool val = true;               // the dataset has a validation split
   std::vector<std::string> suffixes = {"attention.v_proj", "attention.o_proj", "swiglu.w_2"};
@@ -27,9 +27,10 @@ struct TinyModel {
 };
 
 inline std::string tiny_config_yaml(const TinyModel& m, const std::string& run_name) {
-  std::string y = str("model:\n  d_model: ", m.d_model, "\n  n_layers: ", m.n_layers, "\n  vocab_size: ", m.vocab,
-                      "\n  max_seq_len: 16\n  attention_n_heads: ", m.n_heads, "\n  attention_n_kv_heads: ", m.n_kv_heads,
-                      "\n  activation_hidden_dim: ", m.hidden, "\ncheckpointing:\n  run_name: \"", run_name, "\"\n");
+  std::string y =
+      str("model:\n  d_model: ", m.d_model, "\n  n_layers: ", m.n_layers, "\n  vocab_size: ", m.vocab,
+          "\n  max_seq_len: 16\n  attention_n_heads: ", m.n_heads, "\n  attention_n_kv_heads: ", m.n_kv_heads,
+          "\n  activation_hidden_dim: ", m.hidden, "\ncheckpointing:\n  run_name: \"", run_name, "\"\n");
   if (m.inner_steps > 0) y += str("outer:\n  inner_steps: ", m.inner_steps, "\n");
   return y;
 }
@@ -65,7 +66,8 @@ inline std::map<std::string, torch::Tensor> tiny_params(const TinyModel& m, std:
 // One contributor's checkpoint at `step`: `params` is its /model; learning dynamics are
 // random but drift smoothly with the step (activations have non-zero means).
 inline checkpoints::CheckpointData tiny_checkpoint(const TinyModel& m, const std::string& run_name, std::int64_t step,
-                                                   std::int64_t round, const std::map<std::string, torch::Tensor>& params,
+                                                   std::int64_t round,
+                                                   const std::map<std::string, torch::Tensor>& params,
                                                    std::int64_t contributor = 0) {
   checkpoints::CheckpointData d;
   d.config_yaml = tiny_config_yaml(m, run_name);

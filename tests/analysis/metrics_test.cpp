@@ -1,13 +1,13 @@
 // The metrics (analysis/metrics.h) against numpy/scipy (tests/python/analysis_reference.py)
 // on fixed and random matrices, their invariances, and degenerate input.
-#include <gtest/gtest.h>
+#include "pico/analysis/metrics.h"
 
-#include <nlohmann/json.hpp>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 
-#include "pico/analysis/metrics.h"
 #include "pico/common/error.h"
 #include "support/npy.h"
 #include "support/test_util.h"
@@ -54,8 +54,10 @@ std::map<std::string, torch::Tensor> single_inputs() {
   m["row_1x10"] = torch::randn({1, 10});
   m["huge_20x20"] = torch::randn({20, 20}) * 1e4;
   m["tiny_20x20"] = torch::randn({20, 20}) * 1e-4;
-  m["wide_range_60x60"] = torch::randn({60, 60}) * torch::exp(torch::randn({60, 60}) * 8);  // radix-sort path, many exponents
-  m["ill_conditioned_16x16"] = torch::randn({16, 16}).mm(torch::diag(torch::logspace(0, -5, 16))).mm(torch::randn({16, 16}));
+  m["wide_range_60x60"] =
+      torch::randn({60, 60}) * torch::exp(torch::randn({60, 60}) * 8);  // radix-sort path, many exponents
+  m["ill_conditioned_16x16"] =
+      torch::randn({16, 16}).mm(torch::diag(torch::logspace(0, -5, 16))).mm(torch::randn({16, 16}));
   return m;
 }
 

@@ -9,12 +9,11 @@
 // those use checkpoints written by the checkpoints library in the documented layout).
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "pico/checkpoints/checkpoint.h"
@@ -80,7 +79,8 @@ TEST_F(AnalyzeTrained, EveryMetricOnRealCheckpointsMatchesNumpyScipy) {
   for (int s : {5, 10, 15, 20}) ASSERT_TRUE(fs::exists(step_file(s))) << step_file(s);
   const std::string out = dir_->file("analysis");
   write_text(dir_->file("analysis.yaml"), str(R"(analysis_name: tiny-e2e
-run_path: )", run(), R"(
+run_path: )",
+                                              run(), R"(
 steps: {start: 5, end: 20, step: 5}
 metrics:
   - metric_name: cka
@@ -135,8 +135,8 @@ monitoring:
   std::size_t csv_lines = 0;
   for (std::string line; std::getline(csv, line);) ++csv_lines;
   EXPECT_EQ(csv_lines, expected_rows + 1);
-  for (const char* m : {"cka", "pwcca", "per", "condition_number", "gini", "hoyer", "norm_frobenius", "norm_nuclear",
-                        "norm_inf"})
+  for (const char* m :
+       {"cka", "pwcca", "per", "condition_number", "gini", "hoyer", "norm_frobenius", "norm_nuclear", "norm_inf"})
     EXPECT_GT(fs::file_size(dir + "/plots/" + m + ".png"), 1000u) << m;
 
   // The independent computation over the same files.
@@ -148,7 +148,8 @@ monitoring:
     return m;
   };
   auto simple = [](const std::string& kind, const std::string& suffix, std::vector<int> layers) {
-    return nlohmann::json{{"component_name", "simple"}, {"data_type", kind}, {"layer_suffix", suffix}, {"layers", layers}};
+    return nlohmann::json{
+        {"component_name", "simple"}, {"data_type", kind}, {"layer_suffix", suffix}, {"layers", layers}};
   };
   auto ov = [](const std::string& kind, std::vector<int> layers) {
     return nlohmann::json{{"component_name", "ov_circuit"}, {"data_type", kind}, {"layers", layers}};
@@ -218,8 +219,10 @@ monitoring:
 
 TEST_F(AnalyzeTrained, QuickFormOnEveryDataTypeAndBothComponents) {
   const std::string out = dir_->file("quick");
-  const auto r = run_command(pico(run() + " --metrics gini,hoyer,per,condition_number,norm --components simple,ov_circuit "
-                                          "--data-type weights,gradients --layers all --no-plots --output " + out));
+  const auto r = run_command(pico(run() +
+                                  " --metrics gini,hoyer,per,condition_number,norm --components simple,ov_circuit "
+                                  "--data-type weights,gradients --layers all --no-plots --output " +
+                                  out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto json = nlohmann::json::parse(read_text(out + "/metrics.json"));
   // metrics (gini, hoyer, per, cond, 3 norms) × data types 2 × (3 suffixes + 5 ov tensors) × 2 layers × 4 steps
@@ -289,7 +292,8 @@ TEST_F(AnalyzeTrained, BadInputOnARealRunIsExplained) {
   write_text(junk_run + "/checkpoints/step_000005.h5", "this is not a checkpoint\n");
   r = run_command(pico(junk_run + " --metrics gini" + o));
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  for (const char* s : {"step_000005.h5", "HINT"}) EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
+  for (const char* s : {"step_000005.h5", "HINT"})
+    EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
 
   // A module the run did not record.
   r = run_command(pico(run() + " --metrics hoyer --data-type activations --suffixes swiglu.w_0" + o));

@@ -8,8 +8,8 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 
@@ -24,7 +24,9 @@ using test::run_command;
 using test::slurp;
 namespace fs = std::filesystem;
 
-std::string pico(const std::string& args) { return test::pico_binary() + " " + args; }
+std::string pico(const std::string& args) {
+  return test::pico_binary() + " " + args;
+}
 
 std::vector<nlohmann::json> records(const std::string& metrics, const char* key) {
   std::vector<nlohmann::json> out;
@@ -71,14 +73,20 @@ class Cli : public ::testing::Test {
     test::write_text(path,
                      "model: {d_model: 32, n_layers: 4, vocab_size: 512, max_seq_len: 32, attention_n_heads: 4,"
                      " attention_n_kv_heads: 2, activation_hidden_dim: 96}\n"
-                     "training:\n  max_steps: " + std::to_string(max_steps) +
+                     "training:\n  max_steps: " +
+                         std::to_string(max_steps) +
                          "\n  optimization: {lr: 3.0e-3, lr_scheduler: cosine, lr_warmup_steps: 10}\n"
-                         "data:\n  path: " + dir_->file("ds") + "\n  dataloader:\n    batch_size: 4\n"
+                         "data:\n  path: " +
+                         dir_->file("ds") +
+                         "\n  dataloader:\n    batch_size: 4\n"
                          "evaluation: {every_n_steps: 50, batches: 2}\n"
-                         "checkpointing:\n  runs_dir: " + dir_->file("runs") + "\n  save_every_n_steps: 50\n"
+                         "checkpointing:\n  runs_dir: " +
+                         dir_->file("runs") +
+                         "\n  save_every_n_steps: 50\n"
                          "  learning_dynamics: {batch_size: 4}\n"
                          "monitoring: {logging: {log_every_n_steps: 1}}\n"
-                         "threads: 1\nseed: 42\n" + extra);
+                         "threads: 1\nseed: 42\n" +
+                         extra);
     return path;
   }
   static std::string run_dir(const std::string& name) { return dir_->file("runs/" + name); }
@@ -175,8 +183,7 @@ TEST_F(Cli, ZmqContributorsStopTogetherOnSigtermAndResume) {
   ASSERT_EQ(a.size(), 2u * 240);
   std::map<std::pair<std::int64_t, std::int64_t>, double> ref;
   for (const auto& j : b) ref[{j["step"], j["contributor"]}] = j["loss"];
-  for (const auto& j : a)
-    EXPECT_EQ(j["loss"].get<double>(), (ref[{j["step"], j["contributor"]}])) << j.dump();
+  for (const auto& j : a) EXPECT_EQ(j["loss"].get<double>(), (ref[{j["step"], j["contributor"]}])) << j.dump();
 }
 
 TEST_F(Cli, ResumeWithNothingToResumeIsAnErrorAutoResumeStartsAfresh) {
@@ -196,7 +203,8 @@ TEST_F(Cli, ResumeWithNothingToResumeIsAnErrorAutoResumeStartsAfresh) {
 TEST_F(Cli, LlmTrainingConfigFirstNamesTheMissingDataset) {
   const std::string work = dir_->file("newcomer");
   fs::create_directories(work);
-  const auto r = run_command("cd " + work + " && " + pico("train --config " + test::source_dir() + "/configs/llm-training.yaml"));
+  const auto r =
+      run_command("cd " + work + " && " + pico("train --config " + test::source_dir() + "/configs/llm-training.yaml"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("error: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("data/corpus-32k"), std::string::npos) << r.output;
@@ -206,9 +214,9 @@ TEST_F(Cli, LlmTrainingConfigFirstNamesTheMissingDataset) {
 }
 
 TEST_F(Cli, BrokerPrintsItsCodeAndStopsCleanlyOnSigterm) {
-  Proc b = test::spawn_pico("broker --listen tcp://127.0.0.1:0 --state " + dir_->file("standing.db") + " --key-dir " +
-                                dir_->file("keys"),
-                            log("broker"));
+  Proc b = test::spawn_pico(
+      "broker --listen tcp://127.0.0.1:0 --state " + dir_->file("standing.db") + " --key-dir " + dir_->file("keys"),
+      log("broker"));
   std::string code;
   ASSERT_TRUE(test::wait_for_log(b.log, std::regex(R"(broker code: (pico://127\.0\.0\.1:\d+/\?key=[0-9a-f]{64}))"),
                                  {&code}, 30))
@@ -306,14 +314,16 @@ TEST_F(Cli, GenerateEndsItsTextWithANewlineAndEvalReadsADatasetsValidationSplit)
   auto r = run_command(pico("train --config " + cfg));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // stdout alone (run_command would merge stderr's log lines into it).
-  r = run_command("(" + pico("generate --checkpoint " + run_dir("infer") + " --prompt 'In the beginning' --temperature 0 -n 8") +
-                  " 2>/dev/null)");
+  r = run_command(
+      "(" + pico("generate --checkpoint " + run_dir("infer") + " --prompt 'In the beginning' --temperature 0 -n 8") +
+      " 2>/dev/null)");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   ASSERT_FALSE(r.output.empty());
   EXPECT_EQ(r.output.rfind("In the beginning", 0), 0u) << r.output;
   EXPECT_EQ(r.output.back(), '\n') << "[" << r.output << "]";
 
-  r = run_command("(" + pico("eval --checkpoint " + run_dir("infer") + " --data " + dir_->file("ds")) + " 2>/dev/null)");
+  r = run_command("(" + pico("eval --checkpoint " + run_dir("infer") + " --data " + dir_->file("ds")) +
+                  " 2>/dev/null)");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j = nlohmann::json::parse(r.output);
   EXPECT_GT(j["tokens"].get<std::int64_t>(), 1000);
@@ -356,15 +366,16 @@ TEST_F(Cli, AnalysisConfigRunsOnARunWithTheDefaultRetentionAndNothingIsReplacedU
   auto r = run_command(pico("train --config " + cfg + " --set checkpointing.save_every_n_steps=250"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(saved_steps(run_dir("demo") + "/checkpoints"), (std::vector<std::int64_t>{250, 500, 750, 1000}));
-  r = run_command("cd " + dir_->path() + " && " +
-                  pico("analyze " + run_dir("demo") + " --config " + test::source_dir() + "/configs/analysis.yaml --no-plots"));
+  r = run_command(
+      "cd " + dir_->path() + " && " +
+      pico("analyze " + run_dir("demo") + " --config " + test::source_dir() + "/configs/analysis.yaml --no-plots"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string csv = dir_->file("analysis_results/demo-analysis/metrics.csv");
   ASSERT_TRUE(fs::exists(csv)) << r.output;
   // Results are not replaced unless told; then they are.
-  const std::string analyze = "cd " + dir_->path() + " && " +
-                              pico("analyze " + run_dir("demo") + " --config " + test::source_dir() +
-                                   "/configs/analysis.yaml --no-plots");
+  const std::string analyze =
+      "cd " + dir_->path() + " && " +
+      pico("analyze " + run_dir("demo") + " --config " + test::source_dir() + "/configs/analysis.yaml --no-plots");
   test::write_text(csv, "kept\n");
   r = run_command(analyze);
   EXPECT_EQ(r.exit_code, 1) << r.output;
@@ -380,12 +391,13 @@ TEST_F(Cli, AnalysisConfigRunsOnARunWithTheDefaultRetentionAndNothingIsReplacedU
   r = run_command(pico("export --checkpoint " + run_dir("demo") + " --format hf --output " + out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string weights = slurp(out + "/model.safetensors");
-  r = run_command(pico("export --checkpoint " + run_dir("demo") + "/checkpoints/step_000250.h5 --format hf --output " + out));
+  r = run_command(
+      pico("export --checkpoint " + run_dir("demo") + "/checkpoints/step_000250.h5 --format hf --output " + out));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("already holds an export"), std::string::npos) << r.output;
   EXPECT_EQ(slurp(out + "/model.safetensors"), weights);
-  r = run_command(pico("export --checkpoint " + run_dir("demo") + "/checkpoints/step_000250.h5 --format hf --output " + out +
-                       " --overwrite"));
+  r = run_command(pico("export --checkpoint " + run_dir("demo") + "/checkpoints/step_000250.h5 --format hf --output " +
+                       out + " --overwrite"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(slurp(out + "/model.safetensors"), weights);
 }

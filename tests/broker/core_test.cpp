@@ -1,8 +1,9 @@
 // The broker's state machine driven directly: rounds, failures, snapshots, the ledger,
 // refusals and a restart on the same store.
+#include "pico/broker/core.h"
+
 #include <gtest/gtest.h>
 
-#include "pico/broker/core.h"
 #include "pico/common/error.h"
 #include "pico/common/hash.h"
 #include "support/test_util.h"
@@ -44,9 +45,14 @@ struct Harness {
   }
   void create(bool is_private = false, const std::string& token = "") {
     auto out = send("creator", MessageType::kCreateRun,
-                    {{"run_id", "r"}, {"config_yaml", "seed: 1\n"}, {"dataset_hash", "D"}, {"num_shards", 4},
-                     {"private", is_private}, {"token_sha256", token.empty() ? "" : sha256_hex(token)},
-                     {"theta0_hash", "H0"}, {"dataset_info", {{"prepare", "pico data prepare --input kjv.txt"}}}});
+                    {{"run_id", "r"},
+                     {"config_yaml", "seed: 1\n"},
+                     {"dataset_hash", "D"},
+                     {"num_shards", 4},
+                     {"private", is_private},
+                     {"token_sha256", token.empty() ? "" : sha256_hex(token)},
+                     {"theta0_hash", "H0"},
+                     {"dataset_info", {{"prepare", "pico data prepare --input kjv.txt"}}}});
     ASSERT_EQ(out.at(0).message.type, MessageType::kAck);
   }
   std::int64_t join(const std::string& peer, const std::string& dataset = "D") {
@@ -58,14 +64,26 @@ struct Harness {
   std::vector<Outgoing> ready(const std::string& peer, std::int64_t id, std::int64_t round, double norm = 1.0,
                               bool finite = true) {
     return send(peer, MessageType::kReady,
-                {{"run_id", "r"}, {"member_id", id}, {"round", round}, {"base_round", round - 1}, {"tokens", 100},
-                 {"inner_steps", 10}, {"compute_seconds", 2.0}, {"delta_norm", norm}, {"finite", finite}});
+                {{"run_id", "r"},
+                 {"member_id", id},
+                 {"round", round},
+                 {"base_round", round - 1},
+                 {"tokens", 100},
+                 {"inner_steps", 10},
+                 {"compute_seconds", 2.0},
+                 {"delta_norm", norm},
+                 {"finite", finite}});
   }
   std::vector<Outgoing> result(const std::string& peer, std::int64_t id, std::int64_t round, std::int64_t attempt,
                                bool ok, const std::string& hash = "H") {
     return send(peer, MessageType::kRoundResult,
-                {{"run_id", "r"}, {"member_id", id}, {"round", round}, {"attempt", attempt}, {"ok", ok},
-                 {"theta_hash", hash}, {"bytes_sent", 1000}});
+                {{"run_id", "r"},
+                 {"member_id", id},
+                 {"round", round},
+                 {"attempt", attempt},
+                 {"ok", ok},
+                 {"theta_hash", hash},
+                 {"bytes_sent", 1000}});
   }
   void heartbeat(const std::string& peer, std::int64_t id, std::int64_t base) {
     send(peer, MessageType::kHeartbeat,
@@ -123,7 +141,7 @@ TEST(BrokerCore, ADeadMemberIsEvictedAndTheRoundRetriedWithoutIt) {
   h.heartbeat("b", b, 0);
   auto out = h.result("b", b, 1, 1, false);
   EXPECT_TRUE(of_type(out, MessageType::kRoundStart).empty());  // c has not reported yet
-  h.now = 12;  // c silent for 12 s > 10 s
+  h.now = 12;                                                   // c silent for 12 s > 10 s
   out = h.core->tick(h.now);
   const auto retry = of_type(out, MessageType::kRoundStart);
   ASSERT_EQ(retry.size(), 2u);
@@ -171,7 +189,8 @@ TEST_P(SnapshotPolicy, JoinersGetTheSnapshotOfTheLatestRound) {
   auto out = h.result("a", a, 1, 1, true, "H1");
   EXPECT_EQ(of_type(out, MessageType::kSnapshotRequest).size(), GetParam() > 0 ? 1u : 0u);
   // Round 1 is done; a trains round 2 from θ_g(1). Now d joins and needs θ_g(1).
-  out = h.send("d", MessageType::kJoin, {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cuda:0"}, {"endpoint", "e"}});
+  out = h.send("d", MessageType::kJoin,
+               {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cuda:0"}, {"endpoint", "e"}});
   ASSERT_EQ(out.at(0).message.type, MessageType::kAck);
   EXPECT_TRUE(out.at(0).message.body["needs_snapshot"].get<bool>());
   const auto d = out.at(0).message.body["member_id"].get<std::int64_t>();
@@ -181,9 +200,10 @@ TEST_P(SnapshotPolicy, JoinersGetTheSnapshotOfTheLatestRound) {
   for (std::size_t i = 0; i < snap.size(); ++i) snap[i] = static_cast<char>(i * 31);
   const std::string sha = sha256_hex(snap);
   for (int i = 0; i < 3; ++i) {
-    out = h.send("a", MessageType::kSnapshotPut,
-                 {{"run_id", "r"}, {"member_id", a}, {"round", 1}, {"index", i}, {"count", 3}, {"bytes", 2500}, {"sha256", sha}},
-                 snap.substr(static_cast<std::size_t>(i) * 1000, 1000));
+    out = h.send(
+        "a", MessageType::kSnapshotPut,
+        {{"run_id", "r"}, {"member_id", a}, {"round", 1}, {"index", i}, {"count", 3}, {"bytes", 2500}, {"sha256", sha}},
+        snap.substr(static_cast<std::size_t>(i) * 1000, 1000));
     ASSERT_EQ(out.at(0).message.type, MessageType::kAck) << out.at(0).message.body.dump();
   }
   const auto ready = of_type(out, MessageType::kSnapshotReady);
@@ -213,7 +233,12 @@ TEST(BrokerCore, ACorruptSnapshotUploadIsRejected) {
   h.result("a", a, 1, 1, true);
   h.send("d", MessageType::kJoin, {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cpu"}, {"endpoint", "e"}});
   auto out = h.send("a", MessageType::kSnapshotPut,
-                    {{"run_id", "r"}, {"member_id", a}, {"round", 1}, {"index", 0}, {"count", 1}, {"bytes", 3},
+                    {{"run_id", "r"},
+                     {"member_id", a},
+                     {"round", 1},
+                     {"index", 0},
+                     {"count", 1},
+                     {"bytes", 3},
                      {"sha256", sha256_hex("abc")}},
                     "abd");
   EXPECT_TRUE(of_type(out, MessageType::kSnapshotReady).empty());
@@ -247,10 +272,12 @@ TEST(BrokerCore, PublicRunsRejectNonFiniteAndOutlierUpdates) {
 TEST(BrokerCore, RefusesWrongDatasetsPrivateRunsAndUnknownRunsClearly) {
   Harness h;
   h.create(/*private=*/true, "sesame");
-  auto out = h.send("x", MessageType::kJoin, {{"run_id", "r"}, {"dataset_hash", "OTHER"}, {"device", "cpu"}, {"endpoint", "e"}});
+  auto out = h.send("x", MessageType::kJoin,
+                    {{"run_id", "r"}, {"dataset_hash", "OTHER"}, {"device", "cpu"}, {"endpoint", "e"}});
   ASSERT_EQ(out.at(0).message.type, MessageType::kError);
   EXPECT_NE(out.at(0).message.body["reason"].get<std::string>().find("not the run's"), std::string::npos);
-  EXPECT_NE(out.at(0).message.body["hint"].get<std::string>().find("pico data prepare --input kjv.txt"), std::string::npos);
+  EXPECT_NE(out.at(0).message.body["hint"].get<std::string>().find("pico data prepare --input kjv.txt"),
+            std::string::npos);
   out = h.send("x", MessageType::kJoin, {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cpu"}, {"endpoint", "e"}});
   ASSERT_EQ(out.at(0).message.type, MessageType::kError);
   EXPECT_NE(out.at(0).message.body["reason"].get<std::string>().find("private"), std::string::npos);
@@ -260,7 +287,8 @@ TEST(BrokerCore, RefusesWrongDatasetsPrivateRunsAndUnknownRunsClearly) {
   out = h.send("x", MessageType::kJoin,
                {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cpu"}, {"endpoint", "e"}, {"token", "sesame"}});
   EXPECT_EQ(out.at(0).message.type, MessageType::kAck);
-  out = h.send("x", MessageType::kJoin, {{"run_id", "nope"}, {"dataset_hash", "D"}, {"device", "cpu"}, {"endpoint", "e"}});
+  out = h.send("x", MessageType::kJoin,
+               {{"run_id", "nope"}, {"dataset_hash", "D"}, {"device", "cpu"}, {"endpoint", "e"}});
   EXPECT_NE(out.at(0).message.body["reason"].get<std::string>().find("no active run 'nope'"), std::string::npos);
   // malformed: a missing field is an error reply, never a crash
   out = h.send("x", MessageType::kReady, {{"run_id", "r"}});
@@ -268,9 +296,16 @@ TEST(BrokerCore, RefusesWrongDatasetsPrivateRunsAndUnknownRunsClearly) {
   out = h.send("x", MessageType::kReady, {{"run_id", "r"}, {"member_id", "zero"}});
   EXPECT_EQ(out.at(0).message.type, MessageType::kError);
   // another key cannot speak for member 0
-  out = h.send("y", MessageType::kReady, {{"run_id", "r"}, {"member_id", 0}, {"round", 1}, {"base_round", 0},
-                                          {"tokens", 1}, {"inner_steps", 1}, {"compute_seconds", 1.0},
-                                          {"delta_norm", 1.0}, {"finite", true}});
+  out = h.send("y", MessageType::kReady,
+               {{"run_id", "r"},
+                {"member_id", 0},
+                {"round", 1},
+                {"base_round", 0},
+                {"tokens", 1},
+                {"inner_steps", 1},
+                {"compute_seconds", 1.0},
+                {"delta_norm", 1.0},
+                {"finite", true}});
   EXPECT_EQ(out.at(0).message.type, MessageType::kError);
 }
 
@@ -306,10 +341,18 @@ TEST(BrokerCore, AMemberWhoseReportALostBrokerNeverGotIsNotSentBackForASnapshot)
   h.heartbeat("a", a, 1);
   h.heartbeat("b", b, 1);
   // b trained round 2 and says ready, carrying the report of round 1 the broker lost.
-  auto out = h.send("b", MessageType::kReady,
-                    {{"run_id", "r"}, {"member_id", b}, {"round", 2}, {"base_round", 1}, {"tokens", 100},
-                     {"inner_steps", 10}, {"compute_seconds", 2.0}, {"delta_norm", 1.0}, {"finite", true},
-                     {"last_result", {{"round", 1}, {"attempt", 1}, {"ok", true}, {"theta_hash", "H"}, {"bytes_sent", 1000}}}});
+  auto out = h.send(
+      "b", MessageType::kReady,
+      {{"run_id", "r"},
+       {"member_id", b},
+       {"round", 2},
+       {"base_round", 1},
+       {"tokens", 100},
+       {"inner_steps", 10},
+       {"compute_seconds", 2.0},
+       {"delta_norm", 1.0},
+       {"finite", true},
+       {"last_result", {{"round", 1}, {"attempt", 1}, {"ok", true}, {"theta_hash", "H"}, {"bytes_sent", 1000}}}});
   EXPECT_TRUE(of_type(out, MessageType::kResync).empty());
   EXPECT_EQ(h.store->run("r")->round, 1);
   EXPECT_EQ(h.store->ledger("r").size(), 2u);
@@ -336,8 +379,14 @@ TEST(BrokerCore, AMemberAheadOfAnUncommittedRoundIsAskedToRetryNotToResync) {
 TEST(BrokerCore, ARoundWaitsForMinContributors) {
   Harness h;
   auto created = h.send("creator", MessageType::kCreateRun,
-                        {{"run_id", "r"}, {"config_yaml", "seed: 1\n"}, {"dataset_hash", "D"}, {"num_shards", 4},
-                         {"private", false}, {"token_sha256", ""}, {"theta0_hash", "H0"}, {"min_members", 2}});
+                        {{"run_id", "r"},
+                         {"config_yaml", "seed: 1\n"},
+                         {"dataset_hash", "D"},
+                         {"num_shards", 4},
+                         {"private", false},
+                         {"token_sha256", ""},
+                         {"theta0_hash", "H0"},
+                         {"min_members", 2}});
   ASSERT_EQ(created.at(0).message.type, MessageType::kAck);
   const auto a = h.join("a");
   EXPECT_TRUE(of_type(h.ready("a", a, 1), MessageType::kRoundStart).empty());  // alone: waits
@@ -347,8 +396,14 @@ TEST(BrokerCore, ARoundWaitsForMinContributors) {
   h.restart();
   EXPECT_EQ(h.store->run("r")->min_members, 2);
   auto bad = h.send("creator", MessageType::kCreateRun,
-                    {{"run_id", "r2"}, {"config_yaml", "x"}, {"dataset_hash", "D"}, {"num_shards", 4}, {"private", false},
-                     {"token_sha256", ""}, {"theta0_hash", "H0"}, {"min_members", 0}});
+                    {{"run_id", "r2"},
+                     {"config_yaml", "x"},
+                     {"dataset_hash", "D"},
+                     {"num_shards", 4},
+                     {"private", false},
+                     {"token_sha256", ""},
+                     {"theta0_hash", "H0"},
+                     {"min_members", 0}});
   EXPECT_EQ(bad.at(0).message.type, MessageType::kError);
 }
 

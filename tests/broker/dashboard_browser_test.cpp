@@ -21,7 +21,9 @@ using test::Proc;
 using test::slurp;
 using test::wait_for_log;
 
-test::Proc spawn(const std::string& args, const std::string& log) { return test::spawn_pico(args, log); }
+test::Proc spawn(const std::string& args, const std::string& log) {
+  return test::spawn_pico(args, log);
+}
 
 template <typename Pred>
 bool wait_for(Pred pred, double seconds) {
@@ -42,23 +44,29 @@ TEST_F(DashboardBrowser, AThreeMemberRunShowsUpdatesAndObeysTheOperator) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // A tiny model and short rounds: a round every second or so even with three trainers and
   // a browser on two cores. The run is long; the test ends it.
-  test::write_text(dir_.file("run.yaml"),
-                   "model: {d_model: 32, n_layers: 2, vocab_size: 512, max_seq_len: 32, attention_n_heads: 4,"
-                   " attention_n_kv_heads: 2, activation_hidden_dim: 96}\n"
-                   "training: {max_steps: 100000, optimization: {lr: 3.0e-3, lr_scheduler: constant, lr_warmup_steps: 5}}\n"
-                   "data: {path: " + dir_.file("ds") + ", dataloader: {batch_size: 4}}\n"
-                   "outer: {algorithm: diloco, inner_steps: 10, timeout_s: 10, min_contributors: 3}\n"
-                   "evaluation: {every_n_steps: 20, batches: 2}\n"
-                   "checkpointing: {runs_dir: " + dir_.file("runs") + ", run_name: net, save_every_n_steps: 0}\n"
-                   "monitoring: {logging: {log_every_n_steps: 50}}\n"
-                   "threads: 1\n");
+  test::write_text(
+      dir_.file("run.yaml"),
+      "model: {d_model: 32, n_layers: 2, vocab_size: 512, max_seq_len: 32, attention_n_heads: 4,"
+      " attention_n_kv_heads: 2, activation_hidden_dim: 96}\n"
+      "training: {max_steps: 100000, optimization: {lr: 3.0e-3, lr_scheduler: constant, lr_warmup_steps: 5}}\n"
+      "data: {path: " +
+          dir_.file("ds") +
+          ", dataloader: {batch_size: 4}}\n"
+          "outer: {algorithm: diloco, inner_steps: 10, timeout_s: 10, min_contributors: 3}\n"
+          "evaluation: {every_n_steps: 20, batches: 2}\n"
+          "checkpointing: {runs_dir: " +
+          dir_.file("runs") +
+          ", run_name: net, save_every_n_steps: 0}\n"
+          "monitoring: {logging: {log_every_n_steps: 50}}\n"
+          "threads: 1\n");
   const std::string keys = " --key-dir " + dir_.file("keys");
-  Proc a = spawn("train --config " + dir_.file("run.yaml") + " --http 127.0.0.1:0 --identity a --overwrite --member-timeout 20" +
-                     keys,
+  Proc a = spawn("train --config " + dir_.file("run.yaml") +
+                     " --http 127.0.0.1:0 --identity a --overwrite --member-timeout 20" + keys,
                  dir_.file("a.log"));
   std::string code, url, token;
   ASSERT_TRUE(wait_for_log(a.log, std::regex(R"(join code: (pico://\S+))"), {&code}, 60)) << slurp(a.log);
-  ASSERT_TRUE(wait_for_log(a.log, std::regex(R"(dashboard: (http://127\.0\.0\.1:\d+/) — operator token ([0-9a-f]{32}))"),
+  ASSERT_TRUE(wait_for_log(a.log,
+                           std::regex(R"(dashboard: (http://127\.0\.0\.1:\d+/) — operator token ([0-9a-f]{32}))"),
                            {&url, &token}, 10))
       << slurp(a.log);
   auto join = [&](const std::string& who) {
@@ -71,9 +79,10 @@ TEST_F(DashboardBrowser, AThreeMemberRunShowsUpdatesAndObeysTheOperator) {
   ASSERT_TRUE(wait_for_log(c.log, std::regex(R"(joined run net as member (\d+))"), {&c_id}, 60)) << slurp(c.log);
 
   const std::string shot = std::getenv("PICO_DASHBOARD_SCREENSHOT") ? std::getenv("PICO_DASHBOARD_SCREENSHOT") : "";
-  r = test::run_command(test::python() + " " + test::source_dir() + "/tests/python/dashboard_browser.py " + url + " " + token +
-                        " --evict " + c_id + " --timeout 60" + (shot.empty() ? "" : " --screenshot " + shot));
-  const std::string logs = "\n--- a.log\n" + slurp(a.log).substr(0, 6000) + "\n--- c.log\n" + slurp(c.log).substr(0, 3000);
+  r = test::run_command(test::python() + " " + test::source_dir() + "/tests/python/dashboard_browser.py " + url + " " +
+                        token + " --evict " + c_id + " --timeout 60" + (shot.empty() ? "" : " --screenshot " + shot));
+  const std::string logs =
+      "\n--- a.log\n" + slurp(a.log).substr(0, 6000) + "\n--- c.log\n" + slurp(c.log).substr(0, 3000);
   const auto brace = r.output.rfind("\n{");
   ASSERT_NE(brace, std::string::npos) << r.output << logs;
   const auto o = nlohmann::json::parse(r.output.substr(brace + 1), nullptr, false);
@@ -133,7 +142,8 @@ TEST_F(DashboardBrowser, AThreeMemberRunShowsUpdatesAndObeysTheOperator) {
   EXPECT_NE(r.output.find("HINT"), std::string::npos) << r.output;
 
   // /metrics of the live run, read by Prometheus's parser.
-  r = test::run_command(test::python() + " " + test::source_dir() + "/tests/python/check_metrics.py " + url + "metrics");
+  r = test::run_command(test::python() + " " + test::source_dir() + "/tests/python/check_metrics.py " + url +
+                        "metrics");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto m = nlohmann::json::parse(r.output.substr(r.output.find('{')));
   EXPECT_EQ(m["samples"]["pico_run_members{run=net}"], 2.0);

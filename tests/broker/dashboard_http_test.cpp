@@ -98,13 +98,20 @@ struct TwoMembers {
   std::unique_ptr<BrokerClient> a, b;
   std::int64_t ida = -1, idb = -1;
   explicit TwoMembers(Broker& broker) : a(broker.client()), b(broker.client()) {
-    a->request(MessageType::kCreateRun, {{"run_id", "r"}, {"config_yaml", "seed: 1\n"}, {"dataset_hash", "D"},
-                                         {"num_shards", 2}, {"private", false}, {"token_sha256", ""},
-                                         {"theta0_hash", "H0"}, {"min_members", 2}, {"algorithm", "diloco H=10 none"},
+    a->request(MessageType::kCreateRun, {{"run_id", "r"},
+                                         {"config_yaml", "seed: 1\n"},
+                                         {"dataset_hash", "D"},
+                                         {"num_shards", 2},
+                                         {"private", false},
+                                         {"token_sha256", ""},
+                                         {"theta0_hash", "H0"},
+                                         {"min_members", 2},
+                                         {"algorithm", "diloco H=10 none"},
                                          {"model_params", 5000}});
     auto join = [](BrokerClient& c, const std::string& device) {
-      return c.request(MessageType::kJoin, {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", device},
-                                            {"endpoint", "tcp://127.0.0.1:9"}})
+      return c
+          .request(MessageType::kJoin,
+                   {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", device}, {"endpoint", "tcp://127.0.0.1:9"}})
           .body.at("member_id")
           .get<std::int64_t>();
     };
@@ -113,9 +120,16 @@ struct TwoMembers {
   }
   void round(std::int64_t r) {
     for (auto [c, id] : {std::pair{a.get(), ida}, std::pair{b.get(), idb}})
-      c->request(MessageType::kReady, {{"run_id", "r"}, {"member_id", id}, {"round", r}, {"base_round", r - 1},
-                                       {"tokens", 640}, {"inner_steps", 10}, {"compute_seconds", 0.5},
-                                       {"delta_norm", 1.0}, {"finite", true}, {"loss", 4.0 - 0.1 * static_cast<double>(r)}});
+      c->request(MessageType::kReady, {{"run_id", "r"},
+                                       {"member_id", id},
+                                       {"round", r},
+                                       {"base_round", r - 1},
+                                       {"tokens", 640},
+                                       {"inner_steps", 10},
+                                       {"compute_seconds", 0.5},
+                                       {"delta_norm", 1.0},
+                                       {"finite", true},
+                                       {"loss", 4.0 - 0.1 * static_cast<double>(r)}});
     for (auto [c, id] : {std::pair{a.get(), ida}, std::pair{b.get(), idb}}) {
       // (The broker may ask a member for a θ_g snapshot too: this test's members ignore that.)
       std::optional<Message> start;
@@ -124,8 +138,13 @@ struct TwoMembers {
       ASSERT_TRUE(start.has_value()) << "no round_start for round " << r;
     }
     for (auto [c, id] : {std::pair{a.get(), ida}, std::pair{b.get(), idb}})
-      c->request(MessageType::kRoundResult, {{"run_id", "r"}, {"member_id", id}, {"round", r}, {"attempt", 1}, {"ok", true},
-                                             {"theta_hash", "H" + std::to_string(r)}, {"bytes_sent", 12345}});
+      c->request(MessageType::kRoundResult, {{"run_id", "r"},
+                                             {"member_id", id},
+                                             {"round", r},
+                                             {"attempt", 1},
+                                             {"ok", true},
+                                             {"theta_hash", "H" + std::to_string(r)},
+                                             {"bytes_sent", 12345}});
   }
 };
 
@@ -152,11 +171,14 @@ TEST(DashboardHttp, BadRequestsGet4xxAndTheBrokerKeepsServing) {
       {"an unknown page", get("/nope"), 404, 404},
       {"a path outside the site", get("/../../../etc/passwd"), 400, 404},
       {"a 100 KB header", get("/status", "X-Big: " + std::string(100000, 'a') + "\r\n"), 400, 431},
-      {"20000 headers", get("/status", [] {
-         std::string h;
-         for (int i = 0; i < 20000; ++i) h += "X-H" + std::to_string(i) + ": v\r\n";
-         return h;
-       }()), 400, 431},
+      {"20000 headers",
+       get("/status",
+           [] {
+             std::string h;
+             for (int i = 0; i < 20000; ++i) h += "X-H" + std::to_string(i) + ": v\r\n";
+             return h;
+           }()),
+       400, 431},
       {"a 20 KB URL", get("/api/runs/r?x=" + std::string(20000, 'y')), 400, 431},
       {"not HTTP at all", std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 24), 400, 400},
       {"an unknown method", "BREW /status HTTP/1.1\r\nHost: x\r\n\r\n", 400, 405},
@@ -212,8 +234,15 @@ TEST(DashboardHttp, OperatorActionsNeedTheTokenAndReachTheMembers) {
   // Paused, a run whose members are all ready starts no round; resumed, it does.
   ASSERT_EQ(raw_status(broker.port, post("/api/runs/r/pause", token), &response), 200) << response;
   for (auto [c, id] : {std::pair{run.a.get(), run.ida}, std::pair{run.b.get(), run.idb}})
-    c->request(MessageType::kReady, {{"run_id", "r"}, {"member_id", id}, {"round", 1}, {"base_round", 0}, {"tokens", 640},
-                                     {"inner_steps", 10}, {"compute_seconds", 0.5}, {"delta_norm", 1.0}, {"finite", true}});
+    c->request(MessageType::kReady, {{"run_id", "r"},
+                                     {"member_id", id},
+                                     {"round", 1},
+                                     {"base_round", 0},
+                                     {"tokens", 640},
+                                     {"inner_steps", 10},
+                                     {"compute_seconds", 0.5},
+                                     {"delta_norm", 1.0},
+                                     {"finite", true}});
   EXPECT_FALSE(run.a->next_push(std::chrono::milliseconds(1500)).has_value());
   raw_status(broker.port, get("/api/runs/r"), &response);
   EXPECT_EQ(nlohmann::json::parse(body_of(response))["phase"], "paused");
@@ -223,8 +252,8 @@ TEST(DashboardHttp, OperatorActionsNeedTheTokenAndReachTheMembers) {
   EXPECT_EQ(start->type, MessageType::kRoundStart);
 
   // An eviction reaches the member (through the broker's message loop) and its key is refused.
-  ASSERT_EQ(raw_status(broker.port, post("/api/runs/r/members/" + std::to_string(run.idb) + "/evict", token), &response),
-            200)
+  ASSERT_EQ(
+      raw_status(broker.port, post("/api/runs/r/members/" + std::to_string(run.idb) + "/evict", token), &response), 200)
       << response;
   std::optional<Message> pushed;
   for (int i = 0; i < 10 && (!pushed || pushed->type != MessageType::kEvicted); ++i)
@@ -233,7 +262,8 @@ TEST(DashboardHttp, OperatorActionsNeedTheTokenAndReachTheMembers) {
   EXPECT_EQ(pushed->type, MessageType::kEvicted);
   EXPECT_EQ(pushed->body.value("reason", std::string()), "evicted by the operator");
   try {
-    run.b->request(MessageType::kJoin, {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cpu"}, {"endpoint", "tcp://x:1"}});
+    run.b->request(MessageType::kJoin,
+                   {{"run_id", "r"}, {"dataset_hash", "D"}, {"device", "cpu"}, {"endpoint", "tcp://x:1"}});
     FAIL() << "an evicted key joined again";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("removed your key"), std::string::npos) << e.what();

@@ -2,6 +2,8 @@
 // stats (time split, loss, val loss, bytes vs ddp), the event log, pausing, operator
 // evictions, and the Prometheus rendering. (The HTTP listener and a real browser are in
 // dashboard_http_test.cpp and dashboard_browser_test.cpp.)
+#include "pico/broker/dashboard.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 #include <regex>
 
 #include "pico/broker/core.h"
-#include "pico/broker/dashboard.h"
 #include "support/test_util.h"
 
 namespace pico::broker {
@@ -40,9 +41,16 @@ struct LiveRun {
   }
   void create(std::int64_t min_members = 1) {
     auto out = send("creator", MessageType::kCreateRun,
-                    {{"run_id", "r"}, {"config_yaml", "seed: 1\n"}, {"dataset_hash", "D"}, {"num_shards", 4},
-                     {"private", false}, {"token_sha256", ""}, {"theta0_hash", "H0"}, {"min_members", min_members},
-                     {"algorithm", "diloco H=10 bf16"}, {"model_params", kParams}});
+                    {{"run_id", "r"},
+                     {"config_yaml", "seed: 1\n"},
+                     {"dataset_hash", "D"},
+                     {"num_shards", 4},
+                     {"private", false},
+                     {"token_sha256", ""},
+                     {"theta0_hash", "H0"},
+                     {"min_members", min_members},
+                     {"algorithm", "diloco H=10 bf16"},
+                     {"model_params", kParams}});
     ASSERT_EQ(out.at(0).message.type, MessageType::kAck) << out.at(0).message.body.dump();
   }
   std::int64_t join(const std::string& peer) {
@@ -54,18 +62,31 @@ struct LiveRun {
   std::vector<Outgoing> ready(const std::string& peer, std::int64_t id, std::int64_t round, double loss,
                               double compute_s = 2.0, double norm = 1.0) {
     return send(peer, MessageType::kReady,
-                {{"run_id", "r"}, {"member_id", id}, {"round", round}, {"base_round", round - 1}, {"tokens", 100},
-                 {"inner_steps", 10}, {"compute_seconds", compute_s}, {"delta_norm", norm}, {"finite", true},
+                {{"run_id", "r"},
+                 {"member_id", id},
+                 {"round", round},
+                 {"base_round", round - 1},
+                 {"tokens", 100},
+                 {"inner_steps", 10},
+                 {"compute_seconds", compute_s},
+                 {"delta_norm", norm},
+                 {"finite", true},
                  {"loss", loss}});
   }
-  std::vector<Outgoing> result(const std::string& peer, std::int64_t id, std::int64_t round, const std::string& hash = "H") {
+  std::vector<Outgoing> result(const std::string& peer, std::int64_t id, std::int64_t round,
+                               const std::string& hash = "H") {
     return send(peer, MessageType::kRoundResult,
-                {{"run_id", "r"}, {"member_id", id}, {"round", round}, {"attempt", 1}, {"ok", true},
-                 {"theta_hash", hash}, {"bytes_sent", 1000}});
+                {{"run_id", "r"},
+                 {"member_id", id},
+                 {"round", round},
+                 {"attempt", 1},
+                 {"ok", true},
+                 {"theta_hash", hash},
+                 {"bytes_sent", 1000}});
   }
   void heartbeat(const std::string& peer, std::int64_t id, std::int64_t base, nlohmann::json extra = {}) {
-    nlohmann::json body = {{"run_id", "r"}, {"member_id", id}, {"base_round", base}, {"step", 10},
-                           {"tokens_per_s", 50.0}, {"loss", 3.0}};
+    nlohmann::json body = {{"run_id", "r"}, {"member_id", id},      {"base_round", base},
+                           {"step", 10},    {"tokens_per_s", 50.0}, {"loss", 3.0}};
     for (auto& [k, v] : extra.items()) body[k] = v;
     send(peer, MessageType::kHeartbeat, body);
   }
@@ -83,7 +104,9 @@ std::size_t count(const std::vector<Outgoing>& out, MessageType t) {
   return n;
 }
 
-bool has(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+bool has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
 
 TEST(Dashboard, RoundStatsSplitComputeWaitAndCommunicationOnTheBrokersClock) {
   LiveRun r;
@@ -119,7 +142,7 @@ TEST(Dashboard, RoundStatsSplitComputeWaitAndCommunicationOnTheBrokersClock) {
   r.heartbeat("a", a, 1, {{"val_loss", 4.0}, {"val_round", 1}});
   r.heartbeat("a", a, 1, {{"val_loss", 4.0}, {"val_round", 1}});
   r.heartbeat("b", b, 1, {{"val_loss", 5.0}, {"val_round", 1}});
-  r.heartbeat("b", b, 1, {{"val_loss", 9.0}, {"val_round", 7}});  // a round not committed: ignored
+  r.heartbeat("b", b, 1, {{"val_loss", 9.0}, {"val_round", 7}});    // a round not committed: ignored
   r.heartbeat("b", b, 1, {{"val_loss", "NaN"}, {"val_round", 1}});  // wrong type: ignored, not refused
   const RoundStats s1 = r.view().rounds.at(0);
   EXPECT_DOUBLE_EQ(s1.val_loss, 4.5);
@@ -229,7 +252,8 @@ TEST(Dashboard, TheEventLogHasJoinsLeavesEvictionsRejectionsAndResyncsInOrder) {
   const RunView v = r.view();
   std::vector<std::string> kinds;
   for (const auto& e : v.events) kinds.push_back(e.kind);
-  for (const char* k : {"run_created", "join", "update_rejected", "round_done", "hash_mismatch", "resync", "leave", "evict"})
+  for (const char* k :
+       {"run_created", "join", "update_rejected", "round_done", "hash_mismatch", "resync", "leave", "evict"})
     EXPECT_TRUE(has(kinds, k)) << k << " missing from the event log";
   EXPECT_EQ(v.rounds.at(0).rejected, 1);
   EXPECT_EQ(v.rounds_rejected, 1);
@@ -275,7 +299,8 @@ TEST(Dashboard, ViewsOfUnknownRunsAreEmptyAndFinishedRunsStayVisible) {
   EXPECT_FALSE(r.core->run_view("nope", {}, r.now).has_value());
   r.ready("a", a, 1, 3.0);
   r.result("a", a, 1);
-  r.send("a", MessageType::kRunFinished, {{"run_id", "r"}, {"member_id", a}, {"round", 1}, {"val_loss", 2.75}, {"val_round", 1}});
+  r.send("a", MessageType::kRunFinished,
+         {{"run_id", "r"}, {"member_id", a}, {"round", 1}, {"val_loss", 2.75}, {"val_round", 1}});
   RunView v = r.view();
   EXPECT_EQ(v.phase, RunPhase::kFinished);
   EXPECT_DOUBLE_EQ(v.rounds.at(0).val_loss, 2.75);  // the last round's val loss comes with run_finished
@@ -305,10 +330,11 @@ TEST(Dashboard, AStateFileOfSchema2OpensWithoutTheDashboardsColumnsAndGetsThem) 
     std::filesystem::copy_file(r.dir.file("broker.db"), dir.file("b.db"));
   }
   // Make it a version-2 file: what a broker before the dashboard wrote.
-  const auto sql = test::run_command("sqlite3 " + dir.file("b.db") +
-                                     " \"ALTER TABLE runs DROP COLUMN algorithm; ALTER TABLE runs DROP COLUMN model_params; "
-                                     "ALTER TABLE runs DROP COLUMN paused; DROP TABLE round_stats; DROP TABLE banned; "
-                                     "UPDATE meta SET value = '2' WHERE key = 'schema_version';\"");
+  const auto sql =
+      test::run_command("sqlite3 " + dir.file("b.db") +
+                        " \"ALTER TABLE runs DROP COLUMN algorithm; ALTER TABLE runs DROP COLUMN model_params; "
+                        "ALTER TABLE runs DROP COLUMN paused; DROP TABLE round_stats; DROP TABLE banned; "
+                        "UPDATE meta SET value = '2' WHERE key = 'schema_version';\"");
   ASSERT_EQ(sql.exit_code, 0) << sql.output;
   auto store = Store::open(dir.file("b.db"));
   const auto run = store->run("r");
@@ -319,7 +345,10 @@ TEST(Dashboard, AStateFileOfSchema2OpensWithoutTheDashboardsColumnsAndGetsThem) 
   EXPECT_TRUE(store->round_stats("r", -1, 10).empty());
   store->set_run_paused("r", true);
   EXPECT_TRUE(store->run("r")->paused);
-  EXPECT_EQ(test::run_command("sqlite3 " + dir.file("b.db") + " \"SELECT value FROM meta WHERE key = 'schema_version'\"").output, "3\n");
+  EXPECT_EQ(
+      test::run_command("sqlite3 " + dir.file("b.db") + " \"SELECT value FROM meta WHERE key = 'schema_version'\"")
+          .output,
+      "3\n");
 }
 
 TEST(Dashboard, PrometheusTextNamesEveryFamilyOnceWithHelpTypeAndEscapedLabels) {
@@ -352,7 +381,8 @@ TEST(Dashboard, PrometheusTextNamesEveryFamilyOnceWithHelpTypeAndEscapedLabels) 
   EXPECT_NE(text.find("pico_run_rounds_total{run=\"r\"} 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("pico_run_members{run=\"r\"} 2\n"), std::string::npos);
   EXPECT_NE(text.find("pico_run_loss{run=\"r\"} 2.5\n"), std::string::npos);
-  EXPECT_NE(text.find("pico_run_round_bytes_ratio_to_ddp{run=\"r\"} 0.025\n"), std::string::npos);  // 2000 / (10·2·4·1000)
+  EXPECT_NE(text.find("pico_run_round_bytes_ratio_to_ddp{run=\"r\"} 0.025\n"),
+            std::string::npos);  // 2000 / (10·2·4·1000)
   EXPECT_NE(text.find("pico_member_tokens_total{run=\"r\",member=\"0\",device=\"cpu\"} 100\n"), std::string::npos);
   EXPECT_NE(text.find(R"(algorithm="quote \" backslash \\ newline \n end")"), std::string::npos);
   EXPECT_NE(text.find("pico_run_val_loss{run=\"r\"} NaN\n"), std::string::npos);  // none reported yet

@@ -25,7 +25,9 @@ using test::Proc;
 using test::slurp;
 using test::wait_for_log;
 
-Proc spawn(const std::string& args, const std::string& log) { return test::spawn_pico(args, log); }
+Proc spawn(const std::string& args, const std::string& log) {
+  return test::spawn_pico(args, log);
+}
 
 template <typename Pred>
 bool wait_for(Pred pred, double seconds) {
@@ -52,16 +54,21 @@ class Networked : public ::testing::Test {
     const auto r = test::run_command(test::pico_binary() + " data prepare --input " + test::test_data("kjv_small.txt") +
                                      " --output " + dir_.file("ds") + " --vocab-size 512 --shards 4");
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    test::write_text(dir_.file("run.yaml"),
-                     "model: {d_model: 32, n_layers: 2, vocab_size: 512, max_seq_len: 32, attention_n_heads: 4,"
-                     " attention_n_kv_heads: 2, activation_hidden_dim: 96}\n"
-                     "training: {max_steps: 360, optimization: {lr: 3.0e-3, lr_scheduler: cosine, lr_warmup_steps: 5}}\n"
-                     "data: {path: " + dir_.file("ds") + ", dataloader: {batch_size: 4}}\n"
-                     "outer: {algorithm: diloco, inner_steps: 30, timeout_s: 8}\n"
-                     "evaluation: {every_n_steps: 0, batches: 2}\n"
-                     "checkpointing: {runs_dir: " + dir_.file("runs") + ", run_name: net}\n"
-                     "monitoring: {logging: {log_every_n_steps: 10}}\n"
-                     "threads: 1\n");
+    test::write_text(
+        dir_.file("run.yaml"),
+        "model: {d_model: 32, n_layers: 2, vocab_size: 512, max_seq_len: 32, attention_n_heads: 4,"
+        " attention_n_kv_heads: 2, activation_hidden_dim: 96}\n"
+        "training: {max_steps: 360, optimization: {lr: 3.0e-3, lr_scheduler: cosine, lr_warmup_steps: 5}}\n"
+        "data: {path: " +
+            dir_.file("ds") +
+            ", dataloader: {batch_size: 4}}\n"
+            "outer: {algorithm: diloco, inner_steps: 30, timeout_s: 8}\n"
+            "evaluation: {every_n_steps: 0, batches: 2}\n"
+            "checkpointing: {runs_dir: " +
+            dir_.file("runs") +
+            ", run_name: net}\n"
+            "monitoring: {logging: {log_every_n_steps: 10}}\n"
+            "threads: 1\n");
   }
 
   void TearDown() override { test::kill_spawned(); }
@@ -69,8 +76,8 @@ class Networked : public ::testing::Test {
   std::string common() const { return " --key-dir " + dir_.file("keys") + " "; }
 
   Proc start_broker(const std::string& listen) {
-    return spawn("broker --listen " + listen + " --state " + dir_.file("broker.db") + " --member-timeout 4 --round-timeout 30" +
-                     common(),
+    return spawn("broker --listen " + listen + " --state " + dir_.file("broker.db") +
+                     " --member-timeout 4 --round-timeout 30" + common(),
                  dir_.file("broker" + std::to_string(broker_starts_++) + ".log"));
   }
 
@@ -105,7 +112,8 @@ TEST_F(Networked, JoinKillRejoinBrokerRestartAndOneThetaGAtTheEnd) {
   Proc c2 = join("c", "net-c2");
 
   // Kill the broker after a few more rounds and restart it on the same state and port.
-  ASSERT_TRUE(wait_for([&] { return rounds_of(dir_.file("runs/net/metrics.jsonl")).size() >= 6; }, 120)) << slurp(a.log);
+  ASSERT_TRUE(wait_for([&] { return rounds_of(dir_.file("runs/net/metrics.jsonl")).size() >= 6; }, 120))
+      << slurp(a.log);
   broker.kill9();
   std::this_thread::sleep_for(std::chrono::seconds(1));
   broker = start_broker(endpoint);
@@ -124,8 +132,10 @@ TEST_F(Networked, JoinKillRejoinBrokerRestartAndOneThetaGAtTheEnd) {
     const std::string text = slurp(dir_.file(file));
     return file + ":\n" + text.substr(text.size() > 3000 ? text.size() - 3000 : 0);
   };
-  const std::string logs = tail("a.log") + tail("net-b.log") + tail("net-c2.log") + tail("broker0.log") + tail("broker1.log");
-  for (const char* name : {"net", "net-b", "net-c2"}) ASSERT_FALSE(rounds[name].empty()) << name << " recorded no round\n" << logs;
+  const std::string logs =
+      tail("a.log") + tail("net-b.log") + tail("net-c2.log") + tail("broker0.log") + tail("broker1.log");
+  for (const char* name : {"net", "net-b", "net-c2"})
+    ASSERT_FALSE(rounds[name].empty()) << name << " recorded no round\n" << logs;
   const auto& last = rounds["net"].back();
   EXPECT_EQ(last["round"].get<int>(), 12) << logs;
   EXPECT_EQ(rounds["net-b"].back()["theta_hash"], last["theta_hash"]) << logs;
@@ -135,13 +145,16 @@ TEST_F(Networked, JoinKillRejoinBrokerRestartAndOneThetaGAtTheEnd) {
   for (auto& [name, list] : rounds)
     for (const auto& r : list) {
       const int round = r["round"].get<int>();
-      if (by_round.count(round)) EXPECT_EQ(by_round[round], r["theta_hash"].get<std::string>()) << name << " round " << round;
-      else by_round[round] = r["theta_hash"].get<std::string>();
+      if (by_round.count(round))
+        EXPECT_EQ(by_round[round], r["theta_hash"].get<std::string>()) << name << " round " << round;
+      else
+        by_round[round] = r["theta_hash"].get<std::string>();
     }
 
   // The ledger, read from the broker's state file, matches what each did.
   broker.kill9();
-  const auto ledger = test::run_command(test::pico_binary() + " ledger net --state " + dir_.file("broker.db") + " --json");
+  const auto ledger =
+      test::run_command(test::pico_binary() + " ledger net --state " + dir_.file("broker.db") + " --json");
   ASSERT_EQ(ledger.exit_code, 0) << ledger.output;
   const auto rows = nlohmann::json::parse(ledger.output.substr(ledger.output.find('[')));
   ASSERT_EQ(rows.size(), 3u) << rows.dump();
@@ -177,8 +190,9 @@ namespace pico {
 namespace {
 
 TEST_F(Networked, RefusalsAreClear) {
-  Proc broker = spawn("broker --listen tcp://127.0.0.1:0 --http 127.0.0.1:0 --state " + dir_.file("broker.db") + common(),
-                      dir_.file("broker_http.log"));
+  Proc broker =
+      spawn("broker --listen tcp://127.0.0.1:0 --http 127.0.0.1:0 --state " + dir_.file("broker.db") + common(),
+            dir_.file("broker_http.log"));
   std::string endpoint, key;
   ASSERT_TRUE(wait_for_log(broker.log, kListening, {&endpoint, &key}, 30)) << slurp(broker.log);
   Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=100000 --broker " + endpoint +
@@ -199,16 +213,17 @@ TEST_F(Networked, RefusalsAreClear) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("bad join code"), std::string::npos) << r.output;
   // A different dataset: refused before joining, with the command that makes the right one.
-  r = test::run_command(test::pico_binary() + " data prepare --input " + test::test_data("kjv_small.txt") + " --output " +
-                        dir_.file("other") + " --vocab-size 400 --shards 2");
+  r = test::run_command(test::pico_binary() + " data prepare --input " + test::test_data("kjv_small.txt") +
+                        " --output " + dir_.file("other") + " --vocab-size 400 --shards 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = test::run_command(test::pico_binary() + " train --join '" + code + "' --identity d --set data.path=" +
-                        dir_.file("other") + common());
+  r = test::run_command(test::pico_binary() + " train --join '" + code +
+                        "' --identity d --set data.path=" + dir_.file("other") + common());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("is not the one run net trains on"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("pico data prepare --input kjv_small.txt"), std::string::npos) << r.output;
   // The run's shared settings cannot be overridden by a joiner.
-  r = test::run_command(test::pico_binary() + " train --join '" + code + "' --identity d --set model.d_model=64" + common());
+  r = test::run_command(test::pico_binary() + " train --join '" + code + "' --identity d --set model.d_model=64" +
+                        common());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("cannot be changed when joining"), std::string::npos) << r.output;
   // With the token, the same stranger is admitted (and shows up as a member).
@@ -222,13 +237,17 @@ TEST_F(Networked, RefusalsAreClear) {
   ASSERT_TRUE(std::regex_search(broker_log, m, std::regex(R"(status (http://127\.0\.0\.1:\d+/status))")));
   const std::string url = m[1];
   nlohmann::json status;
-  EXPECT_TRUE(wait_for([&] {
-    const auto r = test::run_command(test::python() + " -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('" +
-                                     url + "').read().decode())\"");
-    if (r.exit_code != 0) return false;
-    status = nlohmann::json::parse(r.output, nullptr, false);
-    return !status.is_discarded() && status["runs"].size() == 1 && status["runs"][0]["members"].size() >= 2;
-  }, 30)) << status.dump();
+  EXPECT_TRUE(wait_for(
+      [&] {
+        const auto r = test::run_command(test::python() +
+                                         " -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('" +
+                                         url + "').read().decode())\"");
+        if (r.exit_code != 0) return false;
+        status = nlohmann::json::parse(r.output, nullptr, false);
+        return !status.is_discarded() && status["runs"].size() == 1 && status["runs"][0]["members"].size() >= 2;
+      },
+      30))
+      << status.dump();
   const auto& run = status["runs"][0];
   EXPECT_EQ(run["run_id"], "net");
   EXPECT_TRUE(run["private"].get<bool>());
@@ -247,13 +266,15 @@ TEST_F(Networked, RefusalsAreClear) {
 TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
   // outer.round_seconds: each contributor trains for ~1 s per round, however many steps that
   // is; Δ is weighted by tokens, θ_g still agrees, and the ledger counts the real tokens.
-  Proc a = spawn("train --config " + dir_.file("run.yaml") + " --set training.max_steps=120 --set outer.round_seconds=1 --set outer.min_contributors=2" +
+  Proc a = spawn("train --config " + dir_.file("run.yaml") +
+                     " --set training.max_steps=120 --set outer.round_seconds=1 --set outer.min_contributors=2" +
                      " --identity a --overwrite --member-timeout 10" + common(),
                  dir_.file("a.log"));
   std::string code;
   ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
-  Proc b = spawn("train --join '" + code + "' --identity b --set threads=1 --set checkpointing.run_name=net-b" + common(),
-                 dir_.file("b.log"));
+  Proc b =
+      spawn("train --join '" + code + "' --identity b --set threads=1 --set checkpointing.run_name=net-b" + common(),
+            dir_.file("b.log"));
   ASSERT_TRUE(wait_for([&] { return !a.alive() && !b.alive(); }, 240)) << slurp(a.log) << slurp(b.log);
   EXPECT_EQ(a.wait(), 0) << slurp(a.log);
   EXPECT_EQ(b.wait(), 0) << slurp(b.log);
@@ -270,7 +291,8 @@ TEST_F(Networked, TimeBudgetRoundsWeightUpdatesByTokens) {
     budget_governs = budget_governs || r["round_tokens"].get<std::int64_t>() != per_h;
   }
   EXPECT_TRUE(budget_governs) << "every round took exactly H steps";
-  const auto ledger = test::run_command(test::pico_binary() + " ledger net --state " + dir_.file("runs/net/broker.db") + " --json");
+  const auto ledger =
+      test::run_command(test::pico_binary() + " ledger net --state " + dir_.file("runs/net/broker.db") + " --json");
   ASSERT_EQ(ledger.exit_code, 0) << ledger.output;
   const auto rows = nlohmann::json::parse(ledger.output.substr(ledger.output.find('[')));
   bool found = false;
@@ -309,8 +331,9 @@ TEST_F(Networked, MemberCheckpointsAndResumesWhereTheRunWaitedForIt) {
   ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
   int joins = 0;
   auto join = [&](const std::string& c, const std::string& who, const std::string& name, const std::string& extra) {
-    return spawn("train --join '" + c + "' --identity " + who + " --set checkpointing.run_name=" + name + extra + common(),
-                 dir_.file(name + std::to_string(joins++) + ".log"));
+    return spawn(
+        "train --join '" + c + "' --identity " + who + " --set checkpointing.run_name=" + name + extra + common(),
+        dir_.file(name + std::to_string(joins++) + ".log"));
   };
   // b leaves after round 2 (step 40), saving a checkpoint; the run waits for a second member.
   Proc b = join(code, "b", "net-b", " --stop-after-step 40");
@@ -322,19 +345,20 @@ TEST_F(Networked, MemberCheckpointsAndResumesWhereTheRunWaitedForIt) {
 
   // The member's checkpoint: the run's id and round, θ_g and momentum, its pseudo-gradient,
   // readable by h5py, `pico checkpoint inspect` and `pico analyze`.
-  auto r = test::run_command(test::python() + " -c \"import h5py; f = h5py.File('" + ckdir +
-                             "/step_000040.h5', 'r'); t = f['train_state'].attrs; o = f['optim/outer']; "
-                             "print(t['run_id'].decode() if isinstance(t['run_id'], bytes) else t['run_id'], "
-                             "int(t['round']), int(t['step']), int(o.attrs['step']), len(o['theta_g']), "
-                             "len(f['pseudo_gradient']), 'embedding_proj.weight' in o and 'momentum' in o['embedding_proj.weight'])\"");
+  auto r = test::run_command(
+      test::python() + " -c \"import h5py; f = h5py.File('" + ckdir +
+      "/step_000040.h5', 'r'); t = f['train_state'].attrs; o = f['optim/outer']; "
+      "print(t['run_id'].decode() if isinstance(t['run_id'], bytes) else t['run_id'], "
+      "int(t['round']), int(t['step']), int(o.attrs['step']), len(o['theta_g']), "
+      "len(f['pseudo_gradient']), 'embedding_proj.weight' in o and 'momentum' in o['embedding_proj.weight'])\"");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("net 2 40 2 "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(" True"), std::string::npos) << r.output;
   r = test::run_command(test::pico_binary() + " checkpoint inspect " + ckdir + "/step_000040.h5");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("SHA-256 matches"), std::string::npos) << r.output;
-  r = test::run_command(test::pico_binary() + " analyze " + dir_.file("runs/net-b") + " --decentralized --no-plots --output " +
-                        dir_.file("an"));
+  r = test::run_command(test::pico_binary() + " analyze " + dir_.file("runs/net-b") +
+                        " --decentralized --no-plots --output " + dir_.file("an"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(slurp(dir_.file("an/metrics.csv")).find("drift"), std::string::npos) << r.output;
 
@@ -401,9 +425,9 @@ TEST_F(Networked, CtrlCLeavesTheRunAndTheHostResumesItsBrokerOnTheSamePort) {
   std::string code;
   ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
   auto join = [&](const std::string& who, const std::string& extra, const std::string& log) {
-    return spawn("train --join '" + code + "' --identity " + who + " --set checkpointing.run_name=net-" + who + extra +
-                     common(),
-                 dir_.file(log));
+    return spawn(
+        "train --join '" + code + "' --identity " + who + " --set checkpointing.run_name=net-" + who + extra + common(),
+        dir_.file(log));
   };
   Proc b = join("b", "", "b.log");
   Proc c = join("c", "", "c.log");

@@ -1,14 +1,14 @@
+#include "pico/broker/store.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <sqlite3.h>
 
 #include <cmath>
 #include <filesystem>
 
-#include "pico/broker/store.h"
 #include "pico/common/error.h"
 #include "support/test_util.h"
 
@@ -94,8 +94,8 @@ TEST(Store, CommitRoundIsAllOrNothing) {
   // the ledger's NOT NULL refuses, after the round update and the first credit ran.
   r.round = 2;
   s->begin_round(r);
-  EXPECT_THROW(s->commit_round("r1", 2, 1, "H2", 6.0, {{"ka", 1, 1, 1, 0, 1.0, 1}, {"kb", 1, 1, 1, 0, std::nan(""), 1}}),
-               Error);
+  EXPECT_THROW(
+      s->commit_round("r1", 2, 1, "H2", 6.0, {{"ka", 1, 1, 1, 0, 1.0, 1}, {"kb", 1, 1, 1, 0, std::nan(""), 1}}), Error);
   EXPECT_EQ(s->round("r1", 2)->status, "open");
   EXPECT_EQ(s->run("r1")->round, 1);
   EXPECT_EQ(s->ledger("r1").at(0).tokens, 100);
@@ -113,8 +113,12 @@ TEST(Store, MinMembersSurvivesAndOldStateFilesAreMigrated) {
   // A state file of schema version 1 (no min_members) opens, upgraded, with the default.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(dir.file("b.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "ALTER TABLE runs DROP COLUMN min_members; UPDATE meta SET value = '1' WHERE key = 'schema_version';",
-                         nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  ASSERT_EQ(
+      sqlite3_exec(
+          db, "ALTER TABLE runs DROP COLUMN min_members; UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+          nullptr, nullptr, nullptr),
+      SQLITE_OK)
+      << sqlite3_errmsg(db);
   sqlite3_close(db);
   auto s = Store::open(dir.file("b.db"));
   EXPECT_EQ(s->run("r1")->min_members, 1);

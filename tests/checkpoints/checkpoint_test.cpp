@@ -1,15 +1,14 @@
 // checkpoints/ on its own: HDF5 round trips, h5py/h5dump readability, corruption, the
 // checkpoint directory (manifest, latest, pruning), safetensors and the HF name mapping.
-#include <gtest/gtest.h>
+#include "pico/checkpoints/checkpoint.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
-#include "pico/checkpoints/checkpoint.h"
 #include "pico/checkpoints/hf_export.h"
 #include "pico/checkpoints/store.h"
 #include "pico/common/fs.h"
@@ -95,9 +94,9 @@ TEST(Checkpoint, ReadableByH5pyAndH5dumpWithFletcher32OnEveryChunkedDataset) {
   test::TempDir dir;
   const auto d = sample_data();
   write_checkpoint(dir.file("a.h5"), d);
-  const auto r = test::run_command(test::python() + " " + test::source_dir() +
-                                   "/tests/python/checkpoint_reference.py layout " + dir.file("a.h5") + " " +
-                                   dir.file("layout.json"));
+  const auto r =
+      test::run_command(test::python() + " " + test::source_dir() + "/tests/python/checkpoint_reference.py layout " +
+                        dir.file("a.h5") + " " + dir.file("layout.json"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j = nlohmann::json::parse(test::read_text(dir.file("layout.json")));
   EXPECT_EQ(j["groups"]["/"]["format"], kFormatName);
@@ -106,8 +105,9 @@ TEST(Checkpoint, ReadableByH5pyAndH5dumpWithFletcher32OnEveryChunkedDataset) {
   EXPECT_EQ(j["groups"]["/train_state"]["name"], "ünïcode ✓");
   EXPECT_TRUE(j["groups"].contains("/optim/outer"));
   const std::map<std::string, std::string> numpy_dtype = {
-      {"/model/big.weight", "float32"}, {"/optim/inner/big.weight/exp_avg", "float64"}, {"/mixed/half", "float16"},
-      {"/mixed/bf16", "float32"},       {"/mixed/i64", "int64"},   {"/mixed/i32", "int32"},
+      {"/model/big.weight", "float32"}, {"/optim/inner/big.weight/exp_avg", "float64"},
+      {"/mixed/half", "float16"},       {"/mixed/bf16", "float32"},
+      {"/mixed/i64", "int64"},          {"/mixed/i32", "int32"},
       {"/mixed/u8", "uint8"},           {"/mixed/mask", "uint8"}};
   for (const auto& e : d.tensors) {
     const auto& ds = j["datasets"][e.path()];
@@ -187,12 +187,11 @@ TEST(Checkpoint, TruncatedGarbageMissingAndWrongVersionFilesAreRefusedWithHints)
   const auto py = test::run_command(test::python() + " -c \"import h5py; f = h5py.File('" + dir.file("v99.h5") +
                                     "', 'r+'); f.attrs['format_version'] = 99; f.close()\"");
   ASSERT_EQ(py.exit_code, 0) << py.output;
-  for (const auto& [file, expect] : std::vector<std::pair<std::string, std::string>>{
-           {"truncated.h5", "truncated"},
-           {"garbage.h5", "not an HDF5 file"},
-           {"empty.h5", "not an HDF5 file"},
-           {"missing.h5", "does not exist"},
-           {"v99.h5", "format version 99"}}) {
+  for (const auto& [file, expect] : std::vector<std::pair<std::string, std::string>>{{"truncated.h5", "truncated"},
+                                                                                     {"garbage.h5", "not an HDF5 file"},
+                                                                                     {"empty.h5", "not an HDF5 file"},
+                                                                                     {"missing.h5", "does not exist"},
+                                                                                     {"v99.h5", "format version 99"}}) {
     try {
       read_checkpoint(dir.file(file));
       ADD_FAILURE() << file << " was read without error";
@@ -329,7 +328,8 @@ TEST(HfExport, NameMappingCoversEveryDecoderParameterBothWays) {
 
 TEST(HfExport, SafetensorsRoundTripAndMalformedFilesAreRefused) {
   test::TempDir dir;
-  NamedTensors t = {{"a", torch::randn({3, 4})}, {"b", torch::arange(5, torch::kLong)},
+  NamedTensors t = {{"a", torch::randn({3, 4})},
+                    {"b", torch::arange(5, torch::kLong)},
                     {"c", torch::randn({2}).to(torch::kBFloat16)}};
   write_safetensors(dir.file("x.safetensors"), t, {{"format", "pt"}});
   const auto bytes = read_file(dir.file("x.safetensors"));

@@ -36,10 +36,10 @@ class Commands : public CheckpointFixture {
 TEST_F(Commands, InspectShowsTheCheckpointAndVerifiesItsChecksums) {
   auto r = run_command(pico("checkpoint inspect " + trained()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* s : {"step 30", "tokens 7680", "2 layers, d_model 64", "/model/embedding_proj.weight", "[512, 64]",
-                        "/optim/inner/layers.1.swiglu.w_2.weight/exp_avg_sq",
-                        "/learning_dynamics/val/activations/layers.1.swiglu.w_2", "float32", "embedded",
-                        "datasets read back intact", "SHA-256 matches"})
+  for (const char* s :
+       {"step 30", "tokens 7680", "2 layers, d_model 64", "/model/embedding_proj.weight", "[512, 64]",
+        "/optim/inner/layers.1.swiglu.w_2.weight/exp_avg_sq", "/learning_dynamics/val/activations/layers.1.swiglu.w_2",
+        "float32", "embedded", "datasets read back intact", "SHA-256 matches"})
     EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
   EXPECT_EQ(r.output.find("FAILED"), std::string::npos) << r.output;
   // A run directory resolves to its newest checkpoint.
@@ -69,8 +69,8 @@ TEST_F(Commands, HfExportGivesTheSameLogitsAsPicoUnderHuggingFaceConventions) {
   const std::string out = dir_->file("hf");
   auto r = run_command(pico("export --checkpoint " + trained() + " --format hf --output " + out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* f : {"model.safetensors", "config.json", "tokenizer.model", "tokenizer_config.json",
-                        "generation_config.json"})
+  for (const char* f :
+       {"model.safetensors", "config.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json"})
     EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
   const auto cfg = nlohmann::json::parse(read_file(out + "/config.json"));
   EXPECT_EQ(cfg["architectures"][0], "LlamaForCausalLM");
@@ -98,12 +98,13 @@ TEST_F(Commands, HfExportGivesTheSameLogitsAsPicoUnderHuggingFaceConventions) {
     EXPECT_TRUE(torch::equal(t, d.tensor("/model", checkpoints::pico_name_from_hf(name)))) << name;
 
   // pico's logits for a window of real text, and the reference's from the export alone.
-  r = run_command(pico("eval --checkpoint " + trained() + " --text-file " + dir_->file("eval.txt") +
-                       " --save-logits " + dir_->file("pico")));
+  r = run_command(pico("eval --checkpoint " + trained() + " --text-file " + dir_->file("eval.txt") + " --save-logits " +
+                       dir_->file("pico")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const char* dtype : {"float32", "float64"}) {
     r = run_command(python() + " " + source_dir() + "/tests/python/llama_reference.py " + out + " " +
-                    dir_->file("pico.tokens.npy") + " " + dir_->file(std::string("ref_") + dtype + ".npy") + " " + dtype);
+                    dir_->file("pico.tokens.npy") + " " + dir_->file(std::string("ref_") + dtype + ".npy") + " " +
+                    dtype);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const auto ref = load_npy(dir_->file(std::string("ref_") + dtype + ".npy"));
     const auto mine = load_npy(dir_->file("pico.logits.npy"));
@@ -120,8 +121,9 @@ TEST_F(Commands, EvalMatchesAnIndependentPythonComputation) {
   auto r = run_command(pico("eval --checkpoint " + trained() + " --text-file " + dir_->file("eval.txt")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // The JSON line is the only thing on stdout; the log goes to stderr.
-  const auto out = run_command("(" + pico("eval --checkpoint " + trained() + " --text-file " + dir_->file("eval.txt") +
-                                          " --batch-size 3") + " 2>/dev/null)");
+  const auto out = run_command(
+      "(" + pico("eval --checkpoint " + trained() + " --text-file " + dir_->file("eval.txt") + " --batch-size 3") +
+      " 2>/dev/null)");
   ASSERT_EQ(out.exit_code, 0) << out.output;
   const auto j = nlohmann::json::parse(out.output);
   ASSERT_EQ(j.size(), 3u) << out.output;
@@ -190,8 +192,10 @@ TEST_F(Commands, GreedyGenerationIsTheModelsArgmaxAndSamplingIsReproducible) {
   EXPECT_NE(trainer::generate(m.model, ids, s), a);
 
   // The CLI streams the same greedy text, twice the same.
-  const std::string cmd = "(" + pico("generate --checkpoint " + trained() + " --prompt \"" + prompt +
-                                     "\" --temperature 0 --max-new-tokens 40 --threads 2") + " 2>/dev/null)";
+  const std::string cmd = "(" +
+                          pico("generate --checkpoint " + trained() + " --prompt \"" + prompt +
+                               "\" --temperature 0 --max-new-tokens 40 --threads 2") +
+                          " 2>/dev/null)";
   const auto r1 = run_command(cmd), r2 = run_command(cmd);
   ASSERT_EQ(r1.exit_code, 0) << r1.output;
   EXPECT_EQ(r1.output, r2.output);
@@ -200,8 +204,10 @@ TEST_F(Commands, GreedyGenerationIsTheModelsArgmaxAndSamplingIsReproducible) {
   const std::string full = tok.decode(all), base = tok.decode(ids);
   ASSERT_EQ(full.rfind(base, 0), 0u);
   EXPECT_EQ(r1.output, prompt + full.substr(base.size()) + "\n");
-  const std::string sample = "(" + pico("generate --checkpoint " + trained() + " --prompt \"" + prompt +
-                                        "\" --temperature 1.2 --top-k 20 --seed 11 -n 30") + " 2>/dev/null)";
+  const std::string sample = "(" +
+                             pico("generate --checkpoint " + trained() + " --prompt \"" + prompt +
+                                  "\" --temperature 1.2 --top-k 20 --seed 11 -n 30") +
+                             " 2>/dev/null)";
   EXPECT_EQ(run_command(sample).output, run_command(sample).output);
 
   auto r = run_command(pico("generate --checkpoint " + trained() + " --prompt hi --temperature -1"));

@@ -7,10 +7,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pico/data/prepare.h"
 #include "pico/trainer/config_io.h"
@@ -38,12 +37,16 @@ class CheckpointFixture : public ::testing::Test {
     return "model: {d_model: 64, n_layers: 2, vocab_size: 512, max_seq_len: 32, attention_n_heads: 4,"
            " attention_n_kv_heads: 2, activation_hidden_dim: 128}\n"
            "training: {max_steps: 20, optimization: {lr: 3.0e-3, lr_scheduler: cosine, lr_warmup_steps: 4}}\n"
-           "data: {path: " + dir_->file("ds") + ", dataloader: {batch_size: 8}}\n"
+           "data: {path: " +
+           dir_->file("ds") +
+           ", dataloader: {batch_size: 8}}\n"
            "evaluation: {every_n_steps: 10, batches: 2}\n"
-           "checkpointing: {runs_dir: " + dir_->file("runs") + ", run_name: " + run_name +
+           "checkpointing: {runs_dir: " +
+           dir_->file("runs") + ", run_name: " + run_name +
            ", save_every_n_steps: 5, keep_latest_k: 3, learning_dynamics: {batch_size: 4}}\n"
            "monitoring: {logging: {log_every_n_steps: 1}}\n"
-           "threads: 2\nseed: 7\n" + extra;
+           "threads: 2\nseed: 7\n" +
+           extra;
   }
   static trainer::RunConfig config(const std::string& run_name, const std::vector<std::string>& overrides = {}) {
     return trainer::parse_run_config(yaml(run_name), "test config", overrides);

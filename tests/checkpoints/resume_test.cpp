@@ -2,7 +2,6 @@
 // CLI), SIGKILL mid-save, corrupt/truncated/wrong-version fallbacks, config mismatches,
 // and the content of a training checkpoint checked against h5py and a python reference.
 #include <gtest/gtest.h>
-
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -403,7 +402,8 @@ TEST_F(Resume, TwoContributorDiLoCoResumesBitForBitFromTheStepAllContributorsHav
   }
   // The final checkpoints are identical, outer state included.
   for (int w : {0, 1}) {
-    const std::string fa = contributor_ckpt("dfull", w, "step_000020.h5"), fb = contributor_ckpt("dres", w, "step_000020.h5");
+    const std::string fa = contributor_ckpt("dfull", w, "step_000020.h5"),
+                      fb = contributor_ckpt("dres", w, "step_000020.h5");
     for (const char* g : {"/model", "/optim/inner", "/optim/outer", "/pseudo_gradient"}) expect_same_tensors(fa, fb, g);
     const auto da = checkpoints::read_checkpoint(fa), db = checkpoints::read_checkpoint(fb);
     EXPECT_EQ(da.attrs.at("/optim/outer"), db.attrs.at("/optim/outer"));
@@ -451,14 +451,13 @@ TEST_F(Resume, DiLoCoCheckpointHoldsThetaGMomentumAndEachContributorsPseudoGradi
   }
   EXPECT_GT(n, 10u);
   // Standard HDF5 readers see the same layout.
-  const auto r = run_command(python() + " -c \"import h5py; f = h5py.File('" +
-                             contributor_ckpt("dlayout", 0, "step_000005.h5") +
-                             "', 'r'); o = f['optim/outer']; print(len(o['theta_g']), len(f['pseudo_gradient']), "
-                             "int(o.attrs['step']), o['embedding_proj.weight/momentum'].shape)\"");
+  const auto r =
+      run_command(python() + " -c \"import h5py; f = h5py.File('" + contributor_ckpt("dlayout", 0, "step_000005.h5") +
+                  "', 'r'); o = f['optim/outer']; print(len(o['theta_g']), len(f['pseudo_gradient']), "
+                  "int(o.attrs['step']), o['embedding_proj.weight/momentum'].shape)\"");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(str(n, " ", n, " 1 (512, 64)")), std::string::npos) << r.output;
 }
-
 
 // --- DeMo: δ (the decoupled momentum, which is also its error feedback) is in /optim/outer.
 
@@ -513,7 +512,8 @@ TEST_F(Resume, TwoContributorDeMoResumesBitForBit) {
     }
   }
   for (int w : {0, 1}) {
-    const std::string fa = contributor_ckpt("mfull", w, "step_000020.h5"), fb = contributor_ckpt("mres", w, "step_000020.h5");
+    const std::string fa = contributor_ckpt("mfull", w, "step_000020.h5"),
+                      fb = contributor_ckpt("mres", w, "step_000020.h5");
     for (const char* g : {"/model", "/optim/outer"}) expect_same_tensors(fa, fb, g);
     EXPECT_EQ(checkpoints::read_checkpoint(fb).attr_int("/optim/outer", "step"), 20);
   }
@@ -614,8 +614,8 @@ TEST_F(Resume, ZmqProcessesStoppedThenKilledResumeBitForBit) {
   EXPECT_EQ(b.at("step 3 contributor 1")["elapsed_s"].dump(), killed.at("step 3 contributor 1")["elapsed_s"].dump());
   for (const auto& [key, ra] : a) {
     ASSERT_EQ(b.count(key), 1u) << key;
-    for (const char* field : {"tokens", "loss", "lr", "grad_norm", "val_loss", "theta_hash", "pseudo_grad_norm",
-                              "round_tokens"}) {
+    for (const char* field :
+         {"tokens", "loss", "lr", "grad_norm", "val_loss", "theta_hash", "pseudo_grad_norm", "round_tokens"}) {
       ASSERT_EQ(ra.contains(field), b.at(key).contains(field)) << key << " " << field;
       if (ra.contains(field)) {
         EXPECT_EQ(ra[field].dump(), b.at(key)[field].dump()) << key << " " << field;
@@ -623,7 +623,8 @@ TEST_F(Resume, ZmqProcessesStoppedThenKilledResumeBitForBit) {
     }
   }
   for (int w : {0, 1}) {
-    const std::string fa = contributor_ckpt("zfull", w, "step_000020.h5"), fb = contributor_ckpt("zres", w, "step_000020.h5");
+    const std::string fa = contributor_ckpt("zfull", w, "step_000020.h5"),
+                      fb = contributor_ckpt("zres", w, "step_000020.h5");
     for (const char* g : {"/model", "/optim/inner", "/optim/outer", "/pseudo_gradient"}) expect_same_tensors(fa, fb, g);
   }
 

@@ -1,5 +1,7 @@
 // The wire codecs, against c10's Half/BFloat16 (an independent implementation) and the
 // uint8 scheme's error bound.
+#include "pico/common/codec.h"
+
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <gtest/gtest.h>
@@ -8,7 +10,6 @@
 #include <limits>
 #include <random>
 
-#include "pico/common/codec.h"
 #include "pico/common/error.h"
 
 namespace pico {
@@ -23,9 +24,25 @@ std::vector<float> roundtrip(WireDtype d, const std::vector<float>& x) {
 }
 
 std::vector<float> interesting_values() {
-  std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, 65504.0f, 65520.0f, 1e6f, -1e6f, 6.1e-5f, 5.96e-8f,
-                          2.98e-8f, 1e-10f, 3.14159f, std::numeric_limits<float>::infinity(),
-                          -std::numeric_limits<float>::infinity(), 1.0009765625f, 1.00048828125f, 1.0014648f};
+  std::vector<float> v = {0.0f,
+                          -0.0f,
+                          1.0f,
+                          -1.0f,
+                          0.5f,
+                          65504.0f,
+                          65520.0f,
+                          1e6f,
+                          -1e6f,
+                          6.1e-5f,
+                          5.96e-8f,
+                          2.98e-8f,
+                          1e-10f,
+                          3.14159f,
+                          std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(),
+                          1.0009765625f,
+                          1.00048828125f,
+                          1.0014648f};
   std::mt19937 rng(1);
   std::normal_distribution<float> n(0, 1);
   for (int i = 0; i < 5000; ++i) v.push_back(n(rng) * std::pow(10.0f, static_cast<float>(i % 13 - 6)));

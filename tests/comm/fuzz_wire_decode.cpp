@@ -58,9 +58,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check(h.offset <= h.total && h.length <= h.total - h.offset);
       break;
     case MessageKind::kBarrier:
-    case MessageKind::kDone: check(h.length == 0); break;
+    case MessageKind::kDone:
+      check(h.length == 0);
+      break;
     case MessageKind::kAbort:
-    case MessageKind::kGoodbye: check(h.length <= kWireMaxReasonBytes); break;
+    case MessageKind::kGoodbye:
+      check(h.length <= kWireMaxReasonBytes);
+      break;
   }
   // Sealing the decoded header over the same payload reproduces the frame exactly.
   std::vector<std::uint8_t> again(frame.size());

@@ -1,5 +1,7 @@
 // Collectives of the in-process communicator: threads in one process, parameterized over
 // world sizes and sizes; every thread's failure is collected and reported.
+#include "pico/comm/in_process.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -8,7 +10,6 @@
 #include <random>
 #include <thread>
 
-#include "pico/comm/in_process.h"
 #include "pico/comm/ring.h"
 
 namespace pico::comm {

@@ -35,8 +35,9 @@ std::vector<float> reference(WireDtype wire, const std::vector<std::vector<float
 std::size_t allreduce_messages(WireDtype wire, std::size_t n, int w, int rank, const ZmqOptions& o) {
   const std::size_t segment_bytes = zmq_message_payload_bytes(o);
   if (w == 1) return 0;
-  std::size_t per = wire == WireDtype::kUInt8 ? std::max<std::size_t>(1, segment_bytes / encoded_size(wire, kUInt8Block)) * kUInt8Block
-                                              : segment_bytes / encoded_size(wire, 1);
+  std::size_t per = wire == WireDtype::kUInt8
+                        ? std::max<std::size_t>(1, segment_bytes / encoded_size(wire, kUInt8Block)) * kUInt8Block
+                        : segment_bytes / encoded_size(wire, 1);
   std::size_t msgs = 0;
   for (int s = 0; s < w - 1; ++s)
     for (int c : {((rank - s) % w + w) % w, ((rank + 1 - s) % w + w) % w}) {
@@ -73,8 +74,8 @@ TEST_P(ZmqAllReduce, EqualsTheLocalSumAndEveryRankHoldsIdenticalBytes) {
     ASSERT_EQ(std::memcmp(results[r].data(), expected.data(), n * sizeof(float)), 0) << "rank " << r;
     // … plus one "done" to the left neighbour per collective.
     const std::size_t msgs = allreduce_messages(WireDtype::kFloat32, n, world, r, o) + (world > 1);
-    EXPECT_EQ(stats[r].bytes_sent, ring_allreduce_payload_bytes(WireDtype::kFloat32, n, world, r) +
-                                       kWireHeaderBytes * msgs);
+    EXPECT_EQ(stats[r].bytes_sent,
+              ring_allreduce_payload_bytes(WireDtype::kFloat32, n, world, r) + kWireHeaderBytes * msgs);
     EXPECT_EQ(stats[r].world_size, world);
     EXPECT_GT(stats[r].seconds, 0.0);
   }
@@ -95,8 +96,9 @@ std::vector<Sizes> all_reduce_cases() {
   return v;
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, ZmqAllReduce, ::testing::ValuesIn(all_reduce_cases()),
-                         [](const auto& info) { return "w" + std::to_string(info.param.world) + "_n" + std::to_string(info.param.n); });
+INSTANTIATE_TEST_SUITE_P(Ranks, ZmqAllReduce, ::testing::ValuesIn(all_reduce_cases()), [](const auto& info) {
+  return "w" + std::to_string(info.param.world) + "_n" + std::to_string(info.param.n);
+});
 
 // Compressed wires: the same bits as InProcessGroup (and ring_reduce_reference) on every rank.
 struct WireCase {
@@ -317,8 +319,7 @@ TEST(ZmqCollectives, AStalledRankMakesTheOthersFailWithinTheTimeout) {
   });
   for (int r : {0, 1, 3}) {
     EXPECT_FALSE(res[r].ok());
-    EXPECT_TRUE(res[r].status == Status::kTimeout || res[r].status == Status::kPeerFailed)
-        << to_string(res[r].status);
+    EXPECT_TRUE(res[r].status == Status::kTimeout || res[r].status == Status::kPeerFailed) << to_string(res[r].status);
     EXPECT_LT(elapsed[r], 1.5 + 0.5) << "rank " << r << " did not give up within the timeout: " << res[r].error;
   }
   // The latecomer learns from its neighbours' aborts that the group is gone.

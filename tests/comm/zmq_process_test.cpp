@@ -42,7 +42,8 @@ int reap(pid_t pid, std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   int status = 0;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     std::this_thread::sleep_for(10ms);
   }
   ::kill(pid, SIGKILL);
@@ -73,7 +74,8 @@ Outcome read_outcome(const std::string& path) {
   Outcome o;
   std::ifstream f(path);
   f >> o.status;
-  if (o.status == "peer" || o.status == "timeout" || o.status == "ok" || o.status == "invalid" || o.status == "aborted") {
+  if (o.status == "peer" || o.status == "timeout" || o.status == "ok" || o.status == "invalid" ||
+      o.status == "aborted") {
     if (o.status == "peer") {
       std::string failed;
       f >> failed;  // "peer failed"

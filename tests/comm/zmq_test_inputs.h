@@ -3,10 +3,10 @@
 #pragma once
 
 #include <cstdint>
-
-#include "pico/common/codec.h"
 #include <random>
 #include <vector>
+
+#include "pico/common/codec.h"
 
 namespace pico::comm::test {
 

@@ -57,14 +57,22 @@ int main(int argc, char** argv) {
   int rounds = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--dir") dir = v;
-    else if (k == "--rank") rank = std::stoi(v);
-    else if (k == "--world") world = std::stoi(v);
-    else if (k == "--n") n = std::stoull(v);
-    else if (k == "--timeout-ms") timeout_ms = std::stoi(v);
-    else if (k == "--pause-after") pause_after = std::stoi(v);
-    else if (k == "--retry") retry = v == "1";
-    else if (k == "--rounds") rounds = std::stoi(v);
+    if (k == "--dir")
+      dir = v;
+    else if (k == "--rank")
+      rank = std::stoi(v);
+    else if (k == "--world")
+      world = std::stoi(v);
+    else if (k == "--n")
+      n = std::stoull(v);
+    else if (k == "--timeout-ms")
+      timeout_ms = std::stoi(v);
+    else if (k == "--pause-after")
+      pause_after = std::stoi(v);
+    else if (k == "--retry")
+      retry = v == "1";
+    else if (k == "--rounds")
+      rounds = std::stoi(v);
   }
   try {
     ZmqOptions o;

@@ -25,8 +25,8 @@ TEST(WireChecksum, EqualsPicoCrc32cForEveryLengthAndAlignment) {
   std::vector<std::uint8_t> buf(70'000);
   std::mt19937 rng(5);
   for (auto& b : buf) b = static_cast<std::uint8_t>(rng());
-  std::vector<std::size_t> lengths = {0, 1, 7, 8, 15, 16, 63, 64, 127, 128, 129, 255, 256, 511, 512, 513, 767, 1023, 4096,
-                                      65'536, 69'000};
+  std::vector<std::size_t> lengths = {0,   1,   7,   8,   15,  16,  63,   64,   127,    128,   129,
+                                      255, 256, 511, 512, 513, 767, 1023, 4096, 65'536, 69'000};
   for (int i = 0; i < 200; ++i) lengths.push_back(rng() % 69'000);
   for (std::size_t n : lengths)
     for (std::size_t off : {0, 1, 5})
@@ -274,7 +274,8 @@ TEST(CurveKeys, BadKeyFilesAreRefusedWithTheirPathAndAHint) {
     EXPECT_NE(e.hint().find("chmod 600"), std::string::npos) << e.hint();
   }
   const CurveKeyPair other = curve_generate_keypair(), mine = curve_generate_keypair();
-  std::ofstream(path, std::ios::trunc) << "public-key = " << other.public_key << "\nsecret-key = " << mine.secret_key << "\n";
+  std::ofstream(path, std::ios::trunc) << "public-key = " << other.public_key << "\nsecret-key = " << mine.secret_key
+                                       << "\n";
   ::chmod(path.c_str(), 0600);
   EXPECT_THROW(curve_load_or_create_keypair(dir.path(), "w"), Error);  // halves of different pairs
   std::ofstream(path, std::ios::trunc) << "garbage\n";

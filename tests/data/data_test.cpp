@@ -143,7 +143,8 @@ TEST_F(PreparedData, ManifestDescribesShards) {
   EXPECT_GT(val_share, 0.03);
   EXPECT_LT(val_share, 0.2);
   // shards are similar in size (round-robin blocks)
-  for (const auto& s : m.train) EXPECT_NEAR(static_cast<double>(s.tokens), m.train_tokens() / 4.0, m.train_tokens() * 0.05);
+  for (const auto& s : m.train)
+    EXPECT_NEAR(static_cast<double>(s.tokens), m.train_tokens() / 4.0, m.train_tokens() * 0.05);
   // preparing again gives the same dataset hash (deterministic)
   PrepareOptions o;
   o.inputs = {test::test_data("kjv_small.txt")};
@@ -162,9 +163,10 @@ TEST_F(PreparedData, TokenizerRoundTripsAndMatchesPythonSentencepiece) {
   // The same ids from Debian's python3-sentencepiece, an independent front end.
   test::TempDir tmp;
   test::write_text(tmp.file("in.txt"), text);
-  const auto r = test::run_command(test::python() + " -c \"import sentencepiece as s,sys; p=s.SentencePieceProcessor(model_file='" +
-                                   ds() + "/tokenizer.model'); print(' '.join(map(str,p.encode(open('" + tmp.file("in.txt") +
-                                   "',encoding='utf-8').read()))))\"");
+  const auto r = test::run_command(test::python() +
+                                   " -c \"import sentencepiece as s,sys; p=s.SentencePieceProcessor(model_file='" +
+                                   ds() + "/tokenizer.model'); print(' '.join(map(str,p.encode(open('" +
+                                   tmp.file("in.txt") + "',encoding='utf-8').read()))))\"");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string mine;
   for (std::size_t i = 0; i < ids.size(); ++i) mine += (i ? " " : "") + std::to_string(ids[i]);

@@ -1,9 +1,10 @@
+#include "pico/models/decoder.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
 
 #include "pico/common/error.h"
-#include "pico/models/decoder.h"
 #include "support/npy.h"
 #include "support/test_util.h"
 
@@ -40,9 +41,9 @@ TEST(Decoder, ParameterNamesFollowPicoTrain) {
         "layers.1.swiglu.w_2.weight", "output_norm.weight", "de_embedding_proj.weight"})
     EXPECT_NE(std::find(names.begin(), names.end(), expected), names.end()) << expected;
   const auto ld = m->modules_matching({"attention.v_proj", "attention.o_proj", "swiglu.w_2"});
-  EXPECT_EQ(ld, (std::vector<std::string>{"layers.0.attention.v_proj", "layers.0.attention.o_proj",
-                                          "layers.0.swiglu.w_2", "layers.1.attention.v_proj",
-                                          "layers.1.attention.o_proj", "layers.1.swiglu.w_2"}));
+  EXPECT_EQ(
+      ld, (std::vector<std::string>{"layers.0.attention.v_proj", "layers.0.attention.o_proj", "layers.0.swiglu.w_2",
+                                    "layers.1.attention.v_proj", "layers.1.attention.o_proj", "layers.1.swiglu.w_2"}));
 }
 
 TEST(Decoder, InitializationIsDeterministicPerSeed) {
@@ -82,9 +83,10 @@ TEST(Decoder, MatchesIndependentPythonReference) {
     auto tokens = torch::randint(0, cfg.vocab_size, {3, cfg.max_seq_len}, torch::kLong);
     test::save_npy(dir.file("tokens.npy"), tokens);
     std::ofstream(dir.file("config.json"))
-        << "{\"d_model\":" << cfg.d_model << ",\"n_layers\":" << cfg.n_layers << ",\"attention_n_heads\":"
-        << cfg.attention_n_heads << ",\"attention_n_kv_heads\":" << cfg.attention_n_kv_heads
-        << ",\"norm_eps\":" << cfg.norm_eps << ",\"position_emb_theta\":" << cfg.position_emb_theta << "}";
+        << "{\"d_model\":" << cfg.d_model << ",\"n_layers\":" << cfg.n_layers
+        << ",\"attention_n_heads\":" << cfg.attention_n_heads
+        << ",\"attention_n_kv_heads\":" << cfg.attention_n_kv_heads << ",\"norm_eps\":" << cfg.norm_eps
+        << ",\"position_emb_theta\":" << cfg.position_emb_theta << "}";
     const auto r = test::run_command(test::python() + " " + test::source_dir() + "/tests/python/decoder_reference.py " +
                                      dir.path());
     ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -95,7 +97,8 @@ TEST(Decoder, MatchesIndependentPythonReference) {
     // float32 against a float64 reference: a relative error of 1e-5 of the logits' scale.
     const double scale = ref.abs().max().item<double>();
     const double err = (mine - ref).abs().max().item<double>();
-    EXPECT_LT(err, 1e-5 * scale) << "kv_heads " << kv << ": max |pico - reference| = " << err << " (scale " << scale << ")";
+    EXPECT_LT(err, 1e-5 * scale) << "kv_heads " << kv << ": max |pico - reference| = " << err << " (scale " << scale
+                                 << ")";
   }
 }
 

@@ -3,13 +3,14 @@
 // evaluated in float64 on the same inputs (autograd of plain torch ops is the independent
 // reference). Tolerance: the fp32 kernels must agree with float64 to 2e-5 of the largest
 // reference magnitude (float32 rounding over sums of a few hundred terms is ~1e-6).
+#include "pico/models/ops.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
 
 #include "pico/common/error.h"
 #include "pico/models/decoder.h"
-#include "pico/models/ops.h"
 
 namespace pico::models {
 namespace {
@@ -93,11 +94,10 @@ TEST_P(FusedOps, CausalAttentionMatchesFloat64) {
     const auto qkv = torch::randn({B, s.T, (s.H + 2 * s.KV) * s.hd}, torch::kFloat64);
     const auto ang = torch::rand({s.T, s.hd / 2}, torch::kFloat64) * 6;
     const auto cos = torch::cat({ang.cos(), ang.cos()}, -1), sin = torch::cat({ang.sin(), ang.sin()}, -1);
-    check_against_float64(str("attention T=", s.T, " H=", s.H, " KV=", s.KV, " hd=", s.hd), {qkv},
-                          [&](const auto& in) {
-                            const auto dt = in[0].scalar_type();
-                            return ops::causal_attention(in[0], cos.to(dt), sin.to(dt), s.H, s.KV);
-                          });
+    check_against_float64(str("attention T=", s.T, " H=", s.H, " KV=", s.KV, " hd=", s.hd), {qkv}, [&](const auto& in) {
+      const auto dt = in[0].scalar_type();
+      return ops::causal_attention(in[0], cos.to(dt), sin.to(dt), s.H, s.KV);
+    });
   }
 }
 
@@ -170,7 +170,8 @@ TEST(FusedOpsMisc, GradientsDoNotDependOnTheThreadCount) {
   auto grads = [&](int threads) {
     const int before = torch::get_num_threads();
     torch::set_num_threads(threads);
-    auto xl = x.clone().requires_grad_(true), wl = w.clone().requires_grad_(true), ql = qkv.clone().requires_grad_(true);
+    auto xl = x.clone().requires_grad_(true), wl = w.clone().requires_grad_(true),
+         ql = qkv.clone().requires_grad_(true);
     (ops::rms_norm(xl, wl, 1e-6).pow(2).sum() + ops::causal_attention(ql, cos, sin, 4, 2).pow(2).sum()).backward();
     torch::set_num_threads(before);
     return std::vector<torch::Tensor>{xl.grad(), wl.grad(), ql.grad()};

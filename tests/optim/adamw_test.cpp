@@ -1,8 +1,9 @@
+#include "pico/optim/adamw.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "pico/optim/adamw.h"
 #include "pico/optim/schedule.h"
 #include "support/npy.h"
 #include "support/test_util.h"
@@ -55,7 +56,8 @@ for n, p in ps.items(): np.save(f"{d}/{n}_ref.npy", p.detach().numpy())
     // Same float32 formula, possibly different operation order: a few ulps of lr-sized steps.
     const double err = (p.detach() - ref).abs().max().item<double>();
     EXPECT_LT(err, 1e-6) << n;
-    EXPECT_GT((p.detach() - test::load_npy(dir.file(n + "_init.npy"))).abs().max().item<double>(), 1e-3) << n << " did not move";
+    EXPECT_GT((p.detach() - test::load_npy(dir.file(n + "_init.npy"))).abs().max().item<double>(), 1e-3)
+        << n << " did not move";
   }
 }
 
@@ -64,7 +66,8 @@ TEST(AdamW, StateRoundTrips) {
   AdamW a(params, {});
   params[0].second.mutable_grad() = torch::ones({4, 4});
   a.step(1e-3);
-  std::vector<std::pair<std::string, torch::Tensor>> params2 = {{"w", params[0].second.detach().clone().requires_grad_()}};
+  std::vector<std::pair<std::string, torch::Tensor>> params2 = {
+      {"w", params[0].second.detach().clone().requires_grad_()}};
   AdamW b(params2, {});
   b.load_state(a.state(), a.step_count());
   params[0].second.mutable_grad() = torch::full({4, 4}, 0.5);

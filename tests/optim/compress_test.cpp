@@ -2,6 +2,8 @@
 // the largest magnitudes, payloads are validated; plus the uint8 wire cases that
 // tests/comm/codec_test.cpp does not cover (subnormal scales, per-block independence,
 // huge magnitudes, two-valued tensors).
+#include "pico/optim/compress.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,7 +14,6 @@
 
 #include "pico/common/codec.h"
 #include "pico/common/error.h"
-#include "pico/optim/compress.h"
 
 namespace pico::optim {
 namespace {
@@ -181,7 +182,8 @@ TEST(TopK, KeepsTheLargestMagnitudesAndConservesTheRest) {
   // independent selection: sort all indices by |x| descending
   std::vector<std::size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return std::fabs(x[a]) > std::fabs(x[b]); });
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return std::fabs(x[a]) > std::fabs(x[b]); });
   for (std::size_t j = 0; j < n; ++j) {
     const std::size_t i = order[j];
     if (j < k) {
@@ -205,7 +207,8 @@ TEST(TopK, ErrorFeedbackConservesOverRounds) {
       for (std::size_t i = 0; i < n; ++i) {
         sum_x[i] += x[i];
         sum_sent[i] += sent[i];
-        slack[i] += std::ldexp(std::fabs(double{x[i]}) + 2 * std::fabs(double{c.residual()[i]}) + std::fabs(double{sent[i]}), -23);
+        slack[i] += std::ldexp(
+            std::fabs(double{x[i]}) + 2 * std::fabs(double{c.residual()[i]}) + std::fabs(double{sent[i]}), -23);
       }
     }
     for (std::size_t i = 0; i < n; ++i)

@@ -1,6 +1,8 @@
 // DeMo's chunked DCT-II (optim/dct.h) against independent references: the closed form in
 // long double, scipy.fft.dct(type=2, norm="ortho"), and the matrices the reference
 // implementation (bloc97/DeMo) stored in tests/fixtures/demo/demo_reference.h5.
+#include "pico/optim/dct.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 
 #include "h5_read.h"
 #include "pico/common/error.h"
-#include "pico/optim/dct.h"
 #include "support/npy.h"
 #include "support/test_util.h"
 
@@ -65,7 +66,8 @@ TEST(Dct, BasisIsTheCorrectlyRoundedClosedForm) {
         const long double e = exact_dct(n, k, i);
         // within half an ulp of the exact value (plus the double rounding of cos)
         const long double ulp = std::ldexp(1.0L, std::ilogb(static_cast<float>(e)) - 23);
-        ASSERT_LE(std::fabs(static_cast<long double>(c[static_cast<std::size_t>(k * n + i)]) - e), std::max(0.5001L * ulp, 1e-15L))
+        ASSERT_LE(std::fabs(static_cast<long double>(c[static_cast<std::size_t>(k * n + i)]) - e),
+                  std::max(0.5001L * ulp, 1e-15L))
             << "N=" << n << " k=" << k << " n=" << i;
       }
   }
@@ -151,7 +153,8 @@ std::vector<double> naive_encode(const std::vector<float>& x, std::int64_t rows,
           long double s = 0;
           for (std::int64_t h = 0; h < n1; ++h)
             for (std::int64_t w = 0; w < n2; ++w)
-              s += exact_dct(n1, b, h) * exact_dct(n2, d, w) * x[static_cast<std::size_t>((y * n1 + h) * cols + xc * n2 + w)];
+              s += exact_dct(n1, b, h) * exact_dct(n2, d, w) *
+                   x[static_cast<std::size_t>((y * n1 + h) * cols + xc * n2 + w)];
           out[static_cast<std::size_t>(((y * gx + xc) * n1 + b) * n2 + d)] = static_cast<double>(s);
         }
   return out;
@@ -163,8 +166,9 @@ TEST(Dct, EncodeMatchesTheDefinitionAndLayout) {
     std::vector<std::int64_t> coeff_shape;
   };
   // target chunk 6: 12 → 6, 18 → 6, 10 → 5, 7 → 1 (prime), 20 → 5, 1 → 1
-  const std::vector<Case> cases = {{{12, 18}, {2, 3, 6, 6}}, {{10, 7}, {2, 7, 5, 1}}, {{20}, {4, 5}},
-                                   {{7}, {7, 1}},           {{1, 12}, {1, 2, 1, 6}}, {{}, {1, 1}},
+  const std::vector<Case> cases = {{{12, 18}, {2, 3, 6, 6}}, {{10, 7}, {2, 7, 5, 1}},
+                                   {{20}, {4, 5}},           {{7}, {7, 1}},
+                                   {{1, 12}, {1, 2, 1, 6}},  {{}, {1, 1}},
                                    {{6, 4}, {1, 1, 6, 4}}};
   for (const auto& c : cases) {
     ChunkedDct t(c.shape, 6);
@@ -211,7 +215,8 @@ TEST(Dct, SparseDecodeEqualsDenseDefinition) {
   std::mt19937 rng(3);
   std::uniform_int_distribution<std::int64_t> pick(0, t.chunk_numel() - 1);
   for (std::int64_t ch = 0; ch < t.chunks(); ++ch)
-    for (int j = 0; j < 9; ++j) e[static_cast<std::size_t>(ch * t.chunk_numel() + pick(rng))] = static_cast<float>(j) - 4.5f;
+    for (int j = 0; j < 9; ++j)
+      e[static_cast<std::size_t>(ch * t.chunk_numel() + pick(rng))] = static_cast<float>(j) - 4.5f;
   std::vector<float> x(e.size());
   t.decode(e.data(), x.data());
   const std::int64_t n1 = 48, n2 = 40, cols = 40;

@@ -4,6 +4,8 @@
 // in one process: two DeMo instances prepare() their payloads, and both apply() the pair.
 // Then the behaviour the reference does not cover: bad payloads, call order, state, dtypes,
 // threads.
+#include "pico/optim/demo.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 
 #include "h5_read.h"
 #include "pico/common/error.h"
-#include "pico/optim/demo.h"
 #include "support/test_util.h"
 
 namespace pico::optim {
@@ -70,10 +71,11 @@ void check_reference_run_steps(const std::string& run);
 void check_reference_run(const std::string& run) {
   g_worst = Worst{};
   check_reference_run_steps(run);
-  std::printf("[demo reference %s] worst error / max|ref|: encoded %.2e, sparse_val %.2e, transmit %.2e, "
-              "aggregated %.2e, new_grad %.2e, delta %.2e\n",
-              run.c_str(), g_worst.encoded, g_worst.sparse_val, g_worst.transmit, g_worst.aggregated, g_worst.new_grad,
-              g_worst.delta);
+  std::printf(
+      "[demo reference %s] worst error / max|ref|: encoded %.2e, sparse_val %.2e, transmit %.2e, "
+      "aggregated %.2e, new_grad %.2e, delta %.2e\n",
+      run.c_str(), g_worst.encoded, g_worst.sparse_val, g_worst.transmit, g_worst.aggregated, g_worst.new_grad,
+      g_worst.delta);
   ::testing::Test::RecordProperty("worst_new_grad", std::to_string(g_worst.new_grad));
   ::testing::Test::RecordProperty("worst_delta", std::to_string(g_worst.delta));
   // The run was compared at all (a reference file without steps would pass every check).
@@ -126,7 +128,8 @@ void check_reference_run_steps(const std::string& run) {
       const std::string prev = g + "/step_" + std::to_string(s - 1) + "/rank_" + std::to_string(r);
       auto& ps = params[static_cast<std::size_t>(r)];
       auto& opt = *demo[static_cast<std::size_t>(r)];
-      for (std::size_t i = 0; i < ps.size(); ++i) ps[i].second.mutable_grad() = to_tensor(f.read<float>(rg + "/grad/" + kNames[i]));
+      for (std::size_t i = 0; i < ps.size(); ++i)
+        ps[i].second.mutable_grad() = to_tensor(f.read<float>(rg + "/grad/" + kNames[i]));
       std::vector<torch::Tensor> delta_before;
       for (std::size_t i = 0; i < ps.size(); ++i) delta_before.push_back(opt.state()[i].second.clone());
       payloads.push_back(opt.prepare(cfg.lr));
@@ -168,7 +171,8 @@ void check_reference_run_steps(const std::string& run) {
         for (std::int64_t ch = 0; ch < t.chunks(); ++ch) {
           std::vector<std::pair<std::int64_t, float>> ref_pairs;
           for (std::int64_t j = 0; j < k; ++j)
-            ref_pairs.emplace_back(ref_idx.data[static_cast<std::size_t>(ch * k + j)], ref_val.data[static_cast<std::size_t>(ch * k + j)]);
+            ref_pairs.emplace_back(ref_idx.data[static_cast<std::size_t>(ch * k + j)],
+                                   ref_val.data[static_cast<std::size_t>(ch * k + j)]);
           std::sort(ref_pairs.begin(), ref_pairs.end());
           for (std::int64_t j = 0; j < k; ++j) {
             const auto m = static_cast<std::size_t>(ch * k + j);
@@ -259,7 +263,8 @@ void check_reference_run_steps(const std::string& run) {
         const auto sign = f.read<std::int8_t>(sg + "/update_sign/" + kNames[i]);
         const float* gp = p.grad().data_ptr<float>();
         std::int64_t flips = 0;
-        for (std::int64_t j = 0; j < p.numel(); ++j) flips += static_cast<std::int8_t>(gp[j]) != sign.data[static_cast<std::size_t>(j)];
+        for (std::int64_t j = 0; j < p.numel(); ++j)
+          flips += static_cast<std::int8_t>(gp[j]) != sign.data[static_cast<std::size_t>(j)];
         EXPECT_EQ(flips, 0) << at << ": sign mismatches";
         const auto ref_p = f.read<float>(rg + "/params/" + kNames[i]);
         EXPECT_TRUE(bitwise_equal(p.data_ptr<float>(), ref_p.data.data(), p.numel())) << at << ": parameters differ";
@@ -268,9 +273,15 @@ void check_reference_run_steps(const std::string& run) {
   }
 }
 
-TEST(DeMoReference, WorldSize1) { check_reference_run("ws1"); }
-TEST(DeMoReference, WorldSize2) { check_reference_run("ws2"); }
-TEST(DeMoReference, WorldSize2WithWeightDecay) { check_reference_run("ws2_wd"); }
+TEST(DeMoReference, WorldSize1) {
+  check_reference_run("ws1");
+}
+TEST(DeMoReference, WorldSize2) {
+  check_reference_run("ws2");
+}
+TEST(DeMoReference, WorldSize2WithWeightDecay) {
+  check_reference_run("ws2_wd");
+}
 // ---- behaviour beyond the reference ------------------------------------------------------
 
 NamedTensors small_model(unsigned seed, torch::ScalarType dtype = torch::kFloat32) {
@@ -301,11 +312,36 @@ DeMoConfig small_config() {
 
 TEST(DeMo, ConfigValidateNamesTheKey) {
   const std::pair<const char*, DeMoConfig (*)()> bad[] = {
-      {"demo.lr", [] { DeMoConfig c; c.lr = -1; return c; }},
-      {"demo.compression_decay", [] { DeMoConfig c; c.compression_decay = 1.0; return c; }},
-      {"demo.compression_topk", [] { DeMoConfig c; c.compression_topk = 0; return c; }},
-      {"demo.compression_chunk", [] { DeMoConfig c; c.compression_chunk = 0; return c; }},
-      {"demo.weight_decay", [] { DeMoConfig c; c.weight_decay = NAN; return c; }},
+      {"demo.lr",
+       [] {
+         DeMoConfig c;
+         c.lr = -1;
+         return c;
+       }},
+      {"demo.compression_decay",
+       [] {
+         DeMoConfig c;
+         c.compression_decay = 1.0;
+         return c;
+       }},
+      {"demo.compression_topk",
+       [] {
+         DeMoConfig c;
+         c.compression_topk = 0;
+         return c;
+       }},
+      {"demo.compression_chunk",
+       [] {
+         DeMoConfig c;
+         c.compression_chunk = 0;
+         return c;
+       }},
+      {"demo.weight_decay",
+       [] {
+         DeMoConfig c;
+         c.weight_decay = NAN;
+         return c;
+       }},
   };
   for (const auto& [key, make] : bad) {
     try {
@@ -515,7 +551,8 @@ TEST(DeMo, ThreadCountDoesNotChangeTheBits) {
     at::set_num_threads(threads);
     torch::manual_seed(3);
     // large enough for the parallel transforms (2^20 elements)
-    NamedTensors p0 = {{"w", torch::randn({1024, 1024}).set_requires_grad(true)}, {"v", torch::randn({64}).set_requires_grad(true)}};
+    NamedTensors p0 = {{"w", torch::randn({1024, 1024}).set_requires_grad(true)},
+                       {"v", torch::randn({64}).set_requires_grad(true)}};
     auto p1 = clone_params(p0);
     DeMo a(p0, {}), b(p1, {});
     for (unsigned s = 0; s < 2; ++s) {

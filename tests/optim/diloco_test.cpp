@@ -1,6 +1,8 @@
 // DiLoCo's outer step (optim/diloco.h): hand-computed Nesterov/heavy-ball/plain steps,
 // torch.optim.SGD as an independent reference, the 1-contributor equivalence, the flat
 // pseudo-gradient, state and hash, and the errors.
+#include "pico/optim/diloco.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 
 #include "pico/common/error.h"
 #include "pico/common/hash.h"
-#include "pico/optim/diloco.h"
 #include "support/npy.h"
 #include "support/test_util.h"
 
@@ -117,16 +118,16 @@ for s in range(4):
 for n, p in zip("ab", ps): np.save(f"{d}/{n}_ref.npy", p.detach().numpy())
 )PY";
     test::write_text(dir.file("ref.py"), script);
-    const auto r = test::run_command(test::python() + " " + dir.file("ref.py") + " " + dir.path() + " " +
-                                     (nesterov ? "1" : "0"));
+    const auto r =
+        test::run_command(test::python() + " " + dir.file("ref.py") + " " + dir.path() + " " + (nesterov ? "1" : "0"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     for (std::size_t i = 0; i < params.size(); ++i) {
       const auto ref = test::load_npy(dir.file(params[i].first + "_ref.npy"));
       const auto& mine = d.global_params()[i].second;
       const double err = (mine - ref).abs().max().item<double>();
       EXPECT_LT(err, 4e-6) << params[i].first << " nesterov " << nesterov;
-      std::printf("[diloco vs torch.optim.SGD] %s nesterov=%d: max |Δθ_g| %.2e (max |θ_g| %.2f)\n", params[i].first.c_str(),
-                  int{nesterov}, err, mine.abs().max().item<double>());
+      std::printf("[diloco vs torch.optim.SGD] %s nesterov=%d: max |Δθ_g| %.2e (max |θ_g| %.2f)\n",
+                  params[i].first.c_str(), int{nesterov}, err, mine.abs().max().item<double>());
       EXPECT_GT((mine - params[i].second).abs().max().item<double>(), 0.1) << "did not move";
     }
   }
@@ -137,7 +138,8 @@ TEST(DiLoCo, OneContributorWithLr1AndNoMomentumLandsOnTheLocalParameters) {
   // Δ̃ = fl(θ_g − θ) = Δ(1+e1), θ' = fl(θ_g − Δ̃) = (θ − Δ·e1)(1+e2), so
   // |θ' − θ| ≤ u·|Δ| + u·|θ| + u²·|Δ| with u = 2^-24. Not forced to be exact.
   torch::manual_seed(9);
-  NamedTensors global = {{"emb", torch::randn({64, 32})}, {"norm", torch::ones({32})}, {"out", torch::randn({32, 64}) * 1e-3}};
+  NamedTensors global = {
+      {"emb", torch::randn({64, 32})}, {"norm", torch::ones({32})}, {"out", torch::randn({32, 64}) * 1e-3}};
   for (bool nesterov : {true, false}) {
     DiLoCo d(global, {1.0, 0.0, nesterov});
     // "inner training": the local copy moved by steps of several scales
@@ -163,13 +165,15 @@ TEST(DiLoCo, OneContributorWithLr1AndNoMomentumLandsOnTheLocalParameters) {
     }
     // Most elements come back exactly (Sterbenz); report how many, do not require all.
     EXPECT_GT(exact, d.numel() / 2);
-    std::printf("[diloco 1 contributor, lr 1, μ 0] nesterov=%d: %lld of %lld elements exactly equal, all within the bound\n",
-                int{nesterov}, static_cast<long long>(exact), static_cast<long long>(d.numel()));
+    std::printf(
+        "[diloco 1 contributor, lr 1, μ 0] nesterov=%d: %lld of %lld elements exactly equal, all within the bound\n",
+        int{nesterov}, static_cast<long long>(exact), static_cast<long long>(d.numel()));
     // copy_to puts θ_g into the model
     NamedTensors model;
     for (const auto& [n, p] : global) model.emplace_back(n, torch::zeros_like(p));
     d.copy_to(model);
-    for (std::size_t i = 0; i < model.size(); ++i) EXPECT_TRUE(torch::equal(model[i].second, d.global_params()[i].second));
+    for (std::size_t i = 0; i < model.size(); ++i)
+      EXPECT_TRUE(torch::equal(model[i].second, d.global_params()[i].second));
   }
 }
 
@@ -187,7 +191,8 @@ TEST(DiLoCo, PseudoGradientIsFlatOldMinusNewAndConvertsDtype) {
   // copy_to converts back to the local dtype
   d.copy_to(local);
   EXPECT_EQ(local[0].second.scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(torch::equal(local[0].second.to(torch::kFloat32), torch::tensor({1.0f, 2.0f, 3.0f, 4.0f}).reshape({2, 2})));
+  EXPECT_TRUE(
+      torch::equal(local[0].second.to(torch::kFloat32), torch::tensor({1.0f, 2.0f, 3.0f, 4.0f}).reshape({2, 2})));
   EXPECT_EQ(local[1].second.item<double>(), 0.5);
 }
 
@@ -224,7 +229,8 @@ TEST(DiLoCo, StateRoundTripsAndHashIsDocumentedBytes) {
   Sha256 h;
   for (const auto& [n, t] : a.global_params()) h.update(t.data_ptr<float>(), static_cast<std::size_t>(t.numel()) * 4);
   const auto st = a.state();
-  for (int i = 2; i < 4; ++i) h.update(st[i].second.data_ptr<float>(), static_cast<std::size_t>(st[i].second.numel()) * 4);
+  for (int i = 2; i < 4; ++i)
+    h.update(st[i].second.data_ptr<float>(), static_cast<std::size_t>(st[i].second.numel()) * 4);
   const std::int64_t step = 2;
   h.update(&step, 8);
   EXPECT_EQ(a.state_hash(), h.hex_digest());

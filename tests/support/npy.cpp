@@ -12,11 +12,20 @@ void save_npy(const std::string& path, const torch::Tensor& tensor) {
   const auto t = tensor.detach().to(torch::kCPU).contiguous();
   std::string descr;
   switch (t.scalar_type()) {
-    case torch::kFloat32: descr = "<f4"; break;
-    case torch::kFloat64: descr = "<f8"; break;
-    case torch::kInt64: descr = "<i8"; break;
-    case torch::kInt32: descr = "<i4"; break;
-    default: throw std::runtime_error("save_npy: unsupported dtype");
+    case torch::kFloat32:
+      descr = "<f4";
+      break;
+    case torch::kFloat64:
+      descr = "<f8";
+      break;
+    case torch::kInt64:
+      descr = "<i8";
+      break;
+    case torch::kInt32:
+      descr = "<i4";
+      break;
+    default:
+      throw std::runtime_error("save_npy: unsupported dtype");
   }
   std::ostringstream shape;
   shape << "(";
@@ -64,7 +73,10 @@ torch::Tensor load_npy(const std::string& path) {
     while (std::getline(ss, tok, ','))
       if (tok.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(tok));
   }
-  torch::ScalarType dtype = kind == "f4" ? torch::kFloat32 : kind == "f8" ? torch::kFloat64 : kind == "i8" ? torch::kInt64 : torch::kInt32;
+  torch::ScalarType dtype = kind == "f4"   ? torch::kFloat32
+                            : kind == "f8" ? torch::kFloat64
+                            : kind == "i8" ? torch::kInt64
+                                           : torch::kInt32;
   auto t = torch::empty(shape, dtype);
   in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
   if (!in) throw std::runtime_error("load_npy: truncated " + path);

@@ -61,11 +61,21 @@ CommandResult run_command(const std::string& command) {
   return r;
 }
 
-std::string python() { return "/usr/bin/python3"; }
-std::string source_dir() { return PICO_SOURCE_DIR; }
-std::string pico_binary() { return PICO_BINARY; }
-std::string seams_binary() { return PICO_SEAMS_BINARY; }
-std::string test_data(const std::string& name) { return std::string(PICO_TEST_DATA) + "/" + name; }
+std::string python() {
+  return "/usr/bin/python3";
+}
+std::string source_dir() {
+  return PICO_SOURCE_DIR;
+}
+std::string pico_binary() {
+  return PICO_BINARY;
+}
+std::string seams_binary() {
+  return PICO_SEAMS_BINARY;
+}
+std::string test_data(const std::string& name) {
+  return std::string(PICO_TEST_DATA) + "/" + name;
+}
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);

@@ -50,7 +50,8 @@ TEST(Config, ReadsYamlAndOverrides) {
 }
 
 TEST(Config, ResolvedYamlRoundTrips) {
-  RunConfig c = parse_run_config("model:\n  d_model: 96\n  attention_n_heads: 4\n", "x", {"seed=7", "training.optimization.lr=0.00123"});
+  RunConfig c = parse_run_config("model:\n  d_model: 96\n  attention_n_heads: 4\n", "x",
+                                 {"seed=7", "training.optimization.lr=0.00123"});
   const RunConfig back = parse_run_config(to_yaml(c), "resolved");
   EXPECT_EQ(to_yaml(back), to_yaml(c));
   EXPECT_EQ(back.model.d_model, 96);
@@ -93,7 +94,8 @@ TEST(Config, OutOfRangeValuesSayWhatIsAllowed) {
   EXPECT_NE(e.find("> 0"), std::string::npos) << e;
   e = error_of("model:\n  d_model: 100\n  attention_n_heads: 12\n");
   EXPECT_NE(e.find("not divisible"), std::string::npos) << e;
-  e = error_of("data:\n  dataloader:\n    batch_size: 10\ntraining:\n  optimization:\n    gradient_accumulation_steps: 3\n");
+  e = error_of(
+      "data:\n  dataloader:\n    batch_size: 10\ntraining:\n  optimization:\n    gradient_accumulation_steps: 3\n");
   EXPECT_NE(e.find("gradient_accumulation_steps"), std::string::npos) << e;
   e = error_of("checkpointing:\n  keep_latest_k: 1\n");
   EXPECT_NE(e.find(">= 2"), std::string::npos) << e;

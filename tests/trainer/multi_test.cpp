@@ -30,9 +30,13 @@ class MultiContributor : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
 
   static RunConfig config(const std::string& name, std::vector<std::string> extra) {
-    std::vector<std::string> o = {"data.path=" + dir_->file("ds"), "checkpointing.runs_dir=" + dir_->file("runs"),
-                                  "checkpointing.run_name=" + name, "threads=2", "monitoring.logging.log_every_n_steps=1",
-                                  "evaluation.every_n_steps=0", "evaluation.batches=2"};
+    std::vector<std::string> o = {"data.path=" + dir_->file("ds"),
+                                  "checkpointing.runs_dir=" + dir_->file("runs"),
+                                  "checkpointing.run_name=" + name,
+                                  "threads=2",
+                                  "monitoring.logging.log_every_n_steps=1",
+                                  "evaluation.every_n_steps=0",
+                                  "evaluation.batches=2"};
     o.insert(o.end(), extra.begin(), extra.end());
     return parse_run_config(
         "model: {d_model: 32, n_layers: 2, vocab_size: 512, max_seq_len: 32, attention_n_heads: 4,"
@@ -176,8 +180,8 @@ TEST_F(MultiContributor, EveryContributorEndsEachRoundWithTheSameThetaG) {
 TEST_F(MultiContributor, DiLoCoSendsHTimesFewerBytesThanDdp) {
   const auto ddp = config("bytes_ddp", {"local_workers=2"});
   const auto diloco = config("bytes_diloco", {"local_workers=2", "outer.algorithm=diloco", "outer.inner_steps=6"});
-  const auto diloco8 = config("bytes_diloco8", {"local_workers=2", "outer.algorithm=diloco", "outer.inner_steps=6",
-                                                "outer.compression=uint8"});
+  const auto diloco8 = config(
+      "bytes_diloco8", {"local_workers=2", "outer.algorithm=diloco", "outer.inner_steps=6", "outer.compression=uint8"});
   for (const auto* c : {&ddp, &diloco, &diloco8}) run_training(*c, {});
   auto sent = [](const RunConfig& c) {
     return steps_by_contributor(c.run_dir()).at(0).back()["bytes_sent"].get<double>();
@@ -189,8 +193,8 @@ TEST_F(MultiContributor, DiLoCoSendsHTimesFewerBytesThanDdp) {
 }
 
 TEST_F(MultiContributor, DeMoTrainsAndExchangesSparsePayloads) {
-  const auto cfg = config("demo2", {"local_workers=2", "outer.algorithm=demo", "training.optimization.lr=2e-3",
-                                    "training.max_steps=40"});
+  const auto cfg = config(
+      "demo2", {"local_workers=2", "outer.algorithm=demo", "training.optimization.lr=2e-3", "training.max_steps=40"});
   run_training(cfg, {});
   const auto m = steps_by_contributor(cfg.run_dir());
   const double first = m.at(0).front()["loss"].get<double>(), last = m.at(0).back()["loss"].get<double>();
@@ -220,7 +224,8 @@ TEST_F(MultiContributor, ZmqProcessesGiveTheSameResultsAsThreads) {
     ASSERT_EQ(a.at(w).size(), 12u);
     ASSERT_EQ(b.at(w).size(), 12u);
     for (std::size_t i = 0; i < 12; ++i)
-      EXPECT_EQ(a.at(w)[i]["loss"].get<double>(), b.at(w)[i]["loss"].get<double>()) << "contributor " << w << " step " << i + 1;
+      EXPECT_EQ(a.at(w)[i]["loss"].get<double>(), b.at(w)[i]["loss"].get<double>())
+          << "contributor " << w << " step " << i + 1;
   }
   // Every process's θ_g after each round is the threads' θ_g.
   const auto threads_rounds = rounds_of(dir_->file("zmq/threads"));

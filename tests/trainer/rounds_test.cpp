@@ -45,20 +45,22 @@ class OneOuterRound : public ::testing::Test {
                      "model: {d_model: 32, n_layers: 2, vocab_size: 512, max_seq_len: 32, attention_n_heads: 4,"
                      " attention_n_kv_heads: 2, activation_hidden_dim: 96}\n"
                      "training: {max_steps: 30, optimization: {lr: 3.0e-3, lr_scheduler: cosine, lr_warmup_steps: 5}}\n"
-                     "data: {path: " + dir_->file("ds") + ", dataloader: {batch_size: 4}}\n"
-                     "outer: {algorithm: diloco, inner_steps: 10, compression: uint8, error_feedback: true,"
-                     " min_contributors: 3, timeout_s: 20}\n"
-                     "evaluation: {every_n_steps: 0, batches: 2}\n"
-                     "checkpointing: {runs_dir: " + dir_->file("runs") + ", save_every_n_steps: 0}\n"
-                     "monitoring: {logging: {log_every_n_steps: 10}}\n"
-                     "threads: 1\nseed: 11\n");
+                     "data: {path: " +
+                         dir_->file("ds") +
+                         ", dataloader: {batch_size: 4}}\n"
+                         "outer: {algorithm: diloco, inner_steps: 10, compression: uint8, error_feedback: true,"
+                         " min_contributors: 3, timeout_s: 20}\n"
+                         "evaluation: {every_n_steps: 0, batches: 2}\n"
+                         "checkpointing: {runs_dir: " +
+                         dir_->file("runs") +
+                         ", save_every_n_steps: 0}\n"
+                         "monitoring: {logging: {log_every_n_steps: 10}}\n"
+                         "threads: 1\nseed: 11\n");
   }
   static void TearDownTestSuite() { delete dir_; }
   void TearDown() override { test::kill_spawned(); }
 
-  static std::string train(const std::string& args) {
-    return " train --config " + dir_->file("run.yaml") + " " + args;
-  }
+  static std::string train(const std::string& args) { return " train --config " + dir_->file("run.yaml") + " " + args; }
   static std::string metrics(const std::string& run) { return dir_->file("runs/" + run + "/metrics.jsonl"); }
   static std::string keys() { return " --key-dir " + dir_->file("keys"); }
 
@@ -70,8 +72,8 @@ class OneOuterRound : public ::testing::Test {
     std::string code;
     ASSERT_TRUE(test::wait_for_log(a.log, std::regex(R"(join code: (pico://\S+))"), {&code}, 60)) << slurp(a.log);
     auto join = [&](const std::string& who, const std::string& binary) {
-      return test::spawn_pico("train --join '" + code + "' --identity " + who + " --set checkpointing.run_name=" + name +
-                                  "-" + who + keys(),
+      return test::spawn_pico("train --join '" + code + "' --identity " + who +
+                                  " --set checkpointing.run_name=" + name + "-" + who + keys(),
                               dir_->file(name + "-" + who + ".log"), binary);
     };
     Proc b = join("b", b_binary);
@@ -103,9 +105,11 @@ TEST_F(OneOuterRound, ThreadsZmqProcessesAndAJoinedRunEndWithTheSameThetaG) {
 TEST_F(OneOuterRound, ADamagedThetaGStopsALocalRunInTheRoundItHappens) {
   const std::string seams = "PICO_SEAM_CORRUPT_THETA=1:2 " + test::seams_binary();
   for (const std::string comm : {"inprocess", "zmq"}) {
-    const auto r = run_command(seams + train("--local-workers 3 --comm " + comm + " --set checkpointing.run_name=bad-" + comm));
+    const auto r =
+        run_command(seams + train("--local-workers 3 --comm " + comm + " --set checkpointing.run_name=bad-" + comm));
     EXPECT_EQ(r.exit_code, 1) << comm << "\n" << r.output;
-    EXPECT_NE(r.output.find("after outer round 2 the θ_g of contributor 1"), std::string::npos) << comm << "\n" << r.output;
+    EXPECT_NE(r.output.find("after outer round 2 the θ_g of contributor 1"), std::string::npos) << comm << "\n"
+                                                                                                << r.output;
     EXPECT_NE(r.output.find("differs from the others'"), std::string::npos) << comm << "\n" << r.output;
     EXPECT_EQ(theta_of_round(metrics("bad-" + comm), 2), "") << comm << ": a round record was written for round 2";
   }

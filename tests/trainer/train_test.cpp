@@ -34,8 +34,9 @@ class Training : public ::testing::Test {
         "data: {dataloader: {batch_size: 16}}\n"
         "evaluation: {every_n_steps: 50, batches: 4}\n"
         "monitoring: {logging: {log_every_n_steps: 10}}\n",
-        "tiny", {"data.path=" + dir_->file("ds"), "checkpointing.runs_dir=" + dir_->file("runs"),
-                 "checkpointing.run_name=" + run_name, "threads=2"});
+        "tiny",
+        {"data.path=" + dir_->file("ds"), "checkpointing.runs_dir=" + dir_->file("runs"),
+         "checkpointing.run_name=" + run_name, "threads=2"});
   }
 
   static std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {

@@ -1,14 +1,13 @@
 #include "algorithms.h"
 
-#include "outer_round.h"
-
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <vector>
 
+#include "outer_round.h"
 #include "pico/common/codec.h"
 #include "pico/common/error.h"
 #include "pico/common/log.h"
@@ -57,8 +56,9 @@ void Algorithm::load_outer_state(const optim::NamedTensors& state) {
 
 void Algorithm::load_pseudo_gradient(const optim::NamedTensors& delta) {
   if (!delta.empty())
-    throw Error(str("the checkpoint holds a pseudo-gradient ('", delta.front().first, "', …) but this algorithm has none"),
-                "resume with the outer.algorithm the run was started with");
+    throw Error(
+        str("the checkpoint holds a pseudo-gradient ('", delta.front().first, "', …) but this algorithm has none"),
+        "resume with the outer.algorithm the run was started with");
 }
 
 namespace {
@@ -131,7 +131,8 @@ class DiLoCo final : public Algorithm {
   void load_outer_state(const optim::NamedTensors& state) override {
     // Validate everything before changing anything (OuterRound::load_state does the same).
     const std::int64_t round_tokens = scalar_entry(state, "round_tokens");
-    if (round_tokens < 0) throw Error(str("outer state 'round_tokens' is negative: ", round_tokens), "the checkpoint is damaged");
+    if (round_tokens < 0)
+      throw Error(str("outer state 'round_tokens' is negative: ", round_tokens), "the checkpoint is damaged");
     round_.load_state(without(state, {"round_tokens"}));
     round_tokens_ = round_tokens;
   }
@@ -150,18 +151,20 @@ class DiLoCo final : public Algorithm {
     bytes_sent_ += out.report.bytes_sent;
     bytes_received_ += out.report.bytes_received;
     if (!out.ok)
-      throw Error(str("outer round ", plan.round, " (after step ", step + 1, "): ", out.error),
-                  "a contributor died, stalled or disagrees; restart the run with --resume (outer.timeout_s sets how long "
-                  "to wait)");
+      throw Error(
+          str("outer round ", plan.round, " (after step ", step + 1, "): ", out.error),
+          "a contributor died, stalled or disagrees; restart the run with --resume (outer.timeout_s sets how long "
+          "to wait)");
     if (!out.disagreeing.empty()) {
       std::vector<std::string> who;
       for (int rank : out.disagreeing)
         who.push_back(str("contributor ", rank, " (", out.hashes[static_cast<std::size_t>(rank)].substr(0, 12), "…)"));
-      throw Error(str("after outer round ", plan.round, " the θ_g of ", join(who, ", "), " differs from the others' (",
-                      out.majority_hash.substr(0, 12),
-                      "…): its state was damaged (memory, a bad checkpoint) or pico has a bug; the run stops rather than "
-                      "train on diverged copies"),
-                  "resume from the last checkpoint with --resume; if it happens again, report it with the run's config");
+      throw Error(
+          str("after outer round ", plan.round, " the θ_g of ", join(who, ", "), " differs from the others' (",
+              out.majority_hash.substr(0, 12),
+              "…): its state was damaged (memory, a bad checkpoint) or pico has a bug; the run stops rather than "
+              "train on diverged copies"),
+          "resume from the last checkpoint with --resume; if it happens again, report it with the run's config");
     }
     rep.round = out.report;
     rep.round_done = true;

@@ -23,15 +23,15 @@
 namespace pico::trainer {
 
 struct RoundReport {
-  std::int64_t round = 0;          // 1-based index of the outer round that just ended
+  std::int64_t round = 0;  // 1-based index of the outer round that just ended
   int contributors = 0;
-  double pseudo_grad_norm = 0;     // ‖averaged Δ‖₂
-  double outer_step_s = 0;         // pseudo-gradient + outer update + copy-back, excluding communication
-  double comm_s = 0;               // time in collectives this round
-  std::uint64_t bytes_sent = 0;    // this round, this contributor
+  double pseudo_grad_norm = 0;   // ‖averaged Δ‖₂
+  double outer_step_s = 0;       // pseudo-gradient + outer update + copy-back, excluding communication
+  double comm_s = 0;             // time in collectives this round
+  std::uint64_t bytes_sent = 0;  // this round, this contributor
   std::uint64_t bytes_received = 0;
-  std::int64_t tokens = 0;         // tokens all contributors processed this round
-  std::string theta_hash;          // SHA-256 of θ_g and the outer state after the round
+  std::int64_t tokens = 0;  // tokens all contributors processed this round
+  std::string theta_hash;   // SHA-256 of θ_g and the outer state after the round
 };
 
 struct StepReport {

@@ -26,7 +26,9 @@ using checkpoints::CheckpointData;
 using checkpoints::CorruptCheckpoint;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // A host copy that never aliases the source (.to(kCPU) alone returns the same CPU tensor).
 torch::Tensor host_copy(const torch::Tensor& t) {
@@ -52,8 +54,8 @@ std::vector<std::pair<std::string, at::Generator>> default_generators() {
   if (torch::cuda::is_available()) {
     const auto n = static_cast<int>(torch::cuda::device_count());
     for (int i = 0; i < n; ++i)
-      out.emplace_back(str("torch_cuda_", i),
-                       at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(i))));
+      out.emplace_back(str("torch_cuda_", i), at::globalContext().defaultGenerator(
+                                                  torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(i))));
   }
   return out;
 }
@@ -78,8 +80,10 @@ void add_outer_state(const OuterStateIO& outer, CheckpointData& d) {
     }
     const std::string param = name.substr(0, dot), field = name.substr(dot + 1);
     PICO_CHECK(!param.empty() && !field.empty(), "outer state name '", name, "' is not <param>.<field>");
-    if (field == kThetaG) d.add(std::string(kOptimOuter) + "/" + kThetaG, param, host_copy(t));
-    else d.add(std::string(kOptimOuter) + "/" + param, field, host_copy(t));
+    if (field == kThetaG)
+      d.add(std::string(kOptimOuter) + "/" + kThetaG, param, host_copy(t));
+    else
+      d.add(std::string(kOptimOuter) + "/" + param, field, host_copy(t));
   }
   for (const auto& [name, t] : outer.pseudo_gradient()) d.add(kPseudoGradient, name, host_copy(t));
 }
@@ -90,8 +94,10 @@ optim::NamedTensors read_outer_state(const CheckpointData& d) {
   const std::string theta_group = prefix + kThetaG;
   for (const auto& e : d.tensors) {
     if (e.group.rfind(prefix, 0) != 0) continue;
-    if (e.group == theta_group) out.emplace_back(e.name + "." + kThetaG, e.tensor);
-    else out.emplace_back(e.group.substr(prefix.size()) + "." + e.name, e.tensor);
+    if (e.group == theta_group)
+      out.emplace_back(e.name + "." + kThetaG, e.tensor);
+    else
+      out.emplace_back(e.group.substr(prefix.size()) + "." + e.name, e.tensor);
   }
   if (const auto it = d.attrs.find(kOptimOuter); it != d.attrs.end()) {
     for (const auto& [name, v] : it->second) {
@@ -214,10 +220,12 @@ void gather_learning_dynamics(const RunConfig& cfg, Contributor& c, const TrainS
   d.set_attr("/learning_dynamics", "step", state.step);
   const torch::Device dev = c.device();
   {
-    const std::uint64_t first = static_cast<std::uint64_t>(std::max<std::int64_t>(0, state.step - 1) * cfg.data.batch_size);
+    const std::uint64_t first =
+        static_cast<std::uint64_t>(std::max<std::int64_t>(0, state.step - 1) * cfg.data.batch_size);
     const data::Batch b = c.sampler().batch(first, ld.batch_size);
     capture_learning_dynamics(c.model(), ids_to_tensor(b.inputs, ld.batch_size, b.seq_len, dev),
-                              ids_to_tensor(b.targets, ld.batch_size, b.seq_len, dev), ld, "/learning_dynamics/train", d);
+                              ids_to_tensor(b.targets, ld.batch_size, b.seq_len, dev), ld, "/learning_dynamics/train",
+                              d);
     d.set_attr("/learning_dynamics/train", "first_sample", static_cast<std::int64_t>(first));
   }
   if (c.dataset().num_val_shards() > 0) {
@@ -283,27 +291,30 @@ std::vector<std::string> check_resume_compatible(const RunConfig& saved, const s
   if (saved.outer.error_feedback != current.outer.error_feedback)
     mismatch("outer.error_feedback", saved.outer.error_feedback, current.outer.error_feedback, outer_hint);
   if (saved_dataset_hash != current_dataset_hash)
-    throw Error(str("checkpoint ", source, " was trained on dataset ", saved_dataset_hash.substr(0, 16), " (", saved.data.path,
-                    "), but data.path = ", current.data.path, " holds dataset ", current_dataset_hash.substr(0, 16)),
-                "point data.path at the dataset the run was started with, or start a new run with --overwrite");
+    throw Error(
+        str("checkpoint ", source, " was trained on dataset ", saved_dataset_hash.substr(0, 16), " (", saved.data.path,
+            "), but data.path = ", current.data.path, " holds dataset ", current_dataset_hash.substr(0, 16)),
+        "point data.path at the dataset the run was started with, or start a new run with --overwrite");
   std::vector<std::string> warnings;
   if (saved.data.path != current.data.path)
-    warnings.push_back(str("data.path moved from ", saved.data.path, " to ", current.data.path, " (same dataset hash)"));
+    warnings.push_back(
+        str("data.path moved from ", saved.data.path, " to ", current.data.path, " (same dataset hash)"));
   auto differs = [&](const std::string& key, const auto& was, const auto& now) {
     if (was != now)
-      warnings.push_back(str(key, " changed from ", was, " to ", now,
-                             ": the continued run will differ from an uninterrupted one"));
+      warnings.push_back(
+          str(key, " changed from ", was, " to ", now, ": the continued run will differ from an uninterrupted one"));
   };
   const auto& o1 = saved.training.optimization;
   const auto& o2 = current.training.optimization;
   if (saved.training.max_steps != current.training.max_steps) {
     const auto& sched = current.training.optimization.lr_scheduler;
-    warnings.push_back(str("training.max_steps changed from ", saved.training.max_steps, " to ", current.training.max_steps,
-                           sched == "constant"
-                               ? std::string(": the run continues to the new length")
-                               : str(": the ", sched, " learning-rate schedule is laid over the new length, so from the "
-                                     "resumed step on the learning rate differs from the original run's (the schedule "
-                                     "does not restart; it jumps to where the new length puts this step)")));
+    warnings.push_back(
+        str("training.max_steps changed from ", saved.training.max_steps, " to ", current.training.max_steps,
+            sched == "constant" ? std::string(": the run continues to the new length")
+                                : str(": the ", sched,
+                                      " learning-rate schedule is laid over the new length, so from the "
+                                      "resumed step on the learning rate differs from the original run's (the schedule "
+                                      "does not restart; it jumps to where the new length puts this step)")));
   }
   differs("training.optimization.lr", o1.lr, o2.lr);
   differs("training.optimization.lr_scheduler", o1.lr_scheduler, o2.lr_scheduler);
@@ -341,16 +352,18 @@ TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, 
                             "the file is damaged; resume from an older checkpoint");
   const std::int64_t cursor = data.attr_int(kTrainState, "data_cursor");
   if (cursor != st.step * cfg.data.batch_size)
-    throw CorruptCheckpoint(str("checkpoint ", src, " has data_cursor ", cursor, ", expected step × batch_size = ",
-                                st.step * cfg.data.batch_size),
+    throw CorruptCheckpoint(str("checkpoint ", src, " has data_cursor ", cursor,
+                                ", expected step × batch_size = ", st.step * cfg.data.batch_size),
                             "the file is damaged or was written by an incompatible pico");
   const auto& shards_t = data.tensor(kTrainState, "shards");
   std::vector<std::size_t> shards;
-  for (std::int64_t i = 0; i < shards_t.numel(); ++i) shards.push_back(static_cast<std::size_t>(shards_t[i].item<std::int64_t>()));
+  for (std::int64_t i = 0; i < shards_t.numel(); ++i)
+    shards.push_back(static_cast<std::size_t>(shards_t[i].item<std::int64_t>()));
   if (const auto it = data.attrs.find(kTrainState); it != data.attrs.end() && it->second.count("run_id"))
     st.run_id = data.attr_string(kTrainState, "run_id");
   if (shards != c.shards() && !shards_must_match) {
-    log_warn("resume: checkpoint ", src, " read other train shards than this contributor now reads (its broker gave it "
+    log_warn("resume: checkpoint ", src,
+             " read other train shards than this contributor now reads (its broker gave it "
              "another data slot); it continues on the new ones");
   } else if (shards != c.shards()) {
     auto list = [](const std::vector<std::size_t>& v) {
@@ -403,9 +416,10 @@ TrainState restore_checkpoint(const CheckpointData& data, const RunConfig& cfg, 
     outer->load_outer_state(outer_state);
     outer->load_pseudo_gradient(read_pseudo_gradient(data));
     if (outer->rounds_done() != st.round)
-      throw CorruptCheckpoint(str("checkpoint ", src, " says ", st.round, " outer rounds were done (/train_state@round), ",
-                                  "its outer state says ", outer->rounds_done()),
-                              "the file is damaged or was written by an incompatible pico");
+      throw CorruptCheckpoint(
+          str("checkpoint ", src, " says ", st.round, " outer rounds were done (/train_state@round), ",
+              "its outer state says ", outer->rounds_done()),
+          "the file is damaged or was written by an incompatible pico");
   } else if (!outer_state.empty()) {
     throw Error(str("checkpoint ", src, " holds outer-optimizer state (/optim/outer), which this run has no use for"),
                 "resume it with the outer.algorithm it was written with");
@@ -439,9 +453,10 @@ void RunCheckpointer::start_fresh(bool overwrite) {
   const auto files = dir_.list();
   if (files.empty()) return;
   if (!overwrite)
-    throw Error(str("checkpoint directory ", dir_.dir(), " already holds ", files.size(), " checkpoints (newest ",
-                    files.front().second, ")"),
-                "pass --resume to continue that run, --overwrite to start it over, or --set checkpointing.run_name=NEW");
+    throw Error(
+        str("checkpoint directory ", dir_.dir(), " already holds ", files.size(), " checkpoints (newest ",
+            files.front().second, ")"),
+        "pass --resume to continue that run, --overwrite to start it over, or --set checkpointing.run_name=NEW");
   for (const auto& [step, name] : files) std::filesystem::remove(dir_.path_of(name));
   std::error_code ec;
   std::filesystem::remove(dir_.manifest_path(), ec);
@@ -467,8 +482,8 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c, OuterStateIO* 
       if (auto entry = dir_.manifest_entry(name)) {
         const std::string sha = sha256_file(path);
         if (sha != entry->sha256)
-          throw CorruptCheckpoint(str("checkpoint ", path, " has SHA-256 ", sha.substr(0, 16), "…, its manifest entry says ",
-                                      entry->sha256.substr(0, 16), "…"),
+          throw CorruptCheckpoint(str("checkpoint ", path, " has SHA-256 ", sha.substr(0, 16),
+                                      "…, its manifest entry says ", entry->sha256.substr(0, 16), "…"),
                                   "the file changed after it was written (disk corruption or a partial copy)");
       } else {
         log_warn("resume: ", path, " is not in ", dir_.manifest_path(),
@@ -477,12 +492,14 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c, OuterStateIO* 
       const auto data = checkpoints::read_checkpoint(path, {{"/learning_dynamics"}});
       if (!member_of_.empty()) {
         const auto it = data.attrs.find(kTrainState);
-        const std::string id = it != data.attrs.end() && it->second.count("run_id") ? data.attr_string(kTrainState, "run_id")
-                                                                                      : std::string("(none: a local run)");
+        const std::string id = it != data.attrs.end() && it->second.count("run_id")
+                                   ? data.attr_string(kTrainState, "run_id")
+                                   : std::string("(none: a local run)");
         if (id != member_of_)
-          throw Error(str("checkpoint ", path, " belongs to run ", id, ", this contributor is joining run ", member_of_),
-                      "resume a member with the join code of the run it was part of, or join this run afresh "
-                      "without --resume (another --set checkpointing.run_name keeps the old checkpoints)");
+          throw Error(
+              str("checkpoint ", path, " belongs to run ", id, ", this contributor is joining run ", member_of_),
+              "resume a member with the join code of the run it was part of, or join this run afresh "
+              "without --resume (another --set checkpointing.run_name keeps the old checkpoints)");
       }
       const TrainState st = restore_checkpoint(data, cfg_, c, outer, /*shards_must_match=*/member_of_.empty());
       if (st.step != step)
@@ -500,13 +517,13 @@ std::optional<TrainState> RunCheckpointer::resume(Contributor& c, OuterStateIO* 
       reasons.push_back(str(name, ": ", e.what(), e.hint().empty() ? "" : " (HINT: " + e.hint() + ")"));
     }
   }
-  throw Error(str("none of the ", files.size(), " checkpoints in ", dir_.dir(), " can be resumed:\n  ",
-                  join(reasons, "\n  ")),
-              member_of_.empty()
-                  ? "fix the config to match the run (RUN_DIR/config.yaml), or start over with --overwrite"
-                  : "the run's shared config is not the one these checkpoints were written with (was it started "
-                    "over?): join it afresh without --resume (another --set checkpointing.run_name keeps the old "
-                    "checkpoints)");
+  throw Error(
+      str("none of the ", files.size(), " checkpoints in ", dir_.dir(), " can be resumed:\n  ", join(reasons, "\n  ")),
+      member_of_.empty()
+          ? "fix the config to match the run (RUN_DIR/config.yaml), or start over with --overwrite"
+          : "the run's shared config is not the one these checkpoints were written with (was it started "
+            "over?): join it afresh without --resume (another --set checkpointing.run_name keeps the old "
+            "checkpoints)");
 }
 
 bool RunCheckpointer::maybe_save(Contributor& c, const TrainState& state, const OuterStateIO* outer, bool force) {
@@ -535,8 +552,9 @@ void RunCheckpointer::finish() {
   if (saves_ > 0 && last)
     log_info("checkpoints: ", saves_, " saved to ", dir_.dir(), "; training paused ",
              std::round((snapshot_seconds_ + saver_->waited_seconds()) * 1e3), " ms in total for them (snapshots ",
-             std::round(snapshot_seconds_ * 1e3), " ms, waiting for writes ", std::round(saver_->waited_seconds() * 1e3),
-             " ms); last: ", last->file, ", ", fmt_mb(last->bytes), " in ", std::round(last->save_seconds * 1e3), " ms");
+             std::round(snapshot_seconds_ * 1e3), " ms, waiting for writes ",
+             std::round(saver_->waited_seconds() * 1e3), " ms); last: ", last->file, ", ", fmt_mb(last->bytes), " in ",
+             std::round(last->save_seconds * 1e3), " ms");
 }
 
 }  // namespace pico::trainer

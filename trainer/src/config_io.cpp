@@ -44,11 +44,17 @@ std::vector<Field> fields_of(RunConfig& c) {
       {"model.position_emb_theta", Kind::kDouble, &m.position_emb_theta, {}, "RoPE base"},
       {"training.max_steps", Kind::kInt, &c.training.max_steps, {}, "optimizer steps"},
       {"training.optimization.lr", Kind::kDouble, &o.lr, {}, "peak learning rate"},
-      {"training.optimization.lr_scheduler", Kind::kString, &o.lr_scheduler,
-       {"linear_with_warmup", "cosine", "constant"}, "schedule after warmup"},
+      {"training.optimization.lr_scheduler",
+       Kind::kString,
+       &o.lr_scheduler,
+       {"linear_with_warmup", "cosine", "constant"},
+       "schedule after warmup"},
       {"training.optimization.lr_warmup_steps", Kind::kInt, &o.lr_warmup_steps, {}, "linear warmup steps"},
       {"training.optimization.min_lr_ratio", Kind::kDouble, &o.min_lr_ratio, {}, "cosine floor, × lr"},
-      {"training.optimization.gradient_accumulation_steps", Kind::kInt, &o.gradient_accumulation_steps, {},
+      {"training.optimization.gradient_accumulation_steps",
+       Kind::kInt,
+       &o.gradient_accumulation_steps,
+       {},
        "micro-batches per step"},
       {"training.optimization.max_grad_norm", Kind::kDouble, &o.max_grad_norm, {}, "clip threshold, 0 = off"},
       {"training.optimization.beta1", Kind::kDouble, &o.adamw.beta1, {}, "AdamW β1"},
@@ -58,7 +64,10 @@ std::vector<Field> fields_of(RunConfig& c) {
       {"data.path", Kind::kString, &c.data.path, {}, "directory from `pico data prepare`"},
       {"data.dataloader.batch_size", Kind::kInt, &c.data.batch_size, {}, "sequences per step"},
       {"data.verify", Kind::kBool, &c.data.verify, {}, "check shard checksums at start"},
-      {"data.same_data_for_all_contributors", Kind::kBool, &c.data.same_data_for_all_contributors, {},
+      {"data.same_data_for_all_contributors",
+       Kind::kBool,
+       &c.data.same_data_for_all_contributors,
+       {},
        "equivalence tests only"},
       {"evaluation.every_n_steps", Kind::kInt, &c.evaluation.every_n_steps, {}, "validation interval, 0 = end only"},
       {"evaluation.batches", Kind::kInt, &c.evaluation.batches, {}, "validation batches"},
@@ -66,34 +75,51 @@ std::vector<Field> fields_of(RunConfig& c) {
       {"checkpointing.runs_dir", Kind::kString, &c.checkpointing.runs_dir, {}, "parent of run directories"},
       {"checkpointing.checkpoints_dir", Kind::kString, &c.checkpointing.checkpoints_dir, {}, "inside the run dir"},
       {"checkpointing.save_every_n_steps", Kind::kInt, &c.checkpointing.save_every_n_steps, {}, "0 = end only"},
-      {"checkpointing.keep_latest_k", Kind::kInt, &c.checkpointing.keep_latest_k, {},
+      {"checkpointing.keep_latest_k",
+       Kind::kInt,
+       &c.checkpointing.keep_latest_k,
+       {},
        "0 = keep every checkpoint, else keep the newest k >= 2"},
-      {"checkpointing.keep_every_n_steps", Kind::kInt, &c.checkpointing.keep_every_n_steps, {},
+      {"checkpointing.keep_every_n_steps",
+       Kind::kInt,
+       &c.checkpointing.keep_every_n_steps,
+       {},
        "with keep_latest_k: also keep multiples of this step"},
       {"checkpointing.auto_resume", Kind::kBool, &c.checkpointing.auto_resume, {}, "resume when a checkpoint exists"},
-      {"checkpointing.learning_dynamics.layer_suffixes", Kind::kStringList, &ld.layer_suffixes, {},
-       "modules recorded"},
+      {"checkpointing.learning_dynamics.layer_suffixes", Kind::kStringList, &ld.layer_suffixes, {}, "modules recorded"},
       {"checkpointing.learning_dynamics.sequence_idx", Kind::kInt, &ld.sequence_idx, {}, "token position, -1 = last"},
       {"checkpointing.learning_dynamics.batch_size", Kind::kInt, &ld.batch_size, {}, "sequences in the fixed batch"},
       {"monitoring.logging.log_every_n_steps", Kind::kInt, &c.monitoring.log_every_n_steps, {}, "metrics interval"},
-      {"monitoring.logging.log_level", Kind::kString, &c.monitoring.log_level, {"debug", "info", "warn", "error"},
+      {"monitoring.logging.log_level",
+       Kind::kString,
+       &c.monitoring.log_level,
+       {"debug", "info", "warn", "error"},
        "console verbosity"},
       {"outer.algorithm", Kind::kString, &c.outer.algorithm, {"ddp", "diloco", "demo"}, "how contributors combine"},
       {"outer.inner_steps", Kind::kInt, &c.outer.inner_steps, {}, "DiLoCo H"},
       {"outer.lr", Kind::kDouble, &c.outer.lr, {}, "DiLoCo outer lr"},
       {"outer.momentum", Kind::kDouble, &c.outer.momentum, {}, "DiLoCo outer momentum"},
       {"outer.nesterov", Kind::kBool, &c.outer.nesterov, {}, "DiLoCo Nesterov"},
-      {"outer.compression", Kind::kString, &c.outer.compression, {"none", "fp16", "bf16", "uint8"},
+      {"outer.compression",
+       Kind::kString,
+       &c.outer.compression,
+       {"none", "fp16", "bf16", "uint8"},
        "wire values (ddp, diloco)"},
       {"outer.error_feedback", Kind::kBool, &c.outer.error_feedback, {}, "DiLoCo: keep what compression lost"},
       {"outer.timeout_s", Kind::kDouble, &c.outer.timeout_s, {}, "collective timeout"},
-      {"outer.min_contributors", Kind::kInt, &c.outer.min_contributors, {},
+      {"outer.min_contributors",
+       Kind::kInt,
+       &c.outer.min_contributors,
+       {},
        "networked: members a round waits for before it starts"},
       {"outer.round_seconds", Kind::kDouble, &c.outer.round_seconds, {}, "time budget per round (0 = H steps)"},
       {"outer.demo.compression_decay", Kind::kDouble, &c.outer.demo_compression_decay, {}, "DeMo β"},
       {"outer.demo.compression_topk", Kind::kInt, &c.outer.demo_compression_topk, {}, "DeMo top-k per chunk"},
       {"outer.demo.compression_chunk", Kind::kInt, &c.outer.demo_compression_chunk, {}, "DeMo max chunk"},
-      {"outer.demo.value_dtype", Kind::kString, &c.outer.demo_value_dtype, {"fp32", "fp16", "bf16"},
+      {"outer.demo.value_dtype",
+       Kind::kString,
+       &c.outer.demo_value_dtype,
+       {"fp32", "fp16", "bf16"},
        "DeMo coefficient values on the wire"},
       {"local_workers", Kind::kInt, &c.local_workers, {}, "contributors in this process"},
       {"device", Kind::kString, &c.device, {}, "auto | cpu | cuda | cuda:N"},
@@ -104,11 +130,16 @@ std::vector<Field> fields_of(RunConfig& c) {
 
 const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::kInt: return "int";
-    case Kind::kDouble: return "float";
-    case Kind::kBool: return "bool";
-    case Kind::kString: return "string";
-    case Kind::kStringList: return "list of strings";
+    case Kind::kInt:
+      return "int";
+    case Kind::kDouble:
+      return "float";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kString:
+      return "string";
+    case Kind::kStringList:
+      return "list of strings";
   }
   return "?";
 }
@@ -160,7 +191,8 @@ void set_field(const Field& f, const YAML::Node& node, const std::string& source
     auto* v = static_cast<std::vector<std::string>*>(f.ptr);
     if (node.IsScalar()) {  // "a,b,c" from --set
       v->clear();
-      for (auto& s : split(node.Scalar(), ',')) if (!trim(s).empty()) v->push_back(trim(s));
+      for (auto& s : split(node.Scalar(), ','))
+        if (!trim(s).empty()) v->push_back(trim(s));
       return;
     }
     if (!node.IsSequence()) throw type_error("a map");
@@ -191,9 +223,12 @@ void set_field(const Field& f, const YAML::Node& node, const std::string& source
     case Kind::kBool: {
       static const std::set<std::string> yes{"true", "True", "TRUE", "yes", "on", "1"};
       static const std::set<std::string> no{"false", "False", "FALSE", "no", "off", "0"};
-      if (yes.count(s)) *static_cast<bool*>(f.ptr) = true;
-      else if (no.count(s)) *static_cast<bool*>(f.ptr) = false;
-      else throw type_error(str("'", s, "'"));
+      if (yes.count(s))
+        *static_cast<bool*>(f.ptr) = true;
+      else if (no.count(s))
+        *static_cast<bool*>(f.ptr) = false;
+      else
+        throw type_error(str("'", s, "'"));
       return;
     }
     case Kind::kString: {
@@ -203,7 +238,8 @@ void set_field(const Field& f, const YAML::Node& node, const std::string& source
       *static_cast<std::string*>(f.ptr) = s;
       return;
     }
-    case Kind::kStringList: break;
+    case Kind::kStringList:
+      break;
   }
 }
 
@@ -219,7 +255,8 @@ bool is_section(const std::vector<Field>& fields, const std::string& prefix) {
   return false;
 }
 
-void walk(const YAML::Node& node, const std::string& prefix, const std::vector<Field>& fields, const std::string& source) {
+void walk(const YAML::Node& node, const std::string& prefix, const std::vector<Field>& fields,
+          const std::string& source) {
   for (const auto& kv : node) {
     if (!kv.first.IsScalar()) throw Error(str("non-scalar key under '", prefix, "' in ", source));
     const std::string key = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
@@ -251,10 +288,18 @@ std::string format_double(double v) {
 
 void emit_value(YAML::Emitter& out, const Field& f) {
   switch (f.kind) {
-    case Kind::kInt: out << *static_cast<const std::int64_t*>(f.ptr); break;
-    case Kind::kDouble: out << format_double(*static_cast<const double*>(f.ptr)); break;
-    case Kind::kBool: out << *static_cast<const bool*>(f.ptr); break;
-    case Kind::kString: out << YAML::DoubleQuoted << *static_cast<const std::string*>(f.ptr); break;
+    case Kind::kInt:
+      out << *static_cast<const std::int64_t*>(f.ptr);
+      break;
+    case Kind::kDouble:
+      out << format_double(*static_cast<const double*>(f.ptr));
+      break;
+    case Kind::kBool:
+      out << *static_cast<const bool*>(f.ptr);
+      break;
+    case Kind::kString:
+      out << YAML::DoubleQuoted << *static_cast<const std::string*>(f.ptr);
+      break;
     case Kind::kStringList:
       out << YAML::Flow << *static_cast<const std::vector<std::string>*>(f.ptr);
       break;
@@ -274,8 +319,10 @@ void emit_section(YAML::Emitter& out, const std::vector<Field>& fields, const st
   for (const auto& child : order) {
     const std::string key = prefix.empty() ? child : prefix + "." + child;
     out << YAML::Key << child << YAML::Value;
-    if (const Field* f = find_field(fields, key)) emit_value(out, *f);
-    else emit_section(out, fields, key);
+    if (const Field* f = find_field(fields, key))
+      emit_value(out, *f);
+    else
+      emit_section(out, fields, key);
   }
   out << YAML::EndMap;
 }
@@ -301,19 +348,23 @@ void apply_overrides(RunConfig& cfg, const std::vector<std::string>& overrides) 
     const Field* f = find_field(fields, key);
     if (f == nullptr) unknown_key(key, "--set");
     YAML::Node node;
-    if (f->kind == Kind::kStringList && !value.empty() && value.front() == '[') node = parse_yaml(value, "--set " + key);
-    else node = YAML::Node(value);
+    if (f->kind == Kind::kStringList && !value.empty() && value.front() == '[')
+      node = parse_yaml(value, "--set " + key);
+    else
+      node = YAML::Node(value);
     if (value.empty() && f->kind != Kind::kString)
       throw Error(str("--set ", key, "= has no value"), str(key, " expects ", kind_name(f->kind)));
     set_field(*f, node, "--set");
   }
 }
 
-RunConfig parse_run_config(const std::string& yaml, const std::string& source, const std::vector<std::string>& overrides) {
+RunConfig parse_run_config(const std::string& yaml, const std::string& source,
+                           const std::vector<std::string>& overrides) {
   RunConfig cfg;
   const YAML::Node root = parse_yaml(yaml, source);
   if (root.IsDefined() && !root.IsNull()) {
-    if (!root.IsMap()) throw Error(str(source, " is not a YAML mapping of sections"), "see configs/demo.yaml for the layout");
+    if (!root.IsMap())
+      throw Error(str(source, " is not a YAML mapping of sections"), "see configs/demo.yaml for the layout");
     walk(root, "", fields_of(cfg), source);
   }
   apply_overrides(cfg, overrides);
@@ -327,7 +378,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   RunConfig cfg;
   const YAML::Node root = parse_yaml(read_file(path), path);
   if (root.IsDefined() && !root.IsNull()) {
-    if (!root.IsMap()) throw Error(str(path, " is not a YAML mapping of sections"), "see configs/demo.yaml for the layout");
+    if (!root.IsMap())
+      throw Error(str(path, " is not a YAML mapping of sections"), "see configs/demo.yaml for the layout");
     walk(root, "", fields_of(cfg), path);
   }
   apply_overrides(cfg, overrides);

@@ -63,8 +63,10 @@ void Contributor::grads_to(float* flat) const {
   for (const auto& [name, p] : optimizer_->params()) {
     const auto n = p.numel();
     auto dst = torch::from_blob(flat + off, {n}, torch::kFloat32);
-    if (p.grad().defined()) dst.copy_(p.grad().reshape({n}));
-    else dst.zero_();
+    if (p.grad().defined())
+      dst.copy_(p.grad().reshape({n}));
+    else
+      dst.zero_();
     off += n;
   }
 }
@@ -141,8 +143,9 @@ double Contributor::evaluate() {
   double sum = 0;
   for (std::int64_t b = 0; b < cfg_.evaluation.batches; ++b) {
     const data::Batch batch = val_sampler_->sequential(static_cast<std::uint64_t>(b * mb), mb);
-    sum += model_->loss(ids_to_tensor(batch.inputs, mb, batch.seq_len, device_),
-                        ids_to_tensor(batch.targets, mb, batch.seq_len, device_))
+    sum += model_
+               ->loss(ids_to_tensor(batch.inputs, mb, batch.seq_len, device_),
+                      ids_to_tensor(batch.targets, mb, batch.seq_len, device_))
                .item<double>();
   }
   model_->train();

@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "outer_round.h"
 #include "pico/broker/client.h"
 #include "pico/broker/service.h"
 #include "pico/comm/curve_keys.h"
@@ -30,7 +31,6 @@
 #include "pico/trainer/config_io.h"
 #include "pico/trainer/contributor.h"
 #include "pico/trainer/metrics.h"
-#include "outer_round.h"
 #include "state_blob.h"
 
 namespace pico::trainer {
@@ -40,7 +40,9 @@ using Clock = std::chrono::steady_clock;
 using broker::Message;
 using broker::MessageType;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 std::uint64_t run_hash(const std::string& run_id) {
   const std::string h = sha256_hex(run_id);
@@ -57,9 +59,10 @@ std::string dataset_prepare_command(const data::Dataset& ds) {
   const auto& m = ds.manifest();
   std::string inputs;
   for (const auto& s : m.sources) inputs += " " + s;
-  return str("pico data prepare --input", inputs, " --output DIR --vocab-size ", m.vocab_size, " --shards ", m.train.size(),
-             " --val-fraction ", m.val_fraction, " --seed ", m.seed,
-             " (with the run's tokenizer: --tokenizer tokenizer.model, sha256 ", m.tokenizer_sha256.substr(0, 12), "…)");
+  return str("pico data prepare --input", inputs, " --output DIR --vocab-size ", m.vocab_size, " --shards ",
+             m.train.size(), " --val-fraction ", m.val_fraction, " --seed ", m.seed,
+             " (with the run's tokenizer: --tokenizer tokenizer.model, sha256 ", m.tokenizer_sha256.substr(0, 12),
+             "…)");
 }
 
 // A member's outer state as a checkpoint holds it (checkpointing.h): OuterRound's θ_g,
@@ -137,7 +140,8 @@ class NetworkedMember {
     const bool interrupted = stop_requested() && base_round_ < rounds_total_ && !finished_;
     if (interrupted || (stops && step_ >= stop && base_round_ < rounds_total_ && !finished_)) {
       // Leave the run (it goes on without this member); --resume rejoins.
-      if (!interrupted) log_info("stopping after step ", step_, " (--stop-after-step ", stop, "); rejoin with --resume");
+      if (!interrupted)
+        log_info("stopping after step ", step_, " (--stop-after-step ", stop, "); rejoin with --resume");
       try {
         client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}}, "",
                          std::chrono::seconds(10));
@@ -156,10 +160,10 @@ class NetworkedMember {
     client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
     client_->set_heartbeat(nlohmann::json::object());
     const TrainSummary s = summary();
-    progress_.finish(str("done: round ", base_round_, "/", rounds_total_, ", ", step_, " steps, ", tokens_, " tokens in ",
-                         format_duration(s.seconds), " | loss ", last_loss_,
-                         std::isfinite(last_val_) ? str(" | val_loss ", last_val_) : std::string(),
-                         " | θ_g ", theta_hash_.substr(0, 12)));
+    progress_.finish(str("done: round ", base_round_, "/", rounds_total_, ", ", step_, " steps, ", tokens_,
+                         " tokens in ", format_duration(s.seconds), " | loss ", last_loss_,
+                         std::isfinite(last_val_) ? str(" | val_loss ", last_val_) : std::string(), " | θ_g ",
+                         theta_hash_.substr(0, 12)));
     return s;
   }
 
@@ -205,9 +209,10 @@ class NetworkedMember {
       const std::string expected = r.body.at("theta0_hash").get<std::string>();
       theta_hash_ = round_->outer().state_hash();
       if (theta_hash_ != expected)
-        throw Error(str("this contributor's initial θ_g (", theta_hash_.substr(0, 12), "…) differs from the run's (",
-                        expected.substr(0, 12), "…)"),
-                    "the run's seed and model must give the same initialization everywhere; is this pico build different?");
+        throw Error(
+            str("this contributor's initial θ_g (", theta_hash_.substr(0, 12), "…) differs from the run's (",
+                expected.substr(0, 12), "…)"),
+            "the run's seed and model must give the same initialization everywhere; is this pico build different?");
       base_round_ = 0;
       step_ = 0;
     }
@@ -265,8 +270,11 @@ class NetworkedMember {
   // who takes part in the next round from it), else at the next interval.
   void update_heartbeat() {
     const std::int64_t base = needs_snapshot_ ? -1 : base_round_;
-    client_->set_heartbeat(with_val_loss({{"run_id", run_id_}, {"member_id", member_id_}, {"base_round", base},
-                                          {"step", step_}, {"tokens_per_s", tok_per_s_},
+    client_->set_heartbeat(with_val_loss({{"run_id", run_id_},
+                                          {"member_id", member_id_},
+                                          {"base_round", base},
+                                          {"step", step_},
+                                          {"tokens_per_s", tok_per_s_},
                                           {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}}),
                            /*send_now=*/base != last_beat_base_);
     last_beat_base_ = base;
@@ -294,8 +302,8 @@ class NetworkedMember {
         join();
         return !needs_snapshot_;
       case MessageType::kRunFinished:
-        log_warn("the run finished (round ", m.body.value("round", std::int64_t{-1}), ") while this contributor was at round ",
-                 base_round_);
+        log_warn("the run finished (round ", m.body.value("round", std::int64_t{-1}),
+                 ") while this contributor was at round ", base_round_);
         finished_ = true;
         return false;
       default:
@@ -310,13 +318,19 @@ class NetworkedMember {
     }
     const std::string blob = serialize_state(round_->outer().state(), round);
     const std::string sha = sha256_hex(blob);
-    const std::int64_t chunks = static_cast<std::int64_t>(std::max<std::size_t>(1, (blob.size() + chunk_bytes - 1) / chunk_bytes));
+    const std::int64_t chunks =
+        static_cast<std::int64_t>(std::max<std::size_t>(1, (blob.size() + chunk_bytes - 1) / chunk_bytes));
     for (std::int64_t i = 0; i < chunks; ++i) {
       const std::size_t off = static_cast<std::size_t>(i) * chunk_bytes;
       try {
         client_->request(MessageType::kSnapshotPut,
-                         {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}, {"count", chunks},
-                          {"bytes", blob.size()}, {"sha256", sha}},
+                         {{"run_id", run_id_},
+                          {"member_id", member_id_},
+                          {"round", round},
+                          {"index", i},
+                          {"count", chunks},
+                          {"bytes", blob.size()},
+                          {"sha256", sha}},
                          blob.substr(off, std::min(chunk_bytes, blob.size() - off)));
       } catch (const Error& e) {
         // The broker moved on (a newer round, or it restarted and forgot the upload): it
@@ -350,13 +364,15 @@ class NetworkedMember {
       std::string blob;
       try {
         for (std::int64_t i = 0; i < chunks; ++i)
-          blob += client_->request(MessageType::kSnapshotGet,
-                                   {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}})
+          blob += client_
+                      ->request(MessageType::kSnapshotGet,
+                                {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}})
                       .blob;
       } catch (const Error& e) {
         // The run moved on while we downloaded and the broker keeps only its newest
         // snapshot: it announces that one next.
-        log_warn("the snapshot of round ", round, " went away while it downloaded (", e.what(), "); waiting for a newer one");
+        log_warn("the snapshot of round ", round, " went away while it downloaded (", e.what(),
+                 "); waiting for a newer one");
         continue;
       }
       if (sha256_hex(blob) != sha) {
@@ -379,10 +395,12 @@ class NetworkedMember {
                theta_hash_.substr(0, 12), ")");
       if (resumed_round_ >= 0) {
         if (round == resumed_round_ && theta_hash_ == resumed_theta_)
-          log_info("resume: the run is still at round ", round, " and its θ_g is the checkpoint's: this member continues "
+          log_info("resume: the run is still at round ", round,
+                   " and its θ_g is the checkpoint's: this member continues "
                    "exactly where it stopped");
         else
-          log_warn("resume: the run moved on from round ", resumed_round_, " (this member's checkpoint) to round ", round,
+          log_warn("resume: the run moved on from round ", resumed_round_, " (this member's checkpoint) to round ",
+                   round,
                    " without it; it continues from the run's θ_g with its own inner-optimizer state, so its "
                    "trajectory is not that of an uninterrupted member");
         resumed_round_ = -1;
@@ -412,9 +430,16 @@ class NetworkedMember {
       last_loss_ = r.loss;
       tok_per_s_ = static_cast<double>(r.tokens) / std::max(1e-9, seconds_since(ts));
       if (step_ % cfg_.monitoring.log_every_n_steps == 0)
-        metrics_.write({{"step", step_}, {"contributor", member_id_}, {"round", base_round_ + 1}, {"tokens", tokens_},
-                        {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tok_per_s", tok_per_s_},
-                        {"bytes_sent", bytes_sent_}, {"bytes_received", bytes_received_},
+        metrics_.write({{"step", step_},
+                        {"contributor", member_id_},
+                        {"round", base_round_ + 1},
+                        {"tokens", tokens_},
+                        {"loss", r.loss},
+                        {"lr", r.lr},
+                        {"grad_norm", r.grad_norm},
+                        {"tok_per_s", tok_per_s_},
+                        {"bytes_sent", bytes_sent_},
+                        {"bytes_received", bytes_received_},
                         {"elapsed_s", seconds_since(start_)}});
       progress_.update(str("round ", base_round_ + 1, "/", rounds_total_, " step ", step_, " | loss ",
                            std::round(r.loss * 1000) / 1000, " | ", static_cast<int>(tok_per_s_), " tok/s | sent ",
@@ -431,10 +456,15 @@ class NetworkedMember {
   void outer_round() {
     const std::int64_t round = base_round_ + 1;
     const auto [norm, finite] = round_->delta_norm(contributor_->model()->named_params());
-    nlohmann::json ready = {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
-                            {"base_round", base_round_}, {"tokens", round_tokens_},
-                            {"inner_steps", round_steps_}, {"compute_seconds", compute_s_},
-                            {"delta_norm", finite ? norm : 0.0}, {"finite", finite},
+    nlohmann::json ready = {{"run_id", run_id_},
+                            {"member_id", member_id_},
+                            {"round", round},
+                            {"base_round", base_round_},
+                            {"tokens", round_tokens_},
+                            {"inner_steps", round_steps_},
+                            {"compute_seconds", compute_s_},
+                            {"delta_norm", finite ? norm : 0.0},
+                            {"finite", finite},
                             {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}};
     if (!last_result_.is_null()) ready["last_result"] = last_result_;  // in case a restarted broker lost it
     Message r = client_->request(MessageType::kReady, ready);
@@ -505,8 +535,11 @@ class NetworkedMember {
     if (!stepped) {
       comm_.reset();
       log_warn("round ", round, " attempt ", attempt, " failed: ", out.error);
-      client_->request(MessageType::kRoundResult, {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round},
-                                                   {"attempt", attempt}, {"ok", false},
+      client_->request(MessageType::kRoundResult, {{"run_id", run_id_},
+                                                   {"member_id", member_id_},
+                                                   {"round", round},
+                                                   {"attempt", attempt},
+                                                   {"ok", false},
                                                    {"bytes_sent", static_cast<std::int64_t>(rep.bytes_sent)},
                                                    {"error", out.error}});
       return false;
@@ -514,25 +547,36 @@ class NetworkedMember {
     if (!out.ok) log_warn("round ", round, ": θ_g stepped but ", out.error, "; the broker compares the hashes");
     const bool minority = std::find(out.disagreeing.begin(), out.disagreeing.end(), ms.rank) != out.disagreeing.end();
     if (minority)
-      log_error("round ", round, ": this member's θ_g (", rep.theta_hash.substr(0, 12), "…) differs from the majority's (",
-                out.majority_hash.substr(0, 12), "…); the broker will resync it from a snapshot");
+      log_error("round ", round, ": this member's θ_g (", rep.theta_hash.substr(0, 12),
+                "…) differs from the majority's (", out.majority_hash.substr(0, 12),
+                "…); the broker will resync it from a snapshot");
     theta_hash_ = rep.theta_hash;
     base_round_ = round;
-    last_result_ = {{"round", round}, {"attempt", attempt}, {"ok", true}, {"theta_hash", theta_hash_},
+    last_result_ = {{"round", round},
+                    {"attempt", attempt},
+                    {"ok", true},
+                    {"theta_hash", theta_hash_},
                     {"bytes_sent", static_cast<std::int64_t>(rep.bytes_sent)}};
     nlohmann::json report = last_result_;
     report["run_id"] = run_id_;
     report["member_id"] = member_id_;
     client_->request(MessageType::kRoundResult, report);
-    nlohmann::json rec = {{"round", round}, {"attempt", attempt}, {"contributor", member_id_},
-                          {"contributors", ms.world_size()}, {"pseudo_grad_norm", rep.pseudo_grad_norm},
-                          {"outer_step_s", rep.outer_step_s}, {"comm_s", rep.comm_s},
-                          {"round_bytes_sent", rep.bytes_sent}, {"round_bytes_received", rep.bytes_received},
-                          {"round_tokens", static_cast<std::int64_t>(round_tokens_)}, {"theta_hash", theta_hash_},
+    nlohmann::json rec = {{"round", round},
+                          {"attempt", attempt},
+                          {"contributor", member_id_},
+                          {"contributors", ms.world_size()},
+                          {"pseudo_grad_norm", rep.pseudo_grad_norm},
+                          {"outer_step_s", rep.outer_step_s},
+                          {"comm_s", rep.comm_s},
+                          {"round_bytes_sent", rep.bytes_sent},
+                          {"round_bytes_received", rep.bytes_received},
+                          {"round_tokens", static_cast<std::int64_t>(round_tokens_)},
+                          {"theta_hash", theta_hash_},
                           {"contributors_in_sync", out.ok && out.disagreeing.empty()},
                           {"elapsed_s", seconds_since(start_)}};
     const std::int64_t eval_every = cfg_.evaluation.every_n_steps;
-    if (round == rounds_total_ || (eval_every > 0 && round * cfg_.outer.inner_steps % eval_every < cfg_.outer.inner_steps)) {
+    if (round == rounds_total_ ||
+        (eval_every > 0 && round * cfg_.outer.inner_steps % eval_every < cfg_.outer.inner_steps)) {
       last_val_ = contributor_->evaluate();
       val_round_ = round;
       if (std::isfinite(last_val_)) rec["val_loss"] = last_val_;
@@ -562,10 +606,10 @@ class NetworkedMember {
   MetricsWriter metrics_;
   RunCheckpointer checkpointer_;
   std::int64_t last_saved_step_ = -1;
-  std::int64_t resumed_round_ = -1;  // the round of the checkpoint resumed from, until θ_g is fetched
-  std::int64_t resumed_tokens_ = 0;  // tokens of the checkpoint resumed from (trained before this process)
-  bool broker_lost_ = false;         // no connection to the broker for broker_patience_s()
-  std::int64_t last_beat_base_ = -3; // the base round the last heartbeat announced
+  std::int64_t resumed_round_ = -1;   // the round of the checkpoint resumed from, until θ_g is fetched
+  std::int64_t resumed_tokens_ = 0;   // tokens of the checkpoint resumed from (trained before this process)
+  bool broker_lost_ = false;          // no connection to the broker for broker_patience_s()
+  std::int64_t last_beat_base_ = -3;  // the base round the last heartbeat announced
   std::string resumed_theta_;
   std::unique_ptr<Contributor> contributor_;
   std::unique_ptr<OuterRound> round_;  // θ_g, the outer optimizer and the round (outer_round.h)
@@ -630,7 +674,8 @@ void prepare_run_dir(const RunConfig& cfg, const TrainOptions& options) {
 // newest checkpoint in its run directory must be one of `run_id`'s. RunCheckpointer::resume
 // checks every file it loads again.
 void check_member_checkpoints(const RunConfig& cfg, const std::string& run_id) {
-  const checkpoints::CheckpointDir dir(cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir, cfg.checkpointing.keep_latest_k);
+  const checkpoints::CheckpointDir dir(cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir,
+                                       cfg.checkpointing.keep_latest_k);
   const auto files = dir.list();
   if (files.empty()) {
     log_warn("resume: no checkpoint in ", dir.dir(), "; joining as a new member");
@@ -639,7 +684,8 @@ void check_member_checkpoints(const RunConfig& cfg, const std::string& run_id) {
   const std::string path = dir.path_of(files.front().second);
   checkpoints::CheckpointData d;
   try {
-    d = checkpoints::read_checkpoint(path, {{"/model", "/optim", "/pseudo_gradient", "/learning_dynamics", "/tokenizer"}});
+    d = checkpoints::read_checkpoint(path,
+                                     {{"/model", "/optim", "/pseudo_gradient", "/learning_dynamics", "/tokenizer"}});
   } catch (const checkpoints::CorruptCheckpoint&) {
     return;  // resume() reports it and falls back to an older one
   }
@@ -672,10 +718,9 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   if (options.resume) {
     // A host resumes its embedded broker's state (RUN_DIR/broker.db: members, rounds, ledger,
     // snapshots) on the same port, so the join code members hold stays valid.
-    const bool previous = embedded_broker ? std::filesystem::exists(run_dir + "/broker.db")
-                                          : !checkpoints::CheckpointDir(run_dir + "/" + cfg.checkpointing.checkpoints_dir)
-                                                 .list()
-                                                 .empty();
+    const bool previous =
+        embedded_broker ? std::filesystem::exists(run_dir + "/broker.db")
+                        : !checkpoints::CheckpointDir(run_dir + "/" + cfg.checkpointing.checkpoints_dir).list().empty();
     if (!previous) {
       if (options.resume_required)
         throw Error(str("--resume: ", run_dir, " holds no networked run to continue (no ",
@@ -756,18 +801,22 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   }
   nlohmann::json allow = net.allow_keys;
   allow.push_back(keys.public_key);
-  const Message created =
-      client->request(MessageType::kCreateRun, {{"run_id", run_id}, {"config_yaml", to_yaml(cfg)},
-                                                {"dataset_hash", dataset->manifest().dataset_hash},
-                                                {"num_shards", dataset->num_train_shards()}, {"private", net.is_private},
-                                                {"min_members", cfg.outer.min_contributors},
-                                                {"token_sha256", token.empty() ? "" : sha256_hex(token)},
-                                                {"theta0_hash", theta0}, {"allow", allow}, {"model_params", params},
-                                                {"algorithm", str("diloco ", cfg.outer.round_seconds > 0
-                                                                                ? str(cfg.outer.round_seconds, " s")
-                                                                                : str("H=", cfg.outer.inner_steps),
-                                                                  " ", cfg.outer.compression)},
-                                                {"dataset_info", {{"prepare", dataset_prepare_command(*dataset)}}}});
+  const Message created = client->request(
+      MessageType::kCreateRun, {{"run_id", run_id},
+                                {"config_yaml", to_yaml(cfg)},
+                                {"dataset_hash", dataset->manifest().dataset_hash},
+                                {"num_shards", dataset->num_train_shards()},
+                                {"private", net.is_private},
+                                {"min_members", cfg.outer.min_contributors},
+                                {"token_sha256", token.empty() ? "" : sha256_hex(token)},
+                                {"theta0_hash", theta0},
+                                {"allow", allow},
+                                {"model_params", params},
+                                {"algorithm", str("diloco ",
+                                                  cfg.outer.round_seconds > 0 ? str(cfg.outer.round_seconds, " s")
+                                                                              : str("H=", cfg.outer.inner_steps),
+                                                  " ", cfg.outer.compression)},
+                                {"dataset_info", {{"prepare", dataset_prepare_command(*dataset)}}}});
   if (created.body.value("status", std::string("active")) == "finished")
     throw Error(str("run ", run_id, " already finished (round ", created.body.value("round", std::int64_t{0}),
                     "): there is nothing to resume"),
@@ -784,10 +833,11 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   auto node = make_node(net);
   NetworkedMember member(cfg, net, run_id, dataset, std::move(client), node, run_dir + "/metrics.jsonl", options);
   member.token_ = token;
-  GracefulStopScope graceful(embedded_broker ? "stopping after this step: a checkpoint is saved and the run pauses with its "
-                                               "broker (Ctrl-C again to exit at once)"
-                                             : "stopping after this step: a checkpoint is saved and this member leaves the "
-                                               "run (Ctrl-C again to exit at once)");
+  GracefulStopScope graceful(embedded_broker
+                                 ? "stopping after this step: a checkpoint is saved and the run pauses with its "
+                                   "broker (Ctrl-C again to exit at once)"
+                                 : "stopping after this step: a checkpoint is saved and this member leaves the "
+                                   "run (Ctrl-C again to exit at once)");
   TrainSummary s = member.run();
   if (embedded) {
     // Let the other members' last messages reach the broker before it goes away with us.
@@ -839,10 +889,9 @@ TrainSummary join_networked(const std::string& join_code, const std::vector<std:
   // checkpointing.run_name): never the host's runs/RUN on the same machine. What is already
   // there is continued (--resume, or the run's checkpointing.auto_resume) or, only with
   // --overwrite, started over; otherwise the joiner refuses rather than delete it.
-  const bool has_member_dir = std::filesystem::exists(cfg.run_dir() + "/metrics.jsonl") ||
-                              !checkpoints::CheckpointDir(cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir)
-                                   .list()
-                                   .empty();
+  const bool has_member_dir =
+      std::filesystem::exists(cfg.run_dir() + "/metrics.jsonl") ||
+      !checkpoints::CheckpointDir(cfg.run_dir() + "/" + cfg.checkpointing.checkpoints_dir).list().empty();
   if (!options.overwrite && !options.resume && cfg.checkpointing.auto_resume && has_member_dir) options.resume = true;
   if (options.resume && !has_member_dir) {
     if (options.resume_required)
@@ -859,8 +908,9 @@ TrainSummary join_networked(const std::string& join_code, const std::vector<std:
   NetworkedMember member(cfg, net, code.run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl",
                          options);
   member.token_ = code.token;
-  GracefulStopScope graceful("stopping after this step: a checkpoint is saved and this member leaves the run (Ctrl-C "
-                             "again to exit at once)");
+  GracefulStopScope graceful(
+      "stopping after this step: a checkpoint is saved and this member leaves the run (Ctrl-C "
+      "again to exit at once)");
   TrainSummary s = member.run();
   if (s.interrupted) log_info("rejoin with: pico train --join '", join_code, "' --resume");
   return s;

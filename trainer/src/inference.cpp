@@ -37,9 +37,9 @@ LoadedModel load_model(const std::string& path, const torch::Device& device) {
   m.tokenizer_model.assign(reinterpret_cast<const char*>(tok.data_ptr()), static_cast<std::size_t>(tok.numel()));
   const std::string sha = data.attr_string("/tokenizer", "sha256");
   if (sha256_hex(m.tokenizer_model) != sha)
-    throw checkpoints::CorruptCheckpoint(str("checkpoint ", m.path, ": the embedded tokenizer's SHA-256 does not match ",
-                                             "/tokenizer@sha256"),
-                                         "the file is damaged; use another checkpoint of the run");
+    throw checkpoints::CorruptCheckpoint(
+        str("checkpoint ", m.path, ": the embedded tokenizer's SHA-256 does not match ", "/tokenizer@sha256"),
+        "the file is damaged; use another checkpoint of the run");
 
   m.model = models::PicoDecoder(m.config.model, static_cast<std::uint64_t>(m.config.seed));
   const auto params = m.model->named_params();
@@ -115,7 +115,8 @@ EvalResult evaluate_ids(models::PicoDecoder& model, const std::vector<std::int32
   while (i < windows.size()) {
     const std::int64_t len = windows[i].second;
     std::size_t count = 0;
-    while (i + count < windows.size() && windows[i + count].second == len && static_cast<std::int64_t>(count) < batch_size)
+    while (i + count < windows.size() && windows[i + count].second == len &&
+           static_cast<std::int64_t>(count) < batch_size)
       ++count;
     run(i, count, len);
     i += count;
@@ -128,10 +129,8 @@ EvalResult evaluate_ids(models::PicoDecoder& model, const std::vector<std::int32
 
 std::vector<std::int32_t> generate(models::PicoDecoder& model, const std::vector<std::int32_t>& prompt,
                                    const GenerateOptions& o, const std::function<void(std::int32_t)>& on_token) {
-  if (prompt.empty())
-    throw Error("the prompt encodes to no tokens", "pass a non-empty --prompt");
-  if (o.max_new_tokens < 1)
-    throw Error(str("--max-new-tokens ", o.max_new_tokens), "generate at least 1 token");
+  if (prompt.empty()) throw Error("the prompt encodes to no tokens", "pass a non-empty --prompt");
+  if (o.max_new_tokens < 1) throw Error(str("--max-new-tokens ", o.max_new_tokens), "generate at least 1 token");
   if (!(o.temperature >= 0) || !std::isfinite(o.temperature))
     throw Error(str("--temperature ", o.temperature), "use 0 (greedy) or a positive temperature such as 0.8");
   if (o.top_k < 0) throw Error(str("--top-k ", o.top_k), "use 0 (no cut) or a positive k");
@@ -147,7 +146,8 @@ std::vector<std::int32_t> generate(models::PicoDecoder& model, const std::vector
     const std::int64_t n = std::min<std::int64_t>(L, static_cast<std::int64_t>(ctx.size()));
     auto x = torch::empty({1, n}, torch::kLong);
     auto* xp = x.data_ptr<std::int64_t>();
-    for (std::int64_t j = 0; j < n; ++j) xp[j] = ctx[ctx.size() - static_cast<std::size_t>(n) + static_cast<std::size_t>(j)];
+    for (std::int64_t j = 0; j < n; ++j)
+      xp[j] = ctx[ctx.size() - static_cast<std::size_t>(n) + static_cast<std::size_t>(j)];
     auto logits = model->forward(x.to(dev)).select(1, n - 1).squeeze(0).to(torch::kCPU, torch::kFloat32);  // (V)
     logits = logits.narrow(0, 0, limit);
     std::int32_t next;

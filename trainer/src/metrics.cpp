@@ -14,7 +14,8 @@ namespace pico::trainer {
 MetricsWriter::MetricsWriter(const std::string& path, bool truncate) : path_(path) {
   file_ = std::fopen(path.c_str(), truncate ? "w" : "a");
   if (file_ == nullptr)
-    throw Error(str("cannot open ", path, " for writing: ", std::strerror(errno)), "check permissions of the run directory");
+    throw Error(str("cannot open ", path, " for writing: ", std::strerror(errno)),
+                "check permissions of the run directory");
 }
 
 MetricsWriter::~MetricsWriter() {

@@ -13,12 +13,16 @@ namespace pico::trainer {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 std::atomic<RoundTamperHook> g_tamper{nullptr};
 
 // Collective tags of round r: four per round, so rounds never share one.
-std::uint64_t round_tag(std::int64_t round, std::uint64_t part) { return static_cast<std::uint64_t>(round) * 4 + part; }
+std::uint64_t round_tag(std::int64_t round, std::uint64_t part) {
+  return static_cast<std::uint64_t>(round) * 4 + part;
+}
 
 void account(const comm::CollectiveResult& res, RoundReport& r) {
   r.bytes_sent += res.bytes_sent;
@@ -32,7 +36,9 @@ std::string failure(const char* what, const comm::CollectiveResult& res) {
 
 }  // namespace
 
-void set_round_tamper_hook(RoundTamperHook hook) { g_tamper.store(hook); }
+void set_round_tamper_hook(RoundTamperHook hook) {
+  g_tamper.store(hook);
+}
 
 OuterRound::OuterRound(const RunConfig& cfg, const optim::NamedTensors& params)
     : outer_(params, {cfg.outer.lr, cfg.outer.momentum, cfg.outer.nesterov}),
@@ -143,8 +149,9 @@ RoundOutcome OuterRound::run(comm::Communicator& comm, const RoundPlan& plan, co
     out.hashes.emplace_back(h.begin(), h.end());
     ++votes[out.hashes.back()];
   }
-  out.majority_hash = std::max_element(votes.begin(), votes.end(),
-                                       [](const auto& a, const auto& b) { return a.second < b.second; })->first;
+  out.majority_hash = std::max_element(votes.begin(), votes.end(), [](const auto& a, const auto& b) {
+                        return a.second < b.second;
+                      })->first;
   for (int rank = 0; rank < static_cast<int>(out.hashes.size()); ++rank)
     if (out.hashes[static_cast<std::size_t>(rank)] != out.majority_hash) out.disagreeing.push_back(rank);
   return out;

@@ -43,20 +43,20 @@
 namespace pico::trainer {
 
 struct RoundPlan {
-  std::int64_t round = 0;          // 1-based: the round this call completes
-  double tokens = 0;               // this contributor's tokens in the round
-  double weight_multiplier = 1;    // 0: take part (and end in sync) but add nothing
+  std::int64_t round = 0;        // 1-based: the round this call completes
+  double tokens = 0;             // this contributor's tokens in the round
+  double weight_multiplier = 1;  // 0: take part (and end in sync) but add nothing
   std::chrono::milliseconds timeout{60'000};
 };
 
 struct RoundOutcome {
-  bool ok = false;                 // every collective completed and θ_g stepped
-  std::string error;               // which collective failed and why (when !ok)
-  RoundReport report;              // round, contributors, ‖ū‖, bytes, seconds, tokens, θ_g hash
+  bool ok = false;     // every collective completed and θ_g stepped
+  std::string error;   // which collective failed and why (when !ok)
+  RoundReport report;  // round, contributors, ‖ū‖, bytes, seconds, tokens, θ_g hash
   // Ranks whose θ_g hash differs from the majority's after the step (empty: all agree).
   std::vector<int> disagreeing;
   std::vector<std::string> hashes;  // every rank's θ_g hash, by rank (when ok)
-  std::string majority_hash;         // the hash most ranks hold
+  std::string majority_hash;        // the hash most ranks hold
 };
 
 class OuterRound {

@@ -23,7 +23,8 @@ void RunConfig::validate() const {
   require(o.lr > 0 && o.lr < 10, "training.optimization.lr", o.lr, "in (0, 10)");
   optim::parse_lr_schedule(o.lr_scheduler);
   require(o.lr_warmup_steps >= 0, "training.optimization.lr_warmup_steps", o.lr_warmup_steps, ">= 0");
-  require(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, "training.optimization.min_lr_ratio", o.min_lr_ratio, "in [0, 1]");
+  require(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, "training.optimization.min_lr_ratio", o.min_lr_ratio,
+          "in [0, 1]");
   require(o.gradient_accumulation_steps >= 1, "training.optimization.gradient_accumulation_steps",
           o.gradient_accumulation_steps, ">= 1");
   require(o.max_grad_norm >= 0, "training.optimization.max_grad_norm", o.max_grad_norm, ">= 0 (0 disables clipping)");
@@ -41,7 +42,8 @@ void RunConfig::validate() const {
   require(checkpointing.save_every_n_steps >= 0, "checkpointing.save_every_n_steps", checkpointing.save_every_n_steps,
           ">= 0 (0 = only at the end)");
   require(checkpointing.keep_latest_k == 0 || checkpointing.keep_latest_k >= 2, "checkpointing.keep_latest_k",
-          checkpointing.keep_latest_k, "0 (keep every checkpoint) or >= 2 (a crash while saving must leave a valid one)");
+          checkpointing.keep_latest_k,
+          "0 (keep every checkpoint) or >= 2 (a crash while saving must leave a valid one)");
   require(checkpointing.keep_every_n_steps >= 0, "checkpointing.keep_every_n_steps", checkpointing.keep_every_n_steps,
           ">= 0 (0 = none)");
   const auto& ld = checkpointing.learning_dynamics;
@@ -49,7 +51,8 @@ void RunConfig::validate() const {
   require(ld.sequence_idx >= -model.max_seq_len && ld.sequence_idx < model.max_seq_len,
           "checkpointing.learning_dynamics.sequence_idx", ld.sequence_idx,
           str("in [-max_seq_len, max_seq_len) = [", -model.max_seq_len, ", ", model.max_seq_len, ")"));
-  require(monitoring.log_every_n_steps >= 1, "monitoring.logging.log_every_n_steps", monitoring.log_every_n_steps, ">= 1");
+  require(monitoring.log_every_n_steps >= 1, "monitoring.logging.log_every_n_steps", monitoring.log_every_n_steps,
+          ">= 1");
   parse_log_level(monitoring.log_level);
   require(device == "auto" || device == "cpu" || device.rfind("cuda", 0) == 0, "device", device,
           "auto, cpu, cuda or cuda:N");

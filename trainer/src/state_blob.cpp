@@ -21,8 +21,11 @@ std::string serialize_state(const optim::NamedTensors& state, std::int64_t round
     PICO_CHECK(c.scalar_type() == torch::kFloat32 || c.scalar_type() == torch::kInt64, "state tensor ", name,
                " has an unsupported dtype");
     const auto bytes = static_cast<std::uint64_t>(c.numel() * c.element_size());
-    tensors.push_back({{"name", name}, {"dtype", c.scalar_type() == torch::kFloat32 ? "float32" : "int64"},
-                       {"shape", c.sizes().vec()}, {"offset", offset}, {"bytes", bytes}});
+    tensors.push_back({{"name", name},
+                       {"dtype", c.scalar_type() == torch::kFloat32 ? "float32" : "int64"},
+                       {"shape", c.sizes().vec()},
+                       {"offset", offset},
+                       {"bytes", bytes}});
     offset += bytes;
     contiguous.push_back(c);
   }
@@ -34,7 +37,8 @@ std::string serialize_state(const optim::NamedTensors& state, std::int64_t round
   std::memcpy(out.data() + 8, &hlen, 8);
   out += header;
   out.reserve(out.size() + offset);
-  for (const auto& c : contiguous) out.append(static_cast<const char*>(c.data_ptr()), static_cast<std::size_t>(c.numel() * c.element_size()));
+  for (const auto& c : contiguous)
+    out.append(static_cast<const char*>(c.data_ptr()), static_cast<std::size_t>(c.numel() * c.element_size()));
   return out;
 }
 
@@ -47,8 +51,8 @@ optim::NamedTensors deserialize_state(const std::string& blob, std::int64_t& rou
   std::uint64_t hlen;
   std::memcpy(&hlen, blob.data() + 8, 8);
   if (hlen > kMaxHeader || hlen > blob.size() - 16) throw Error("state snapshot header length is out of range", kHint);
-  const auto header = nlohmann::json::parse(blob.begin() + 16, blob.begin() + 16 + static_cast<std::ptrdiff_t>(hlen),
-                                            nullptr, false);
+  const auto header =
+      nlohmann::json::parse(blob.begin() + 16, blob.begin() + 16 + static_cast<std::ptrdiff_t>(hlen), nullptr, false);
   if (header.is_discarded() || !header.is_object() || !header.contains("tensors") || !header["tensors"].is_array() ||
       !header.contains("round") || !header["round"].is_number_integer())
     throw Error("state snapshot header is malformed", kHint);

@@ -17,8 +17,8 @@
 namespace pico::trainer {
 
 struct StopAgreement::Board {
-  std::atomic<std::int64_t> requested;  // 0, then 1 once a contributor saw a stop request
-  std::atomic<std::int64_t> stop_at;    // −1 until the decider publishes m
+  std::atomic<std::int64_t> requested;                   // 0, then 1 once a contributor saw a stop request
+  std::atomic<std::int64_t> stop_at;                     // −1 until the decider publishes m
   std::atomic<std::int64_t> progress[kMaxContributors];  // steps each contributor has done or started
 };
 static_assert(std::atomic<std::int64_t>::is_always_lock_free, "the board is shared between processes");
@@ -61,8 +61,10 @@ std::unique_ptr<StopAgreement> StopAgreement::shared_file(const std::string& pat
 }
 
 StopAgreement::~StopAgreement() {
-  if (mapping_ != nullptr) ::munmap(mapping_, bytes_);
-  else delete board_;
+  if (mapping_ != nullptr)
+    ::munmap(mapping_, bytes_);
+  else
+    delete board_;
 }
 
 bool StopAgreement::may_continue(int w, std::int64_t done) {
@@ -87,6 +89,8 @@ bool StopAgreement::may_continue(int w, std::int64_t done) {
   return done + 1 <= m;
 }
 
-std::int64_t StopAgreement::stop_step() const { return board_->stop_at.load(); }
+std::int64_t StopAgreement::stop_step() const {
+  return board_->stop_at.load();
+}
 
 }  // namespace pico::trainer

@@ -10,25 +10,24 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <map>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "algorithms.h"
-#include "stop_agreement.h"
 #include "pico/checkpoints/store.h"
 #include "pico/comm/in_process.h"
 #include "pico/comm/rendezvous.h"
 #include "pico/comm/zmq_communicator.h"
-#include "pico/common/hash.h"
 #include "pico/common/blas.h"
 #include "pico/common/cpu_env.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
+#include "pico/common/hash.h"
 #include "pico/common/interrupt.h"
 #include "pico/common/log.h"
 #include "pico/common/progress.h"
@@ -37,13 +36,16 @@
 #include "pico/trainer/config_io.h"
 #include "pico/trainer/contributor.h"
 #include "pico/trainer/metrics.h"
+#include "stop_agreement.h"
 
 namespace pico::trainer {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // The step this invocation trains to: max_steps, or --stop-after-step when that comes first.
 std::int64_t last_step(const RunConfig& cfg, const TrainOptions& options) {
@@ -52,15 +54,19 @@ std::int64_t last_step(const RunConfig& cfg, const TrainOptions& options) {
 }
 
 void set_threads(std::int64_t threads) {
-  const int n = threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int n =
+      threads > 0 ? static_cast<int>(threads) : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
 }
 
 std::string format_rate(double tokens_per_s) {
   char buf[32];
-  if (tokens_per_s >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", tokens_per_s / 1e6);
-  else if (tokens_per_s >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", tokens_per_s / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", tokens_per_s);
+  if (tokens_per_s >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", tokens_per_s / 1e6);
+  else if (tokens_per_s >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fk", tokens_per_s / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", tokens_per_s);
   return buf;
 }
 
@@ -74,8 +80,13 @@ class RunMonitor {
   // contributor processes of --comm zmq other than rank 0: one process rewrites the file).
   RunMonitor(const RunConfig& cfg, const std::string& metrics_path, bool append, int workers, int first_worker = 0,
              bool truncate_on_resume = true)
-      : cfg_(cfg), metrics_path_(metrics_path), truncated_(!truncate_on_resume), workers_(workers), first_(first_worker),
-        start_(Clock::now()), per_worker_(static_cast<std::size_t>(workers)) {
+      : cfg_(cfg),
+        metrics_path_(metrics_path),
+        truncated_(!truncate_on_resume),
+        workers_(workers),
+        first_(first_worker),
+        start_(Clock::now()),
+        per_worker_(static_cast<std::size_t>(workers)) {
     metrics_.emplace(metrics_path, /*truncate=*/!append);
   }
 
@@ -102,8 +113,8 @@ class RunMonitor {
   }
 
   // Called by worker `w` after each step; writes a record on logging steps.
-  void on_step(int w, std::int64_t step, const StepReport& rep, std::uint64_t bytes_sent,
-               std::uint64_t bytes_received, double val_loss) {
+  void on_step(int w, std::int64_t step, const StepReport& rep, std::uint64_t bytes_sent, std::uint64_t bytes_received,
+               double val_loss) {
     std::lock_guard<std::mutex> lock(mu_);
     auto& s = per_worker_[static_cast<std::size_t>(w - first_)];
     s.tokens += rep.inner.tokens;
@@ -146,11 +157,10 @@ class RunMonitor {
   // The run's last line. `steps`: the step reached; `interrupted`: stopped by a signal.
   void finish(std::int64_t steps, bool interrupted) {
     const auto n = cfg_.local_workers;
-    const std::string trained =
-        first_step_ > 0 ? str("steps ", first_step_, "→", steps) : str(steps, " steps");
+    const std::string trained = first_step_ > 0 ? str("steps ", first_step_, "→", steps) : str(steps, " steps");
     std::string done = str(interrupted ? "stopped: " : "done: ", trained, " × ", n, " contributor", n > 1 ? "s" : "",
                            ", ", session_tokens(), " tokens in ", format_duration(seconds_since(start_)));
-    if (resumed_tokens_ > 0) done += str(" (", session_tokens() + resumed_tokens() , " in the run)");
+    if (resumed_tokens_ > 0) done += str(" (", session_tokens() + resumed_tokens(), " in the run)");
     done += str(" | loss ", last_loss_);
     if (std::isfinite(last_val_)) done += str(" | val_loss ", last_val_);
     if (n > 1) done += str(" | sent ", format_bytes(static_cast<double>(sent_per_contributor_)), " per contributor");
@@ -184,17 +194,17 @@ class RunMonitor {
     if (!in_sync) log_error("contributors disagree on θ_g after round ", r.round, ": this is a bug in pico");
     const RoundReport& rep = pending.report;
     metrics_->write({{"round", rep.round},
-                    {"contributor", first_},
-                    {"contributors", rep.contributors},
-                    {"pseudo_grad_norm", rep.pseudo_grad_norm},
-                    {"outer_step_s", rep.outer_step_s},
-                    {"comm_s", rep.comm_s},
-                    {"round_bytes_sent", rep.bytes_sent},
-                    {"round_bytes_received", rep.bytes_received},
-                    {"round_tokens", rep.tokens},
-                    {"theta_hash", rep.theta_hash},
-                    {"contributors_in_sync", in_sync},
-                    {"elapsed_s", seconds_since(start_)}});
+                     {"contributor", first_},
+                     {"contributors", rep.contributors},
+                     {"pseudo_grad_norm", rep.pseudo_grad_norm},
+                     {"outer_step_s", rep.outer_step_s},
+                     {"comm_s", rep.comm_s},
+                     {"round_bytes_sent", rep.bytes_sent},
+                     {"round_bytes_received", rep.bytes_received},
+                     {"round_tokens", rep.tokens},
+                     {"theta_hash", rep.theta_hash},
+                     {"contributors_in_sync", in_sync},
+                     {"elapsed_s", seconds_since(start_)}});
     rounds_.erase(r.round);
   }
 
@@ -229,8 +239,8 @@ class RunMonitor {
   };
   std::map<std::int64_t, PendingRound> rounds_;
   std::uint64_t sent_per_contributor_ = 0;  // bytes the first of this monitor's contributors has sent
-  std::int64_t session_tokens_ = 0;  // trained by this monitor's contributors since it started
-  std::int64_t resumed_tokens_ = 0;  // theirs before that (from checkpoints)
+  std::int64_t session_tokens_ = 0;         // trained by this monitor's contributors since it started
+  std::int64_t resumed_tokens_ = 0;         // theirs before that (from checkpoints)
   double last_loss_ = std::nan(""), last_val_ = std::nan("");
   ProgressLine progress_;
 };
@@ -245,8 +255,8 @@ std::string checkpoint_dir(const RunConfig& cfg, int w) {
 // Resumes contributor `w` from its newest valid checkpoint such that every contributor
 // continues from the same step: they exchange the step each found, and those ahead retry
 // with the lowest (each file restores everything, so a retry overwrites the first load).
-TrainState resume_agreed(RunCheckpointer& checkpointer, Contributor& c, Algorithm& algorithm,
-                         comm::Communicator& comm, std::mutex& compute_mu, double timeout_s) {
+TrainState resume_agreed(RunCheckpointer& checkpointer, Contributor& c, Algorithm& algorithm, comm::Communicator& comm,
+                         std::mutex& compute_mu, double timeout_s) {
   constexpr std::uint64_t kResumeTag = ~std::uint64_t{0} - 64;  // distinct from every training collective
   std::int64_t limit = std::numeric_limits<std::int64_t>::max();
   for (std::uint64_t attempt = 0;; ++attempt) {
@@ -265,9 +275,9 @@ TrainState resume_agreed(RunCheckpointer& checkpointer, Contributor& c, Algorith
     opts.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(timeout_s * 1000));
     const auto r = comm.all_gather(payload, all, opts);
     if (!r.ok())
-      throw Error(str("contributors could not agree on the step to resume from: ", comm::to_string(r.status), " — ",
-                      r.error),
-                  "another contributor failed to resume; its error is printed above");
+      throw Error(
+          str("contributors could not agree on the step to resume from: ", comm::to_string(r.status), " — ", r.error),
+          "another contributor failed to resume; its error is printed above");
     std::int64_t lowest = mine, highest = mine;
     std::vector<std::string> found;
     for (std::size_t i = 0; i < all.size(); ++i) {
@@ -498,17 +508,18 @@ void launch_zmq_workers(const RunConfig& cfg, const TrainOptions& options) {
   // The first Ctrl-C or SIGTERM: one SIGTERM to each contributor, which stop together at a
   // step they agree on (stop_agreement.h) and save. A second exits at once; the kernel then
   // sends them SIGTERM again (PR_SET_PDEATHSIG), their second: they exit at once too.
-  GracefulStopScope graceful("stopping: each contributor finishes its step and saves a checkpoint (Ctrl-C again to exit at once)",
-                             [&] {
-                               std::lock_guard<std::mutex> lock(pids_mu);
-                               for (pid_t p : pids) ::kill(p, SIGTERM);
-                             });
+  GracefulStopScope graceful(
+      "stopping: each contributor finishes its step and saves a checkpoint (Ctrl-C again to exit at once)", [&] {
+        std::lock_guard<std::mutex> lock(pids_mu);
+        for (pid_t p : pids) ::kill(p, SIGTERM);
+      });
   for (int r = 0; r < workers; ++r) {
     // The argument list is built before fork: only async-signal-safe calls in the child.
     const std::string rank = std::to_string(r), th = str("threads=", threads),
                       stop = std::to_string(options.stop_after_step);
-    std::vector<const char*> argv = {"pico", "train", "--config", config.c_str(), "--comm", "zmq", "--worker-rank",
-                                     rank.c_str(), "--rendezvous", rendezvous.c_str(), "--set", th.c_str()};
+    std::vector<const char*> argv = {"pico",  "train",         "--config",   config.c_str(), "--comm",
+                                     "zmq",   "--worker-rank", rank.c_str(), "--rendezvous", rendezvous.c_str(),
+                                     "--set", th.c_str()};
     if (options.resume) argv.push_back("--resume");
     if (options.stop_after_step > 0) {
       argv.push_back("--stop-after-step");
@@ -573,10 +584,11 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options_in) 
   TrainOptions options = options_in;
   if (options.resume && !run_has_checkpoints(cfg)) {
     if (options.resume_required)
-      throw Error(str("--resume: ", run_dir, " holds no checkpoint to continue from"),
-                  std::filesystem::exists(metrics_path)
-                      ? "the run stopped before its first checkpoint: start it over with --overwrite"
-                      : "start the run without --resume (check checkpointing.run_name and runs_dir if you expected one)");
+      throw Error(
+          str("--resume: ", run_dir, " holds no checkpoint to continue from"),
+          std::filesystem::exists(metrics_path)
+              ? "the run stopped before its first checkpoint: start it over with --overwrite"
+              : "start the run without --resume (check checkpointing.run_name and runs_dir if you expected one)");
     log_info("auto_resume: no checkpoint in ", run_dir, " yet; starting at step 0");
   }
   if (std::filesystem::exists(metrics_path) && !options.resume && !options.overwrite)
@@ -620,7 +632,7 @@ TrainSummary run_training(const RunConfig& cfg, const TrainOptions& options_in) 
   comm::InProcessGroup group(workers);
   auto stop = StopAgreement::in_memory(workers);
   GracefulStopScope graceful("stopping after this step; a checkpoint will be saved (Ctrl-C again to exit at once)");
-  std::mutex compute_mu;  // local contributors take turns computing, each with every core
+  std::mutex compute_mu;             // local contributors take turns computing, each with every core
   std::exception_ptr first_failure;  // the root cause; the others fail because of the abort
   std::mutex failure_mu;
   const auto t0 = Clock::now();

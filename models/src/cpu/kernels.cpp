@@ -43,7 +43,9 @@ const KernelTable& kernels() {
   return forced != nullptr ? *forced : *isas().tables[0];
 }
 
-const char* const* available_isas() { return isas().names; }
+const char* const* available_isas() {
+  return isas().names;
+}
 
 void set_isa_for_testing(const char* name) {
   const KernelTable* chosen = nullptr;

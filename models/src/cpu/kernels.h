@@ -42,8 +42,8 @@ struct KernelTable {
   void (*rmsnorm_forward)(const float* x, const float* w, float* y, float* rstd, std::int64_t c, float eps,
                           std::int64_t r0, std::int64_t r1);
   // dx for rows [r0, r1); dw_acc (c) += this range's contribution to the weight's gradient.
-  void (*rmsnorm_backward)(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
-                           float* dw_acc, std::int64_t c, std::int64_t r0, std::int64_t r1);
+  void (*rmsnorm_backward)(const float* x, const float* w, const float* rstd, const float* dy, float* dx, float* dw_acc,
+                           std::int64_t c, std::int64_t r0, std::int64_t r1);
 
   // SwiGLU activation on rows [r0, r1) of ab (rows, 2h) = [a | b]: out (rows, h) = silu(a)·b.
   void (*swiglu_forward)(const float* ab, float* out, std::int64_t h, std::int64_t r0, std::int64_t r1);
@@ -53,8 +53,8 @@ struct KernelTable {
 
   // Cross-entropy on rows [r0, r1) of logits (rows, v): loss[r] = logsumexp(row) − row[target].
   // If grad_scale != 0, the row is overwritten with grad_scale · (softmax(row) − onehot(target)).
-  void (*cross_entropy_rows)(float* logits, const std::int64_t* targets, float* loss, std::int64_t v,
-                             float grad_scale, std::int64_t r0, std::int64_t r1);
+  void (*cross_entropy_rows)(float* logits, const std::int64_t* targets, float* loss, std::int64_t v, float grad_scale,
+                             std::int64_t r0, std::int64_t r1);
 };
 
 // Floats of scratch attention_forward/backward need per call.

@@ -29,10 +29,14 @@ PICO_INLINE vf vload(const float* p) {
   __builtin_memcpy(&v, p, sizeof v);
   return v;
 }
-PICO_INLINE void vstore(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+PICO_INLINE void vstore(float* p, vf v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
 // x − (+0) is x for every x (−0 included), so this folds to one broadcast; `vf{} + x` would
 // not (−0 + 0 = +0), nor would a loop over the lanes.
-PICO_INLINE vf vbroadcast(float x) { return x - vf{}; }
+PICO_INLINE vf vbroadcast(float x) {
+  return x - vf{};
+}
 PICO_INLINE float hsum(vf v) {
   float s = 0;
   for (int i = 0; i < kW; ++i) s += v[i];
@@ -43,17 +47,29 @@ PICO_INLINE float hmax(vf v) {
   for (int i = 1; i < kW; ++i) m = v[i] > m ? v[i] : m;
   return m;
 }
-PICO_INLINE vf vmax(vf a, vf b) { return a > b ? a : b; }
+PICO_INLINE vf vmax(vf a, vf b) {
+  return a > b ? a : b;
+}
 PICO_INLINE vi lane_index() {
   vi idx;
   for (int i = 0; i < kW; ++i) idx[i] = i;
   return idx;
 }
-PICO_INLINE float sqrt_f(float x) { return __builtin_sqrtf(x); }
-PICO_INLINE float log_f(float x) { return __builtin_logf(x); }
-PICO_INLINE float exp_f(float x) { return __builtin_expf(x); }
-PICO_INLINE i64 min_i(i64 a, i64 b) { return a < b ? a : b; }
-PICO_INLINE i64 round_up(i64 x, i64 m) { return (x + m - 1) / m * m; }
+PICO_INLINE float sqrt_f(float x) {
+  return __builtin_sqrtf(x);
+}
+PICO_INLINE float log_f(float x) {
+  return __builtin_logf(x);
+}
+PICO_INLINE float exp_f(float x) {
+  return __builtin_expf(x);
+}
+PICO_INLINE i64 min_i(i64 a, i64 b) {
+  return a < b ? a : b;
+}
+PICO_INLINE i64 round_up(i64 x, i64 m) {
+  return (x + m - 1) / m * m;
+}
 
 // e^x for every lane: Cephes' expf (range reduction by ln 2, degree-6 polynomial), within
 // 2 ulp of the exact value on [-87, 88]; inputs are clamped to that range (e^-87 ≈ 1.6e-38,
@@ -114,13 +130,14 @@ template <int MR, int NV>
 PICO_INLINE void gemm_panel_rows(i64 m, i64 k, const float* a, i64 a_rs, i64 a_cs, const float* b, i64 ldb, float* c,
                                  i64 ldc, float alpha, bool accumulate) {
   i64 i = 0;
-  for (; i + MR <= m; i += MR) gemm_tile<MR, NV>(k, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc, alpha, accumulate);
+  for (; i + MR <= m; i += MR)
+    gemm_tile<MR, NV>(k, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc, alpha, accumulate);
   if constexpr (MR > 1) {
     if (i < m) {
       const i64 rest = m - i;
       // rest < MR: split it into tiles of MR/2, MR/4, ... rows
-      gemm_panel_rows<(MR / 2 > 0 ? MR / 2 : 1), NV>(rest, k, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc,
-                                                       alpha, accumulate);
+      gemm_panel_rows<(MR / 2 > 0 ? MR / 2 : 1), NV>(rest, k, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc, alpha,
+                                                     accumulate);
     }
   }
 }
@@ -202,7 +219,9 @@ AttentionScratch carve(const AttentionArgs& a, float* p) {
   return s;
 }
 
-PICO_INLINE const float* qkv_row(const AttentionArgs& a, i64 b, i64 t) { return a.qkv + (b * a.T + t) * (a.H + 2 * a.KV) * a.hd; }
+PICO_INLINE const float* qkv_row(const AttentionArgs& a, i64 b, i64 t) {
+  return a.qkv + (b * a.T + t) * (a.H + 2 * a.KV) * a.hd;
+}
 
 // Rotated (rope = true) or plain head `col` (in units of hd) of every token of batch b into
 // rows (Tp, hdp), and optionally its transpose (hdp, Tp); padding zeroed.
@@ -210,8 +229,10 @@ void load_head(const AttentionArgs& a, i64 b, i64 col, bool rope, float* __restr
   for (i64 t = 0; t < a.T; ++t) {
     const float* src = qkv_row(a, b, t) + col * a.hd;
     float* dst = rows + t * a.hdp;
-    if (rope) rope_rotate(src, a.cos + t * a.hd, a.sin + t * a.hd, a.hd, dst);
-    else for (i64 d = 0; d < a.hd; ++d) dst[d] = src[d];
+    if (rope)
+      rope_rotate(src, a.cos + t * a.hd, a.sin + t * a.hd, a.hd, dst);
+    else
+      for (i64 d = 0; d < a.hd; ++d) dst[d] = src[d];
     for (i64 d = a.hd; d < a.hdp; ++d) dst[d] = 0;
   }
   for (i64 t = a.T; t < a.Tp; ++t)
@@ -366,8 +387,8 @@ void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, i64 
 }
 
 // With x̂ = x·rstd and g = dy·w:  dx = rstd · (g − x̂ · mean(g ∘ x̂)),  dw = Σ_rows dy ∘ x̂.
-void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx, float* dw_acc, i64 c,
-                      i64 r0, i64 r1) {
+void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx, float* dw_acc,
+                      i64 c, i64 r0, i64 r1) {
   for (i64 r = r0; r < r1; ++r) {
     const float* xr = x + r * c;
     const float* dyr = dy + r * c;
@@ -400,8 +421,12 @@ void rmsnorm_backward(const float* x, const float* w, const float* rstd, const f
 // ---------------------------------------------------------------------------------------
 // SwiGLU: silu(a) = a·σ(a).
 
-PICO_INLINE vf vsigmoid(vf a) { return 1.0f / (1.0f + vexp(-a)); }
-PICO_INLINE float sigmoid_f(float a) { return 1.0f / (1.0f + exp_f(-a)); }
+PICO_INLINE vf vsigmoid(vf a) {
+  return 1.0f / (1.0f + vexp(-a));
+}
+PICO_INLINE float sigmoid_f(float a) {
+  return 1.0f / (1.0f + exp_f(-a));
+}
 
 void swiglu_forward(const float* ab, float* out, i64 h, i64 r0, i64 r1) {
   for (i64 r = r0; r < r1; ++r) {

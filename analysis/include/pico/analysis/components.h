@@ -49,8 +49,8 @@ std::optional<DataType> parse_data_type(std::string_view name);
 struct ModelShape {
   std::int64_t n_layers = 0;
   std::int64_t d_model = 0;
-  std::int64_t n_heads = 0;     // model.attention_n_heads
-  std::int64_t n_kv_heads = 0;  // model.attention_n_kv_heads
+  std::int64_t n_heads = 0;            // model.attention_n_heads
+  std::int64_t n_kv_heads = 0;         // model.attention_n_kv_heads
   std::int64_t outer_inner_steps = 0;  // outer.inner_steps (H); 0 when the run has no outer optimizer
   std::int64_t head_dim() const { return n_heads > 0 ? d_model / n_heads : 0; }
 };
@@ -58,10 +58,10 @@ struct ModelShape {
 struct ComponentSpec {
   std::string name = "simple";  // "simple" | "ov_circuit"
   DataType data_type = DataType::kWeights;
-  std::string layer_suffix;                        // simple: e.g. "swiglu.w_2"
+  std::string layer_suffix;                       // simple: e.g. "swiglu.w_2"
   std::string value_layer = "attention.v_proj";   // ov_circuit
   std::string output_layer = "attention.o_proj";  // ov_circuit
-  std::vector<std::int64_t> layers;                // empty = every layer
+  std::vector<std::int64_t> layers;               // empty = every layer
   // The `component` column of the output: the module suffix for simple, else the name.
   std::string label() const { return name == "simple" ? layer_suffix : name; }
   // Modules ("layers.3.swiglu.w_2") whose data of each kind building layer `l` reads.

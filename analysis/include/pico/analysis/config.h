@@ -51,8 +51,8 @@ enum class MetricKind {
 struct MetricInfo {
   std::string_view name;
   MetricKind kind;
-  bool comparative = false;    // against the components of target_checkpoint
-  bool decentralized = false;  // over contributors' θ_w, θ_g and Δ_w, not over components
+  bool comparative = false;          // against the components of target_checkpoint
+  bool decentralized = false;        // over contributors' θ_w, θ_g and Δ_w, not over components
   std::vector<DataType> data_types;  // those it may be computed on (empty for decentralized)
   std::string_view summary;          // one line, for --help and errors
 };
@@ -63,20 +63,20 @@ std::vector<std::string> metric_names();
 
 struct MetricConfig {
   std::string metric_name;
-  std::string norm_type;             // norm: frobenius | nuclear | inf
-  std::string data_split = "train";  // train | val
+  std::string norm_type;                          // norm: frobenius | nuclear | inf
+  std::string data_split = "train";               // train | val
   std::optional<std::int64_t> target_checkpoint;  // comparative; nullopt = the last analyzed step
-  std::vector<ComponentSpec> components;           // not for decentralized metrics
-  std::vector<std::int64_t> layers;                // decentralized metrics; empty = every layer
+  std::vector<ComponentSpec> components;          // not for decentralized metrics
+  std::vector<std::int64_t> layers;               // decentralized metrics; empty = every layer
   const MetricInfo& info() const;
   // The `metric` column of the output: "norm_nuclear" for norm, else metric_name.
   std::string output_name() const;
 };
 
 struct AnalysisConfig {
-  std::string analysis_name;  // default: "<run name>_analysis"
-  std::string run_path;       // run directory, or its checkpoints directory
-  std::vector<std::int64_t> steps;                       // empty = every saved step
+  std::string analysis_name;                              // default: "<run name>_analysis"
+  std::string run_path;                                   // run directory, or its checkpoints directory
+  std::vector<std::int64_t> steps;                        // empty = every saved step
   std::optional<std::vector<std::int64_t>> contributors;  // multi-contributor runs; nullopt = all
   std::vector<MetricConfig> metrics;
   std::string output_dir = "analysis_results";  // monitoring.output_dir
@@ -98,15 +98,15 @@ std::vector<std::int64_t> parse_layers(const std::string& text, const std::strin
 // The quick form: pico analyze RUN_DIR --metrics gini,hoyer,per --layers all --output DIR.
 struct QuickOptions {
   std::string run_path;
-  std::vector<std::string> metrics;                 // names; "norm" = all three norms
+  std::vector<std::string> metrics;                  // names; "norm" = all three norms
   std::vector<std::string> components = {"simple"};  // simple, ov_circuit
-  std::vector<std::string> suffixes;      // simple: module suffixes; default = those the run recorded
-  std::vector<std::string> data_types;    // default: activations for cka/pwcca, weights otherwise
+  std::vector<std::string> suffixes;                 // simple: module suffixes; default = those the run recorded
+  std::vector<std::string> data_types;               // default: activations for cka/pwcca, weights otherwise
   std::string data_split = "train";
   std::string layers = "all";
   std::string steps = "all";
   std::optional<std::int64_t> target_step;
-  bool decentralized = false;  // adds drift and pseudo_gradient_cosine
+  bool decentralized = false;        // adds drift and pseudo_gradient_cosine
   std::string contributors = "all";  // "all" or a list
 };
 // `recorded_suffixes`: /learning_dynamics@layer_suffixes of the run (the default suffixes).

@@ -18,8 +18,8 @@
 namespace pico::analysis {
 
 struct ContributorFiles {
-  std::int64_t index = 0;                    // w; 0 for a single-contributor run
-  std::string dir;                           // the directory holding its step files
+  std::int64_t index = 0;                     // w; 0 for a single-contributor run
+  std::string dir;                            // the directory holding its step files
   std::map<std::int64_t, std::string> files;  // step → path, ascending
 };
 
@@ -31,7 +31,7 @@ struct RunLayout {
 
   const ContributorFiles* contributor(std::int64_t w) const;
   std::vector<std::int64_t> steps_of(std::int64_t w) const;  // ascending
-  std::string describe() const;  // "3 contributors, 20 steps each (0..950)" for logs
+  std::string describe() const;                              // "3 contributors, 20 steps each (0..950)" for logs
 };
 
 // Throws pico::Error naming the path, with a HINT, when it does not exist or holds no

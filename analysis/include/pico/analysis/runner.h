@@ -42,9 +42,9 @@ struct Row {
   std::string data_split;  // train | val; "" for decentralized metrics
   std::string layer;       // "3"; decentralized: also "embedding_proj", "all", ...
   std::int64_t step = 0;
-  double value = 0;        // NaN / ±inf where the metric is undefined (see metrics.h)
-  std::string head;         // ov_circuit: the query head of a per-head row; "" = the whole layer
-  std::string contributor;  // multi-contributor runs: "w"; pseudo_gradient_cosine: "a-b"
+  double value = 0;                         // NaN / ±inf where the metric is undefined (see metrics.h)
+  std::string head;                         // ov_circuit: the query head of a per-head row; "" = the whole layer
+  std::string contributor;                  // multi-contributor runs: "w"; pseudo_gradient_cosine: "a-b"
   std::optional<std::int64_t> round;        // DiLoCo runs: completed outer rounds (/train_state@round)
   std::optional<std::int64_t> target_step;  // cka, pwcca: the step compared against
 };
@@ -53,10 +53,10 @@ struct Row {
 // main thread's time is read_wait + plan + components + svd + metrics + decentralized.
 struct Profile {
   double total_seconds = 0;
-  double read_seconds = 0;       // loader thread: inspect layout + HDF5 read + Fletcher32 checks
-  double read_wait_seconds = 0;  // main thread blocked on the loader (reading not hidden by analysis)
-  double component_seconds = 0;  // building components (OV products, concatenation)
-  double svd_seconds = 0;        // singular values (shared by per, condition_number, nuclear norm)
+  double read_seconds = 0;                       // loader thread: inspect layout + HDF5 read + Fletcher32 checks
+  double read_wait_seconds = 0;                  // main thread blocked on the loader (reading not hidden by analysis)
+  double component_seconds = 0;                  // building components (OV products, concatenation)
+  double svd_seconds = 0;                        // singular values (shared by per, condition_number, nuclear norm)
   std::map<std::string, double> metric_seconds;  // each metric's own arithmetic (excluding SVDs)
   double decentralized_seconds = 0;              // drift and cosine arithmetic
   std::int64_t files_read = 0;

@@ -18,8 +18,8 @@
 namespace pico::broker {
 
 struct BrokerClientOptions {
-  std::string endpoint;           // tcp://HOST:PORT of the broker
-  std::string broker_public_key;  // Z85
+  std::string endpoint;                // tcp://HOST:PORT of the broker
+  std::string broker_public_key;       // Z85
   std::string public_key, secret_key;  // this contributor's CURVE key pair (Z85)
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds retry_interval{2000};  // re-send an unanswered request this often

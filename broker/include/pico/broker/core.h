@@ -42,11 +42,11 @@
 namespace pico::broker {
 
 struct BrokerOptions {
-  double member_timeout_s = 30;          // evict a member not heard from for this long
-  double result_timeout_s = 900;         // a round attempt's results must arrive within this
-  double heartbeat_persist_s = 5;        // write a member's heartbeat to the store at most this often
-  double norm_rejection_factor = 10;     // public runs: reject ‖Δ‖ > factor × the round's median
-  std::string snapshot_dir;              // where θ_g snapshots are kept (next to the database)
+  double member_timeout_s = 30;       // evict a member not heard from for this long
+  double result_timeout_s = 900;      // a round attempt's results must arrive within this
+  double heartbeat_persist_s = 5;     // write a member's heartbeat to the store at most this often
+  double norm_rejection_factor = 10;  // public runs: reject ‖Δ‖ > factor × the round's median
+  std::string snapshot_dir;           // where θ_g snapshots are kept (next to the database)
   std::size_t snapshot_chunk_bytes = 8u << 20;
   // Ask a member in sync for θ_g after every this many rounds, so that the run survives the
   // death of every member that holds the latest θ_g (0: only when a joiner needs one).

@@ -8,10 +8,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pico/broker/store.h"
 
@@ -21,20 +20,20 @@ namespace pico::broker {
 // heartbeat) and, for every member, the ledger of its key.
 struct MemberView {
   std::int64_t member_id = 0;
-  std::string public_key;         // Z85
+  std::string public_key;  // Z85
   std::string device;
   std::int64_t slot = 0;
-  std::string status;             // active | evicted | left
+  std::string status;  // active | evicted | left
   std::int64_t joined_round = 0;
-  std::int64_t step = 0;          // its inner steps so far (heartbeat)
-  std::int64_t base_round = 0;    // round of the θ_g its model is based on; -1 syncing
-  bool ready = false;             // has sent `ready` for the round being assembled
-  double tokens_per_s = 0;        // heartbeat
-  double loss = 0;                // its last training loss (NaN: not reported)
-  double heartbeat_age_s = 0;     // seconds since the broker last heard from it
+  std::int64_t step = 0;        // its inner steps so far (heartbeat)
+  std::int64_t base_round = 0;  // round of the θ_g its model is based on; -1 syncing
+  bool ready = false;           // has sent `ready` for the round being assembled
+  double tokens_per_s = 0;      // heartbeat
+  double loss = 0;              // its last training loss (NaN: not reported)
+  double heartbeat_age_s = 0;   // seconds since the broker last heard from it
   // How its peers reach it. Every member is dialed directly until relays exist.
   std::string link = "direct";
-  LedgerRow ledger;               // the totals of its key in this run
+  LedgerRow ledger;  // the totals of its key in this run
 };
 
 // The phase a run is in, from the broker's point of view.
@@ -43,33 +42,33 @@ const char* to_string(RunPhase p);
 
 struct RunView {
   std::string run_id;
-  std::string status;            // active | finished
+  std::string status;  // active | finished
   RunPhase phase = RunPhase::kTraining;
-  std::string algorithm;         // as the creator described it ("" if it did not)
+  std::string algorithm;  // as the creator described it ("" if it did not)
   bool is_private = false;
   bool paused = false;
-  std::int64_t round = 0;        // committed rounds
-  std::int64_t attempt = 0;      // attempt of the round in flight (0: none)
+  std::int64_t round = 0;    // committed rounds
+  std::int64_t attempt = 0;  // attempt of the round in flight (0: none)
   std::int64_t min_members = 1;
   std::int64_t model_params = 0;
   std::string dataset_hash;
   double created_at = 0;
   std::int64_t active_members = 0;
-  double tokens_per_s = 0;       // sum over active members
+  double tokens_per_s = 0;  // sum over active members
   // Run totals (the ledger).
   std::int64_t tokens = 0, bytes_sent = 0, rounds_rejected = 0;
-  std::vector<MemberView> members;     // active ones first, then the most recent former ones
-  std::vector<LedgerRow> ledger;       // by tokens, largest first
-  std::vector<RoundStats> rounds;      // committed rounds after ViewQuery::rounds_after, oldest first
-  std::vector<EventRecord> events;     // events after ViewQuery::events_after, oldest first
+  std::vector<MemberView> members;  // active ones first, then the most recent former ones
+  std::vector<LedgerRow> ledger;    // by tokens, largest first
+  std::vector<RoundStats> rounds;   // committed rounds after ViewQuery::rounds_after, oldest first
+  std::vector<EventRecord> events;  // events after ViewQuery::events_after, oldest first
 };
 
 // Which part of the history a view carries: a poller asks only for what is new.
 struct ViewQuery {
-  std::int64_t rounds_after = -1;      // round stats with round > this
-  std::int64_t rounds_limit = 2000;    // at most this many (the newest)
-  std::int64_t events_after = 0;       // events with id > this
-  std::int64_t events_limit = 200;     // at most this many (the newest)
+  std::int64_t rounds_after = -1;    // round stats with round > this
+  std::int64_t rounds_limit = 2000;  // at most this many (the newest)
+  std::int64_t events_after = 0;     // events with id > this
+  std::int64_t events_limit = 200;   // at most this many (the newest)
   std::int64_t former_members_limit = 50;
 };
 

@@ -20,20 +20,19 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace pico::broker {
 
 inline constexpr std::uint32_t kBrokerMagic = 0x4B524250;  // bytes 'P' 'B' 'R' 'K'
 inline constexpr std::uint16_t kBrokerVersion = 1;
 inline constexpr std::size_t kBrokerHeaderBytes = 32;
-inline constexpr std::uint32_t kMaxJsonBytes = 4u << 20;    // configs and member lists
-inline constexpr std::uint32_t kMaxBlobBytes = 16u << 20;   // one snapshot chunk
+inline constexpr std::uint32_t kMaxJsonBytes = 4u << 20;   // configs and member lists
+inline constexpr std::uint32_t kMaxBlobBytes = 16u << 20;  // one snapshot chunk
 inline constexpr std::size_t kMaxMessageBytes = kBrokerHeaderBytes + kMaxJsonBytes + kMaxBlobBytes;
 
 enum class MessageType : std::uint16_t {

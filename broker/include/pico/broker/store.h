@@ -17,35 +17,35 @@ namespace pico::broker {
 
 struct RunRecord {
   std::string run_id;
-  std::string config_yaml;       // the run's shared settings, as resolved by its creator
-  std::string dataset_hash;      // contributors must have this dataset
-  bool is_private = false;       // private: allow-listed keys or join-token holders only
-  std::string token_sha256;      // SHA-256 of the join token ("" when none)
-  std::int64_t num_shards = 0;   // training shards of the dataset
-  std::string status = "active"; // active | finished
-  std::int64_t round = 0;        // completed outer rounds
+  std::string config_yaml;        // the run's shared settings, as resolved by its creator
+  std::string dataset_hash;       // contributors must have this dataset
+  bool is_private = false;        // private: allow-listed keys or join-token holders only
+  std::string token_sha256;       // SHA-256 of the join token ("" when none)
+  std::int64_t num_shards = 0;    // training shards of the dataset
+  std::string status = "active";  // active | finished
+  std::int64_t round = 0;         // completed outer rounds
   std::int64_t snapshot_round = -1;
-  std::string snapshot_path;     // latest θ_g + outer state, for joiners
+  std::string snapshot_path;  // latest θ_g + outer state, for joiners
   std::string snapshot_sha256;
-  std::string theta0_hash;       // hash of the initial θ_g (joiners before round 1 build it from the seed)
-  std::string dataset_info;      // JSON: how the dataset was prepared (for the wrong-dataset HINT)
+  std::string theta0_hash;   // hash of the initial θ_g (joiners before round 1 build it from the seed)
+  std::string dataset_info;  // JSON: how the dataset was prepared (for the wrong-dataset HINT)
   double created_at = 0;
   std::int64_t min_members = 1;  // a round starts only when this many members are ready
   // What the dashboard shows about the run (schema 3). Optional in create_run: 0 / "" when
   // the creator did not say.
-  std::string algorithm;         // e.g. "diloco H=30 bf16", as the creator describes it
-  std::int64_t model_params = 0; // parameters of the model (for the bytes ddp would send)
-  bool paused = false;           // an operator paused rounds: none starts until resumed
+  std::string algorithm;          // e.g. "diloco H=30 bf16", as the creator describes it
+  std::int64_t model_params = 0;  // parameters of the model (for the bytes ddp would send)
+  bool paused = false;            // an operator paused rounds: none starts until resumed
 };
 
 struct MemberRecord {
   std::string run_id;
-  std::int64_t member_id = 0;    // unique within the run, never reused
-  std::string public_key;        // CURVE public key (Z85), the contributor's identity
-  std::string endpoint;          // where peers reach it for collectives
-  std::string device;            // "cpu", "cuda:0", …
-  std::int64_t shard = 0;        // contributor slot: selects its data shards
-  std::string status = "active"; // active | evicted | left
+  std::int64_t member_id = 0;     // unique within the run, never reused
+  std::string public_key;         // CURVE public key (Z85), the contributor's identity
+  std::string endpoint;           // where peers reach it for collectives
+  std::string device;             // "cpu", "cuda:0", …
+  std::int64_t shard = 0;         // contributor slot: selects its data shards
+  std::string status = "active";  // active | evicted | left
   double joined_at = 0;
   double last_heartbeat = 0;
   double tokens_per_s = 0;
@@ -56,11 +56,11 @@ struct RoundRecord {
   std::string run_id;
   std::int64_t round = 0;
   std::int64_t attempt = 0;
-  std::string status;            // open | done | failed
+  std::string status;  // open | done | failed
   std::vector<std::int64_t> participants;
   double started_at = 0, finished_at = 0;
-  std::int64_t bytes = 0;        // bytes all participants reported sending
-  std::string theta_hash;        // agreed hash of θ_g after the round
+  std::int64_t bytes = 0;  // bytes all participants reported sending
+  std::string theta_hash;  // agreed hash of θ_g after the round
 };
 
 struct LedgerRow {
@@ -119,10 +119,10 @@ struct RoundStats {
   double val_loss = 0;           // mean validation loss the members reported for θ_g of this round
   std::int64_t val_reports = 0;  // how many members reported val_loss
   double compute_s = 0, wait_s = 0, comm_s = 0;
-  double round_s = 0;            // since the previous commit (NaN for the first round)
+  double round_s = 0;  // since the previous commit (NaN for the first round)
   double committed_at = 0;
-  std::int64_t bytes = 0;        // all participants' bytes sent
-  std::int64_t ddp_bytes = 0;    // a ring all-reduce of fp32 gradients every step would send this (0: unknown)
+  std::int64_t bytes = 0;      // all participants' bytes sent
+  std::int64_t ddp_bytes = 0;  // a ring all-reduce of fp32 gradients every step would send this (0: unknown)
 };
 
 struct LossRecord {

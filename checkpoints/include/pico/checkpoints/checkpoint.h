@@ -46,7 +46,7 @@ struct TensorEntry {
 };
 
 struct CheckpointData {
-  std::string config_yaml;                                         // → attribute /config@yaml
+  std::string config_yaml;                                        // → attribute /config@yaml
   std::map<std::string, std::map<std::string, AttrValue>> attrs;  // group path → name → value
   std::vector<std::string> groups;   // created even when empty ("/optim/outer", "/pseudo_gradient")
   std::vector<TensorEntry> tensors;  // written in this order; read back in it
@@ -78,11 +78,11 @@ struct WriteOptions {
 
 struct WriteResult {
   std::string path;
-  std::uint64_t bytes = 0;    // file size
-  std::string sha256;         // of the whole file, computed from the written bytes
-  double write_seconds = 0;   // HDF5 create + write + close
-  double sync_seconds = 0;    // fsync of the file, rename, fsync of the directory
-  double hash_seconds = 0;    // SHA-256 of the file (read back from the page cache)
+  std::uint64_t bytes = 0;   // file size
+  std::string sha256;        // of the whole file, computed from the written bytes
+  double write_seconds = 0;  // HDF5 create + write + close
+  double sync_seconds = 0;   // fsync of the file, rename, fsync of the directory
+  double hash_seconds = 0;   // SHA-256 of the file (read back from the page cache)
 };
 
 // Writes `data` to `path` crash-safely: to ".NAME.tmp.PID" in the same directory, fsync,
@@ -108,14 +108,14 @@ CheckpointData read_checkpoint(const std::string& path, const ReadOptions& optio
 
 // One dataset as `pico checkpoint inspect` shows it.
 struct DatasetInfo {
-  std::string path;           // "/model/embedding_proj.weight"
-  std::string dtype;          // "float32", ...
+  std::string path;   // "/model/embedding_proj.weight"
+  std::string dtype;  // "float32", ...
   std::vector<std::int64_t> shape;
-  std::uint64_t bytes = 0;    // payload (elements × element size)
+  std::uint64_t bytes = 0;  // payload (elements × element size)
   bool chunked = false;
   bool fletcher32 = false;
-  bool verified = false;      // read back in full, every checksum passed
-  std::string error;          // why reading failed ("" when it did not)
+  bool verified = false;  // read back in full, every checksum passed
+  std::string error;      // why reading failed ("" when it did not)
 };
 
 struct FileInfo {
@@ -123,7 +123,7 @@ struct FileInfo {
   std::uint64_t file_bytes = 0;
   std::int64_t format_version = 0;
   std::map<std::string, std::map<std::string, AttrValue>> attrs;  // every group's attributes
-  std::vector<std::string> groups;                                  // every group, file order
+  std::vector<std::string> groups;                                // every group, file order
   std::vector<DatasetInfo> datasets;
   bool all_verified() const;
 };

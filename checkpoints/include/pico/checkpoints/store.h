@@ -5,9 +5,9 @@
 //   RUN_DIR/checkpoints/latest           the newest file's name, one line (atomic)
 //
 // Saving order: file (temporary name, fsync, rename) → manifest → latest → prune (the
-// retention policy: every file, or the newest keep_latest_k plus every keep_every_n_steps). A crash between any two leaves a directory resume can use: an
-// unlisted but complete step file is still loadable (checked by its Fletcher32s), a
-// stale temporary is ignored and later removed.
+// retention policy: every file, or the newest keep_latest_k plus every keep_every_n_steps). A crash between any two
+// leaves a directory resume can use: an unlisted but complete step file is still loadable (checked by its Fletcher32s),
+// a stale temporary is ignored and later removed.
 //
 // What this is not: it does not decide what goes into a checkpoint (the trainer does).
 #pragma once
@@ -40,7 +40,7 @@ class CheckpointDir {
   // a crash while saving must leave a valid checkpoint behind.
   explicit CheckpointDir(std::string dir, std::int64_t keep_latest_k = 0, std::int64_t keep_every_n_steps = 0);
 
-  static std::string file_name(std::int64_t step);                     // "step_000250.h5"
+  static std::string file_name(std::int64_t step);                         // "step_000250.h5"
   static std::optional<std::int64_t> parse_step(const std::string& name);  // "step_000250.h5" → 250
 
   const std::string& dir() const { return dir_; }

@@ -37,10 +37,10 @@ const char* to_string(Status s);
 
 struct CollectiveResult {
   Status status = Status::kOk;
-  std::string error;                // why, when status != kOk
-  std::uint64_t bytes_sent = 0;     // bytes this rank put on the wire (headers included)
-  std::uint64_t bytes_received = 0; // bytes this rank took off the wire
-  double seconds = 0;               // wall time of the collective on this rank
+  std::string error;                 // why, when status != kOk
+  std::uint64_t bytes_sent = 0;      // bytes this rank put on the wire (headers included)
+  std::uint64_t bytes_received = 0;  // bytes this rank took off the wire
+  double seconds = 0;                // wall time of the collective on this rank
   int world_size = 0;
   bool ok() const { return status == Status::kOk; }
 };
@@ -77,8 +77,7 @@ class Communicator {
   virtual CollectiveResult all_reduce(float* data, std::size_t n, const AllreduceOptions& options) = 0;
   // Gathers every rank's byte payload (sizes may differ): out[r] = rank r's `mine`.
   virtual CollectiveResult all_gather(const std::vector<std::uint8_t>& mine,
-                                      std::vector<std::vector<std::uint8_t>>& out,
-                                      const AllgatherOptions& options) = 0;
+                                      std::vector<std::vector<std::uint8_t>>& out, const AllgatherOptions& options) = 0;
   // Copies root's `data` (any size) to every rank; non-roots' `data` is replaced.
   virtual CollectiveResult broadcast(std::vector<std::uint8_t>& data, const BroadcastOptions& options) = 0;
   // Returns once every rank has entered the barrier.

@@ -24,13 +24,13 @@
 namespace pico::comm {
 
 struct FileRendezvousOptions {
-  std::string dir;             // shared directory (created if missing)
-  int world_size = 1;          // how many ranks to wait for
-  int rank = 0;                // this process's rank, 0 ≤ rank < world_size
-  std::uint64_t run_id = 0;    // every rank passes the same (e.g. a hash of the run name)
-  std::uint32_t epoch = 0;     // every rank passes the same
-  std::chrono::milliseconds timeout{60'000};      // for each of the two phases
-  std::chrono::milliseconds poll_interval{10};    // how often the directory is re-read
+  std::string dir;                              // shared directory (created if missing)
+  int world_size = 1;                           // how many ranks to wait for
+  int rank = 0;                                 // this process's rank, 0 ≤ rank < world_size
+  std::uint64_t run_id = 0;                     // every rank passes the same (e.g. a hash of the run name)
+  std::uint32_t epoch = 0;                      // every rank passes the same
+  std::chrono::milliseconds timeout{60'000};    // for each of the two phases
+  std::chrono::milliseconds poll_interval{10};  // how often the directory is re-read
 
   void validate() const;  // throws pico::Error naming the bad field
 };

@@ -25,7 +25,9 @@ namespace pico::comm {
 // [begin, end) of chunk c.
 std::pair<std::size_t, std::size_t> ring_chunk(std::size_t n, int world_size, int c);
 // The rank holding the fully reduced chunk c after reduce-scatter.
-inline int ring_owner(int chunk, int world_size) { return (chunk + world_size - 1) % world_size; }
+inline int ring_owner(int chunk, int world_size) {
+  return (chunk + world_size - 1) % world_size;
+}
 
 // The normative result for elements [begin, end) of chunk `chunk`: inputs[r] is rank r's
 // buffer; out[0, end−begin) receives the result. out may alias none of the inputs.

@@ -46,14 +46,14 @@ inline constexpr std::size_t kWireHeaderBytes = 80;
 inline constexpr std::uint32_t kWireMaxReasonBytes = 512;
 
 enum class MessageKind : std::uint8_t {
-  kReduceScatter = 1,  // all-reduce, first phase: a partial sum travelling towards the chunk's owner
-  kAllGatherChunk = 2, // all-reduce, second phase: the owner's final (encoded) chunk
-  kGather = 3,         // all_gather: a segment of one rank's payload
-  kBroadcast = 4,      // broadcast: a segment of the root's payload
-  kBarrier = 5,        // barrier: "rank `chunk` has arrived"
-  kAbort = 6,          // the sender's group is broken; payload = reason text
-  kGoodbye = 7,        // the sender leaves the group after its last collective
-  kDone = 8,           // to the left neighbour: "I have received everything of this round"
+  kReduceScatter = 1,   // all-reduce, first phase: a partial sum travelling towards the chunk's owner
+  kAllGatherChunk = 2,  // all-reduce, second phase: the owner's final (encoded) chunk
+  kGather = 3,          // all_gather: a segment of one rank's payload
+  kBroadcast = 4,       // broadcast: a segment of the root's payload
+  kBarrier = 5,         // barrier: "rank `chunk` has arrived"
+  kAbort = 6,           // the sender's group is broken; payload = reason text
+  kGoodbye = 7,         // the sender leaves the group after its last collective
+  kDone = 8,            // to the left neighbour: "I have received everything of this round"
 };
 const char* to_string(MessageKind k);
 
@@ -78,15 +78,15 @@ struct MessageHeader {
 // Why a message was rejected by the decoder.
 enum class WireError : std::uint8_t {
   kOk = 0,
-  kShort,          // fewer bytes than a header
+  kShort,  // fewer bytes than a header
   kBadMagic,
   kBadVersion,
   kBadKind,
   kBadDtype,
-  kBadLength,      // length field disagrees with the frame size (a lying length)
-  kTooLong,        // length above the receiver's bound
-  kBadRank,        // world 0, src ≥ world, or chunk/origin ≥ world
-  kBadRange,       // offset/total/count inconsistent (segment outside its buffer, …)
+  kBadLength,  // length field disagrees with the frame size (a lying length)
+  kTooLong,    // length above the receiver's bound
+  kBadRank,    // world 0, src ≥ world, or chunk/origin ≥ world
+  kBadRange,   // offset/total/count inconsistent (segment outside its buffer, …)
   kBadHeaderChecksum,
   kBadPayloadChecksum,
 };

@@ -154,10 +154,10 @@ struct Member {
 };
 
 struct Membership {
-  std::uint64_t run_id = 0;    // every member agrees; messages of other runs are rejected
-  std::uint32_t epoch = 0;     // generation of the group; bumped on every rebuild
-  int rank = 0;                // this process's rank: members[rank] is this node
-  std::vector<Member> members; // ring order: members[i].rank == i; i sends to i+1 (mod W)
+  std::uint64_t run_id = 0;     // every member agrees; messages of other runs are rejected
+  std::uint32_t epoch = 0;      // generation of the group; bumped on every rebuild
+  int rank = 0;                 // this process's rank: members[rank] is this node
+  std::vector<Member> members;  // ring order: members[i].rank == i; i sends to i+1 (mod W)
 
   int world_size() const { return static_cast<int>(members.size()); }
   // Throws pico::Error when ranks are not 0..W−1 in order, keys are invalid or repeated,

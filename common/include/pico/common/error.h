@@ -37,20 +37,19 @@ namespace detail {
 
 }  // namespace pico
 
-#define PICO_CHECK(cond, ...)                                                        \
-  do {                                                                               \
-    if (!(cond)) [[unlikely]]                                                        \
+#define PICO_CHECK(cond, ...)                                                            \
+  do {                                                                                   \
+    if (!(cond)) [[unlikely]]                                                            \
       ::pico::detail::check_failed(__FILE__, __LINE__, #cond, ::pico::str(__VA_ARGS__)); \
   } while (0)
 
-#define PICO_CHECK_OP_(a, b, op, ...)                                                    \
-  do {                                                                                   \
-    const auto& pico_a_ = (a);                                                           \
-    const auto& pico_b_ = (b);                                                           \
-    if (!(pico_a_ op pico_b_)) [[unlikely]]                                              \
-      ::pico::detail::check_failed(                                                      \
-          __FILE__, __LINE__, #a " " #op " " #b,                                         \
-          ::pico::str("(", pico_a_, " vs ", pico_b_, ") ", ##__VA_ARGS__));              \
+#define PICO_CHECK_OP_(a, b, op, ...)                                                                \
+  do {                                                                                               \
+    const auto& pico_a_ = (a);                                                                       \
+    const auto& pico_b_ = (b);                                                                       \
+    if (!(pico_a_ op pico_b_)) [[unlikely]]                                                          \
+      ::pico::detail::check_failed(__FILE__, __LINE__, #a " " #op " " #b,                            \
+                                   ::pico::str("(", pico_a_, " vs ", pico_b_, ") ", ##__VA_ARGS__)); \
   } while (0)
 
 #define PICO_CHECK_EQ(a, b, ...) PICO_CHECK_OP_(a, b, ==, ##__VA_ARGS__)

@@ -29,7 +29,9 @@ class Sha256 {
 };
 
 std::string sha256_hex(const void* data, std::size_t size);
-inline std::string sha256_hex(std::string_view s) { return sha256_hex(s.data(), s.size()); }
+inline std::string sha256_hex(std::string_view s) {
+  return sha256_hex(s.data(), s.size());
+}
 // Streams the file; throws pico::Error naming the path if it cannot be read.
 std::string sha256_file(const std::string& path);
 
@@ -43,7 +45,9 @@ constexpr std::uint64_t mix64(std::uint64_t x) {
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
-constexpr std::uint64_t mix64(std::uint64_t a, std::uint64_t b) { return mix64(mix64(a) ^ b); }
+constexpr std::uint64_t mix64(std::uint64_t a, std::uint64_t b) {
+  return mix64(mix64(a) ^ b);
+}
 constexpr std::uint64_t mix64(std::uint64_t a, std::uint64_t b, std::uint64_t c) {
   return mix64(mix64(a, b) ^ c);
 }

@@ -38,8 +38,8 @@ struct Manifest {
   std::uint64_t val_tokens() const;
   // SHA-256 over the tokenizer hash and every shard's name, size and SHA-256.
   std::string compute_dataset_hash() const;
-  void save(const std::string& dir) const;            // atomic write of DIR/manifest.json
-  static Manifest load(const std::string& dir);       // throws pico::Error naming the file
+  void save(const std::string& dir) const;       // atomic write of DIR/manifest.json
+  static Manifest load(const std::string& dir);  // throws pico::Error naming the file
 };
 
 // An opened dataset: manifest checked against its tokenizer and shards.

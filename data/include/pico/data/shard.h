@@ -36,8 +36,7 @@ struct ShardHeader {
 
 // Writes a shard atomically (temporary name, fsync, rename). Token ids must be < vocab_size.
 // Returns the header written.
-ShardHeader write_shard(const std::string& path, const std::vector<std::int32_t>& tokens,
-                        std::uint32_t vocab_size);
+ShardHeader write_shard(const std::string& path, const std::vector<std::int32_t>& tokens, std::uint32_t vocab_size);
 
 // A memory-mapped shard. Opening validates magic, version, dtype, size and the header CRC;
 // `verify_tokens` also checks the tokens' CRC (one pass at ~8 GB/s). Every failure throws

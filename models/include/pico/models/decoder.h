@@ -94,8 +94,7 @@ class PicoDecoderImpl : public torch::nn::Module {
   torch::Tensor hidden(const torch::Tensor& tokens, ActivationRecorder* recorder = nullptr);
   // Mean next-token cross-entropy: inputs (B, T), targets (B, T) → scalar (float32; float64
   // for a float64 model).
-  torch::Tensor loss(const torch::Tensor& inputs, const torch::Tensor& targets,
-                     ActivationRecorder* recorder = nullptr);
+  torch::Tensor loss(const torch::Tensor& inputs, const torch::Tensor& targets, ActivationRecorder* recorder = nullptr);
 
   const ModelConfig& config() const { return cfg_; }
   // Parameters by name, in registration order (the order every contributor uses).
@@ -113,7 +112,7 @@ class PicoDecoderImpl : public torch::nn::Module {
   std::pair<torch::Tensor, torch::Tensor> rope_tables(std::int64_t seq_len, const torch::Device& device,
                                                       torch::ScalarType dtype);
   ModelConfig cfg_;
-  torch::Tensor rope_cos_, rope_sin_;  // (max_seq_len, head_dim), float32 on CPU
+  torch::Tensor rope_cos_, rope_sin_;          // (max_seq_len, head_dim), float32 on CPU
   torch::Tensor rope_cos_dev_, rope_sin_dev_;  // cached copies on the parameters' device/dtype
 };
 TORCH_MODULE(PicoDecoder);

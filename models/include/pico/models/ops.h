@@ -37,8 +37,8 @@ torch::Tensor causal_attention_reference(const torch::Tensor& qkv, const torch::
                                          std::int64_t n_heads, std::int64_t n_kv_heads);
 
 // Mean cross-entropy of the logits h·weightᵀ: h (N, C), weight (V, C), targets (N) int64 in
-// [0, V) → scalar (float32, or float64 for float64 inputs). The fused path never holds all N × V logits: it works through
-// row chunks and computes the gradients during the forward pass.
+// [0, V) → scalar (float32, or float64 for float64 inputs). The fused path never holds all N × V logits: it works
+// through row chunks and computes the gradients during the forward pass.
 torch::Tensor linear_cross_entropy(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& targets);
 torch::Tensor linear_cross_entropy_reference(const torch::Tensor& h, const torch::Tensor& weight,
                                              const torch::Tensor& targets);

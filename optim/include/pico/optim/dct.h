@@ -39,10 +39,10 @@ class ChunkedDct {
  public:
   ChunkedDct(const std::vector<std::int64_t>& shape, std::int64_t target_chunk);
 
-  std::int64_t chunk_rows() const { return n1_; }   // n1 (1 for a 1-D tensor)
-  std::int64_t chunk_cols() const { return n2_; }   // n2
-  std::int64_t grid_rows() const { return gy_; }    // Y (1 for a 1-D tensor)
-  std::int64_t grid_cols() const { return gx_; }    // X
+  std::int64_t chunk_rows() const { return n1_; }    // n1 (1 for a 1-D tensor)
+  std::int64_t chunk_cols() const { return n2_; }    // n2
+  std::int64_t grid_rows() const { return gy_; }     // Y (1 for a 1-D tensor)
+  std::int64_t grid_cols() const { return gx_; }     // X
   std::int64_t chunks() const { return gy_ * gx_; }  // Y·X chunks
   std::int64_t chunk_numel() const { return n1_ * n2_; }
   std::int64_t numel() const { return rows_ * cols_; }

@@ -63,7 +63,7 @@ struct DeMoConfig {
   // How the kept coefficients travel: fp32 (as the reference) or fp16/bf16 (2 bytes instead
   // of 4). Error feedback subtracts what was sent, after rounding, so nothing is lost for good.
   WireDtype value_dtype = WireDtype::kFloat32;
-  void validate() const;                // throws pico::Error naming the demo.* key
+  void validate() const;  // throws pico::Error naming the demo.* key
 };
 
 // One parameter's top-k coefficients, chunk by chunk.

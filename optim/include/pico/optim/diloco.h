@@ -68,7 +68,7 @@ class DiLoCo final : public OuterOptimizer {
   void check_local(const NamedTensors& local, const char* what) const;
 
   DiLoCoConfig cfg_;
-  NamedTensors theta_;                  // θ_g, fp32 CPU contiguous
+  NamedTensors theta_;                   // θ_g, fp32 CPU contiguous
   std::vector<torch::Tensor> momentum_;  // b, same shapes
   std::vector<std::int64_t> offset_;     // start of each parameter in the flat buffer
   std::int64_t numel_ = 0;

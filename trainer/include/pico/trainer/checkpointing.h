@@ -96,9 +96,8 @@ void gather_learning_dynamics(const RunConfig& cfg, Contributor& c, const TrainS
 // Checks that a checkpoint written with `saved` can continue as a run configured by
 // `current` over `dataset`. Throws pico::Error (naming the key, both values and `source`,
 // with a HINT) for what would make it a different run: any model.* key, seed,
-// data.dataloader.batch_size, the dataset hash, outer.algorithm, local_workers. Returns warnings for keys whose change is
-// allowed but makes the continuation differ from an uninterrupted run (lr, schedule,
-// max_steps, ...).
+// data.dataloader.batch_size, the dataset hash, outer.algorithm, local_workers. Returns warnings for keys whose change
+// is allowed but makes the continuation differ from an uninterrupted run (lr, schedule, max_steps, ...).
 std::vector<std::string> check_resume_compatible(const RunConfig& saved, const std::string& saved_dataset_hash,
                                                  const RunConfig& current, const std::string& current_dataset_hash,
                                                  const std::string& source);

@@ -32,15 +32,15 @@
 namespace pico::trainer {
 
 struct NetworkOptions {
-  std::string broker;            // a standing broker (join code or tcp://HOST:PORT); "" = embedded
-  std::string broker_key;        // its public key (Z85) when `broker` is tcp://…
+  std::string broker;                     // a standing broker (join code or tcp://HOST:PORT); "" = embedded
+  std::string broker_key;                 // its public key (Z85) when `broker` is tcp://…
   std::string listen_host = "127.0.0.1";  // interface for the peer socket (and the embedded broker)
-  std::string advertise_host;    // the address others dial ("" = listen_host)
-  int broker_port = 0;           // embedded broker port (0 = pick a free one)
-  std::string broker_http;       // embedded broker status endpoint ("" = none)
-  std::string identity = "contributor";  // name of this contributor's key pair (one per process on a machine)
-  std::string key_dir;           // where key pairs live ("" = the pico home)
-  bool is_private = false;       // the run admits only allow-listed keys or join-token holders
+  std::string advertise_host;             // the address others dial ("" = listen_host)
+  int broker_port = 0;                    // embedded broker port (0 = pick a free one)
+  std::string broker_http;                // embedded broker status endpoint ("" = none)
+  std::string identity = "contributor";   // name of this contributor's key pair (one per process on a machine)
+  std::string key_dir;                    // where key pairs live ("" = the pico home)
+  bool is_private = false;                // the run admits only allow-listed keys or join-token holders
   std::vector<std::string> allow_keys;
   double member_timeout_s = 30;  // embedded broker: evict members silent this long
 };

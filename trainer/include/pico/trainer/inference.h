@@ -23,9 +23,9 @@ namespace pico::trainer {
 struct LoadedModel {
   std::string path;  // the step_*.h5 file actually read
   std::int64_t step = 0;
-  RunConfig config;                 // the run's resolved config, from /config
+  RunConfig config;                    // the run's resolved config, from /config
   models::PicoDecoder model{nullptr};  // in eval mode, on `device`
-  std::string tokenizer_model;      // the embedded sentencepiece model's bytes
+  std::string tokenizer_model;         // the embedded sentencepiece model's bytes
 };
 
 // Reads `path` (a step_*.h5, or a run/checkpoints directory: its newest checkpoint) and
@@ -56,10 +56,10 @@ EvalResult evaluate_ids(models::PicoDecoder& model, const std::vector<std::int32
 
 struct GenerateOptions {
   std::int64_t max_new_tokens = 100;
-  double temperature = 0.8;  // 0 = greedy (argmax)
-  std::int64_t top_k = 0;    // sample from the k most likely tokens only; 0 = all
-  std::uint64_t seed = 0;    // sampling is a pure function of (model, prompt, options)
-  std::int32_t eos_id = -1;  // stop after generating it (-1 = never)
+  double temperature = 0.8;      // 0 = greedy (argmax)
+  std::int64_t top_k = 0;        // sample from the k most likely tokens only; 0 = all
+  std::uint64_t seed = 0;        // sampling is a pure function of (model, prompt, options)
+  std::int32_t eos_id = -1;      // stop after generating it (-1 = never)
   std::int64_t vocab_limit = 0;  // choose only ids below this (the tokenizer's vocabulary); 0 = all
 };
 

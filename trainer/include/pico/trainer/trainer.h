@@ -9,11 +9,11 @@
 namespace pico::trainer {
 
 struct TrainOptions {
-  bool resume = false;     // continue from the latest valid checkpoint in the run directory
+  bool resume = false;  // continue from the latest valid checkpoint in the run directory
   // --resume given on the command line: a run directory with nothing to continue is an
   // error. Without it (checkpointing.auto_resume), an empty run directory starts afresh.
   bool resume_required = false;
-  bool overwrite = false;  // start over in a run directory that already holds a run
+  bool overwrite = false;            // start over in a run directory that already holds a run
   std::int64_t stop_after_step = 0;  // > 0: stop (and save) once this step is done; --resume continues
   // How local contributors (local_workers > 1) talk: "inprocess" (threads of this process)
   // or "zmq" (one process each, CURVE-encrypted ZeroMQ over loopback).
@@ -25,11 +25,11 @@ struct TrainOptions {
 };
 
 struct TrainSummary {
-  std::int64_t steps = 0;   // the step the run reached (completed optimizer steps)
-  std::int64_t tokens = 0;  // tokens trained by this invocation (all local contributors; not resumed ones)
-  bool interrupted = false; // stopped early by Ctrl-C / SIGTERM (a checkpoint of `steps` was saved)
-  double loss = 0;      // mean training loss of the last logging interval
-  double val_loss = 0;  // last validation loss (NaN if none)
+  std::int64_t steps = 0;    // the step the run reached (completed optimizer steps)
+  std::int64_t tokens = 0;   // tokens trained by this invocation (all local contributors; not resumed ones)
+  bool interrupted = false;  // stopped early by Ctrl-C / SIGTERM (a checkpoint of `steps` was saved)
+  double loss = 0;           // mean training loss of the last logging interval
+  double val_loss = 0;       // last validation loss (NaN if none)
   double seconds = 0;
   std::string run_dir;
 };
