@@ -42,7 +42,8 @@ void make_dirs(const std::string& path) {
 void write_file_atomic(const std::string& path, std::string_view bytes, int mode) {
   const std::filesystem::path target(path);
   const auto dir = target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
-  const std::string tmp = (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
+  // Built with str(): "." + std::string(...) trips g++ 12's -Wrestrict false positive (GCC bug 105329).
+  const std::string tmp = (dir / str(".", target.filename().string(), ".tmp.", ::getpid())).string();
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) throw Error(str("cannot create ", tmp, ": ", std::strerror(errno)), "check permissions and free space");
   std::size_t done = 0;
