@@ -1,8 +1,6 @@
 // CSV, JSON, gnuplot PNGs and the summary table (see report.h).
 #include "pico/analysis/report.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -15,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "pico/analysis/gnuplot.h"
 #include "pico/common/fs.h"
 #include "pico/common/log.h"
 #include "pico/common/progress.h"
@@ -50,30 +49,6 @@ std::string csv_field(const std::string& s) {
 
 std::string opt_text(const std::optional<std::int64_t>& v) {
   return v ? std::to_string(*v) : "";
-}
-
-// gnuplot single-quoted string: ' is written ''.
-std::string gp_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  for (const auto& dir : split(path, ':')) {
-    std::error_code ec;
-    const fs::path p = fs::path(dir.empty() ? "." : dir) / program;
-    if (fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0) return true;
-  }
-  return false;
 }
 
 // Layers in model order: embedding_proj, 0, 1, ..., output_norm, de_embedding_proj, all.
@@ -163,10 +138,12 @@ void write_json(const std::string& path, const AnalysisResult& result, const Ana
 std::vector<std::string> write_plots(const std::string& out_dir, const std::vector<Row>& rows) {
   // Absolute: gnuplot runs in this directory, and the paths below must hold there too.
   const std::string dir = fs::absolute(out_dir).lexically_normal().string();
-  if (!on_path("gnuplot"))
+  try {
+    require_gnuplot();
+  } catch (const Error&) {
     throw Error("gnuplot is not installed, so no PNG plots were made (metrics.csv and metrics.json are written)",
                 "install it (Debian: apt-get install gnuplot-nox), or pass --no-plots");
-  make_dirs(dir);
+  }
   // metric → panel → layer → (step, value)
   std::map<std::string, std::map<SeriesKey, std::map<std::string, std::vector<std::pair<std::int64_t, double>>>>> data;
   std::vector<std::string> metric_order;
@@ -226,26 +203,11 @@ std::vector<std::string> write_plots(const std::string& out_dir, const std::vect
       gp << "\n";
     }
     gp << "unset multiplot\n";
-    write_file_atomic(base + ".dat", dat.str());
-    write_file_atomic(base + ".gp", gp.str());
-    const std::string err = base + ".gnuplot.log";
-    const std::string cmd =
-        str("cd ", shell_quote(dir), " && gnuplot ", shell_quote(fs::path(base + ".gp").filename().string()), " > ",
-            shell_quote(err), " 2>&1");
-    const int rc = std::system(cmd.c_str());
-    std::string log;
     try {
-      log = read_file(err);
-    } catch (const Error&) {
+      files.push_back(draw_png(dir, metric, dat.str(), gp.str()));
+    } catch (const Error& e) {
+      throw Error(e.what(), e.hint() + ", or pass --no-plots");
     }
-    if (rc != 0 || !fs::exists(base + ".png"))
-      throw Error(str("gnuplot failed to draw ", base, ".png (exit status ", rc, "): ", trim(log)),
-                  str("the script is ", base,
-                      ".gp; check that gnuplot has the pngcairo terminal (gnuplot -e 'set "
-                      "terminal' | grep pngcairo), or pass --no-plots"));
-    std::error_code ec;
-    fs::remove(err, ec);
-    files.push_back(base + ".png");
   }
   return files;
 }

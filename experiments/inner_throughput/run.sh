@@ -30,8 +30,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 
 if [[ ! -f "$DATA/manifest.json" ]]; then  # the demo's dataset, made as scripts/demo makes it
-  mkdir -p "$(dirname "$DATA")"
-  bible -f "Gen1:1-Rev22:21" | sed -E 's/^[1-3]?[A-Za-z]+[0-9]+:[0-9]+ //' > "$DATA.txt"
+  scripts/kjv-corpus "$DATA.txt"
   "$BUILD/pico" data prepare --input "$DATA.txt" --output "$DATA" --vocab-size 4096
 fi
 

@@ -13,8 +13,7 @@ cd "$(dirname "$0")/../.."
 PICO=${PICO:-build/pico}
 OUT=experiments/low_comm
 if [[ ! -f data/kjv/manifest.json ]]; then
-  mkdir -p data
-  bible -f "Gen1:1-Rev22:21" | sed -E 's/^[1-3]?[A-Za-z]+[0-9]+:[0-9]+ //' > data/kjv.txt
+  scripts/kjv-corpus data/kjv.txt
   "$PICO" data prepare --input data/kjv.txt --output data/kjv --vocab-size 4096
 fi
 

@@ -5,9 +5,11 @@
 #include <signal.h>
 
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -400,6 +402,105 @@ TEST_F(Cli, AnalysisConfigRunsOnARunWithTheDefaultRetentionAndNothingIsReplacedU
                        out + " --overwrite"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(slurp(out + "/model.safetensors"), weights);
+}
+
+// The CPU this process runs on, as the golden losses record it: the model name and whether
+// it has AVX-512 and AVX2 (pico's kernels and OpenBLAS pick code paths by them).
+std::string this_cpu() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string model, flags;
+  for (std::string line; std::getline(in, line) && (model.empty() || flags.empty());) {
+    if (model.empty() && line.rfind("model name", 0) == 0) model = line.substr(line.find(':') + 2);
+    if (flags.empty() && line.rfind("flags", 0) == 0) flags = line + " ";
+  }
+  return model + (flags.find(" avx512f ") != std::string::npos ? " avx512" : "") +
+         (flags.find(" avx2 ") != std::string::npos ? " avx2" : "");
+}
+
+// The README's demo, made the way scripts/demo makes it: the corpus from scripts/kjv-corpus,
+// `pico data prepare --vocab-size 4096`, `pico train --config configs/demo.yaml` — here its
+// first 30 steps (the warm-up's learning rates do not depend on max_steps, so these are the
+// 1200-step demo's first steps). Golden losses: tests/fixtures/demo_golden_losses.json holds
+// the losses at steps 10, 20, 30 as a run printed them; they must come out bit for bit, so a
+// silent numerical change fails here. Bits depend on the CPU's code paths (AVX-512/AVX2 and
+// OpenBLAS's kernels): on another kind of CPU than the one recorded they are compared to
+// 1e-3 and the test says so. The README's "train loss 8.13 at step 10" holds to its digits.
+TEST_F(Cli, TheDemoConfigTrainsAsTheReadmeSaysBitForBit) {
+  const std::string txt = dir_->file("kjv.txt");
+  auto r = run_command("bash " + test::source_dir() + "/scripts/kjv-corpus " + txt);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_GT(fs::file_size(txt), 4000000u) << "the King James Bible is ~4.3 MB";
+  r = run_command(pico("data prepare --input " + txt + " --output " + dir_->file("kjv") + " --vocab-size 4096"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(pico("train --config " + test::source_dir() + "/configs/demo.yaml --set training.max_steps=30" +
+                       " --set data.path=" + dir_->file("kjv") +
+                       " --set checkpointing.runs_dir=" + dir_->file("demo-runs")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::map<std::int64_t, double> losses;
+  for (const auto& rec : records(dir_->file("demo-runs/demo/metrics.jsonl"), "loss"))
+    if (rec.contains("step")) losses[rec["step"].get<std::int64_t>()] = rec["loss"].get<double>();
+  ASSERT_EQ(losses.size(), 3u) << r.output;
+  EXPECT_NEAR(losses[10], 8.13, 0.005) << "README: train loss 8.13 at step 10";
+
+  const auto golden = nlohmann::json::parse(test::read_text(test::test_data("demo_golden_losses.json")));
+  const bool same_cpu = golden["cpu"].get<std::string>() == this_cpu();
+  if (!same_cpu)
+    std::printf("[golden] losses recorded on '%s', this is '%s': compared to 1e-3, not bit for bit\n",
+                golden["cpu"].get<std::string>().c_str(), this_cpu().c_str());
+  for (const auto& [step, want] : golden["loss"].items()) {
+    const double got = losses[std::stoll(step)];
+    if (same_cpu)
+      EXPECT_EQ(got, want.get<double>()) << "step " << step << ": the demo's loss changed (got "
+                                         << std::setprecision(17) << got
+                                         << "); if on purpose, update tests/fixtures/demo_golden_losses.json";
+    else
+      EXPECT_NEAR(got, want.get<double>(), 1e-3) << "step " << step;
+  }
+}
+
+bool is_png(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  in.read(magic, 8);
+  return in && std::string(magic, 8) == "\x89PNG\r\n\x1a\n";
+}
+
+// `pico plot RUN`: the loss curves of a run (and of a 2-contributor DiLoCo run), as PNGs
+// in RUN/plots; drawn again only with --overwrite; a path that is no run is named.
+TEST_F(Cli, PlotDrawsARunsCurvesAndReplacesThemOnlyWhenTold) {
+  auto r = run_command(pico("train --config " + config("plotted", 60)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(pico("plot " + run_dir("plotted")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("plotted 60 step records of 1 contributor"), std::string::npos) << r.output;
+  for (const char* name : {"loss", "lr", "tokens_per_s", "bytes_sent"}) {
+    const std::string png = run_dir("plotted") + "/plots/" + name + ".png";
+    EXPECT_TRUE(is_png(png)) << png << "\n" << r.output;
+    EXPECT_GT(fs::file_size(png), 10000u) << png << ": an empty chart";
+  }
+  // The data behind the loss chart: 60 train-loss points and the validation losses at 50 and 60.
+  const std::string dat = test::read_text(run_dir("plotted") + "/plots/loss.dat");
+  EXPECT_NE(dat.find("# validation loss"), std::string::npos) << dat.substr(0, 200);
+
+  const auto before = fs::last_write_time(run_dir("plotted") + "/plots/loss.png");
+  r = run_command(pico("plot " + run_dir("plotted") + "/metrics.jsonl"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("plots already exist in"), std::string::npos) << r.output;
+  EXPECT_EQ(fs::last_write_time(run_dir("plotted") + "/plots/loss.png"), before);
+  r = run_command(pico("plot " + run_dir("plotted") + " --overwrite"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+
+  r = run_command(pico("train --config " + config("plotted2", 40, "outer: {algorithm: diloco, inner_steps: 20}\n") +
+                       " --local-workers 2"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(pico("plot " + run_dir("plotted2") + " --output " + dir_->file("plots2")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("of 2 contributors"), std::string::npos) << r.output;
+  EXPECT_NE(test::read_text(dir_->file("plots2/loss.dat")).find("# train loss (contributor 1)"), std::string::npos);
+
+  r = run_command(pico("plot " + dir_->file("nowhere")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("nowhere does not exist"), std::string::npos) << r.output;
 }
 
 }  // namespace
