@@ -22,7 +22,7 @@ struct LedgerArgs {
   bool json = false;
 };
 
-nlohmann::json rows_from_state(const std::string& path, const std::string& run) {
+std::vector<broker::LedgerEntry> rows_from_state(const std::string& path, const std::string& run) {
   // Store::open creates a missing database: a typo must not leave an empty one behind.
   if (!std::filesystem::is_regular_file(path))
     throw Error(
@@ -35,19 +35,14 @@ nlohmann::json rows_from_state(const std::string& path, const std::string& run) 
     throw Error(str("no run '", run, "' in ", path),
                 known.empty() ? "the state file holds no runs" : "runs there: " + known);
   }
-  nlohmann::json rows = nlohmann::json::array();
+  std::vector<broker::LedgerEntry> rows;
   for (const auto& r : store->ledger(run))
-    rows.push_back({{"public_key", r.public_key},
-                    {"tokens", r.tokens},
-                    {"inner_steps", r.inner_steps},
-                    {"rounds_accepted", r.rounds_accepted},
-                    {"rounds_rejected", r.rounds_rejected},
-                    {"compute_seconds", r.compute_seconds},
-                    {"bytes_sent", r.bytes_sent}});
+    rows.push_back(
+        {r.public_key, r.tokens, r.inner_steps, r.rounds_accepted, r.rounds_rejected, r.compute_seconds, r.bytes_sent});
   return rows;
 }
 
-nlohmann::json rows_from_broker(const LedgerArgs& a) {
+std::vector<broker::LedgerEntry> rows_from_broker(const LedgerArgs& a) {
   broker::BrokerClientOptions o;
   if (a.broker.rfind("pico://", 0) == 0) {
     const auto code = broker::parse_join_code(a.broker, /*allow_broker_code=*/true);
@@ -66,23 +61,19 @@ nlohmann::json rows_from_broker(const LedgerArgs& a) {
   o.heartbeat_interval = std::chrono::hours(1);
   broker::BrokerClient client(o);
   const auto reply =
-      client.request(broker::MessageType::kLedgerQuery, {{"run_id", a.run}}, "", std::chrono::seconds(10));
-  return reply.body.at("ledger");
+      broker::parse<broker::LedgerReply>(client.request(broker::LedgerQuery{a.run}, "", std::chrono::seconds(10)));
+  return reply.ledger;
 }
 
-void print_table(const std::string& run, const nlohmann::json& rows) {
+void print_table(const std::string& run, const std::vector<broker::LedgerEntry>& rows) {
   std::printf("ledger of run %s (%zu contributors)\n", run.c_str(), rows.size());
   std::printf("%-14s %12s %11s %9s %9s %11s %12s\n", "contributor", "tokens", "inner steps", "accepted", "rejected",
               "compute", "bytes sent");
   for (const auto& r : rows) {
-    std::printf("%-14s %12lld %11lld %9lld %9lld %11s %12s\n",
-                (r["public_key"].get<std::string>().substr(0, 12) + "…").c_str(),
-                static_cast<long long>(r["tokens"].get<std::int64_t>()),
-                static_cast<long long>(r["inner_steps"].get<std::int64_t>()),
-                static_cast<long long>(r["rounds_accepted"].get<std::int64_t>()),
-                static_cast<long long>(r["rounds_rejected"].get<std::int64_t>()),
-                format_duration(r["compute_seconds"].get<double>()).c_str(),
-                format_bytes(static_cast<double>(r["bytes_sent"].get<std::int64_t>())).c_str());
+    std::printf("%-14s %12lld %11lld %9lld %9lld %11s %12s\n", (r.public_key.substr(0, 12) + "…").c_str(),
+                static_cast<long long>(r.tokens), static_cast<long long>(r.inner_steps),
+                static_cast<long long>(r.rounds_accepted), static_cast<long long>(r.rounds_rejected),
+                format_duration(r.compute_seconds).c_str(), format_bytes(static_cast<double>(r.bytes_sent)).c_str());
   }
 }
 
@@ -103,7 +94,7 @@ void register_ledger(CLI::App& app) {
       throw Error("pico ledger needs --broker or --state", "e.g. pico ledger my-run --state runs/my-run/broker.db");
     const auto rows = a->state.empty() ? rows_from_broker(*a) : rows_from_state(a->state, a->run);
     if (a->json)
-      std::cout << rows.dump(2) << "\n";
+      std::cout << broker::LedgerReply{a->run, rows}.to_json().at("ledger").dump(2) << "\n";
     else
       print_table(a->run, rows);
   });

@@ -103,11 +103,7 @@ class BrokerSource final : public ViewSource {
   }
   std::vector<std::string> run_ids() override { return {code_.run_id}; }
   nlohmann::json run(const std::string& id, std::int64_t rounds_after, std::int64_t events_after) override {
-    return client_
-        ->request(broker::MessageType::kStatusQuery,
-                  {{"run_id", id}, {"rounds_after", rounds_after}, {"events_after", events_after}}, "",
-                  std::chrono::seconds(10))
-        .body;
+    return client_->request(broker::StatusQuery{id, rounds_after, events_after}, "", std::chrono::seconds(10)).body;
   }
 
  private:

@@ -62,18 +62,18 @@ void run_train(TrainArgs a) {
   opts.comm = a.comm;
   opts.worker_rank = a.worker_rank;
   opts.rendezvous_dir = a.rendezvous;
-  // A DiLoCo run with one contributor here is joinable: it hosts (or registers with) a
-  // broker. Local simulations (--local-workers N, even N = 1, or --local) and ddp/demo runs
+  // A DiLoCo or DeMo run with one contributor here is joinable: it hosts (or registers with)
+  // a broker. Local simulations (--local-workers N, even N = 1, or --local) and ddp runs
   // train in this process only.
-  const bool networked = cfg.outer.algorithm == "diloco" && cfg.local_workers == 1 && a.local_workers == 0 &&
-                         !a.local && a.worker_rank < 0;
+  const bool networked = (cfg.outer.algorithm == "diloco" || cfg.outer.algorithm == "demo") && cfg.local_workers == 1 &&
+                         a.local_workers == 0 && !a.local && a.worker_rank < 0;
   trainer::TrainSummary summary;
   if (networked) {
     summary = trainer::run_networked(cfg, a.net, opts);
   } else {
     if (!a.net.broker.empty())
-      throw Error("--broker needs a joinable run: outer.algorithm diloco without --local-workers or --local",
-                  "set outer.algorithm: diloco in the config");
+      throw Error("--broker needs a joinable run: outer.algorithm diloco or demo without --local-workers or --local",
+                  "set outer.algorithm: diloco (or demo) in the config");
     summary = trainer::run_training(cfg, opts);
   }
   if (summary.interrupted && !networked) {
@@ -134,9 +134,10 @@ void register_train(CLI::App& app) {
   sub->add_option("--http", args->net.broker_http,
                   "Embedded broker: serve the live dashboard at http://ADDR:PORT/ (and /metrics, /status); PORT alone "
                   "listens on 127.0.0.1");
-  sub->add_option("--identity", args->net.identity,
-                  "Name of this contributor's key pair; give each process on one machine its own")
-      ->capture_default_str();
+  auto* identity = sub->add_option("--identity", args->net.identity,
+                                   "Name of this contributor's key pair (a second process on this machine gets NAME-2 "
+                                   "unless you name one)")
+                       ->capture_default_str();
   sub->add_option("--key-dir", args->net.key_dir, "Where key pairs are kept (default: the pico home)");
   sub->add_flag("--private", args->net.is_private,
                 "Admit only allow-listed keys and holders of the join token (printed in the join code)");
@@ -145,7 +146,10 @@ void register_train(CLI::App& app) {
   sub->add_option("--member-timeout", args->net.member_timeout_s, "Embedded broker: evict members silent this long (s)")
       ->capture_default_str();
   sub->add_flag("--help-config", args->help_config, "List every config key with its type and meaning");
-  sub->callback([args] { run_train(*args); });
+  sub->callback([args, identity] {
+    args->net.identity_given = identity->count() > 0;
+    run_train(*args);
+  });
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <zmq.hpp>
 
@@ -29,7 +30,7 @@ struct BrokerClient::Impl {
   std::map<std::uint64_t, Clock::time_point> sent_at;
   std::map<std::uint64_t, Message> replies;
   std::deque<Message> pushes;
-  nlohmann::json heartbeat = nlohmann::json::object();
+  std::optional<nlohmann::json> heartbeat;  // its body; none: not a member (yet, or any more)
   bool beat_now = false;  // send the heartbeat at once (its content changed in a way the broker must know)
   std::uint64_t next_id = 1;
   // Connection state from the socket monitor: since when the broker is unreachable.
@@ -79,11 +80,11 @@ struct BrokerClient::Impl {
             sent_at[id] = now;
           }
         }
-        if (!heartbeat.empty() && (beat_now || now - last_beat >= opt.heartbeat_interval)) {
+        if (heartbeat && (beat_now || now - last_beat >= opt.heartbeat_interval)) {
           beat_now = false;
           Message hb;
           hb.type = MessageType::kHeartbeat;
-          hb.body = heartbeat;
+          hb.body = *heartbeat;
           to_send.push_back(encode_message(hb));
           last_beat = now;
         }
@@ -158,9 +159,14 @@ Message BrokerClient::request(MessageType type, nlohmann::json body, std::string
   }
   Message reply = std::move(impl_->replies[id]);
   impl_->replies.erase(id);
-  if (reply.type == MessageType::kError)
-    throw Error(str("the broker refused ", to_string(type), ": ", reply.body.value("reason", std::string("?"))),
-                reply.body.value("hint", std::string("")));
+  if (reply.type == MessageType::kError) {
+    ErrorReply e{"(unreadable reason)", ""};
+    try {
+      e = parse<ErrorReply>(reply);
+    } catch (const ProtocolError&) {
+    }
+    throw Error(str("the broker refused ", to_string(type), ": ", e.reason), e.hint);
+  }
   return reply;
 }
 
@@ -181,10 +187,16 @@ std::optional<Message> BrokerClient::next_push(std::chrono::milliseconds wait) {
   return m;
 }
 
-void BrokerClient::set_heartbeat(nlohmann::json body, bool send_now) {
+void BrokerClient::set_heartbeat(const Heartbeat& heartbeat, bool send_now) {
+  nlohmann::json body = heartbeat.to_json();
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->heartbeat = std::move(body);
   impl_->beat_now = impl_->beat_now || send_now;
+}
+
+void BrokerClient::stop_heartbeat() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->heartbeat.reset();
 }
 
 }  // namespace pico::broker

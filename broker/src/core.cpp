@@ -18,8 +18,16 @@ struct LiveMember {
   std::string peer;  // connection id of its last message ("" after a broker restart)
   double last_seen = 0;
   double last_persisted = 0;
-  std::int64_t base_round = -2;  // round of the θ_g its model is based on; -1 syncing; -2 unknown
+  // Where its model stands. Unknown until it reports after a broker restart (`reported`);
+  // then the round of the θ_g it is based on, or nullopt while it waits for a snapshot.
+  bool reported = false;
+  std::optional<std::int64_t> base_round;
   bool awaiting_snapshot = false;
+  // The round of the last snapshot it downloaded in full. An awaiting member is in sync
+  // again only once it has fetched the run's θ_g: a heartbeat that says "base = the run's
+  // round" may have been sent before it was told to resync (a member whose θ_g disagreed
+  // reports the round, then learns it is in the minority).
+  std::optional<std::int64_t> fetched_round;
   double tokens_per_s = 0;
   std::int64_t step = 0;
   double loss = std::nan("");
@@ -61,15 +69,27 @@ Message reply(const Incoming& in, MessageType type, nlohmann::json body, std::st
   return m;
 }
 
-Message push(MessageType type, nlohmann::json body) {
-  Message m;
-  m.type = type;
-  m.body = std::move(body);
+template <typename T>
+Message reply(const Incoming& in, const T& msg, std::string blob = "") {
+  Message m = message(msg, std::move(blob));
+  m.request_id = in.message.request_id;
   return m;
 }
 
 Outgoing error_to(const Incoming& in, const std::string& reason, const std::string& hint) {
-  return {in.peer, reply(in, MessageType::kError, {{"reason", reason}, {"hint", hint}})};
+  return {in.peer, reply(in, ErrorReply{reason, hint})};
+}
+
+// An ack with nothing to say.
+Message ack(const Incoming& in) {
+  return reply(in, MessageType::kAck, nlohmann::json::object());
+}
+
+// The command that makes the run's dataset, from the JSON the store keeps.
+std::string prepare_command_of(const RunRecord& r) {
+  const auto info = nlohmann::json::parse(r.dataset_info, nullptr, false);
+  if (info.is_object() && info.contains("prepare") && info["prepare"].is_string()) return info["prepare"];
+  return "";
 }
 
 std::int64_t snapshot_chunks(std::int64_t bytes, std::size_t chunk) {
@@ -86,7 +106,7 @@ BrokerCore::BrokerCore(Store& store, BrokerOptions options, double now) : store_
   // A restart: every active run, its members (given a fresh grace period) and any round
   // attempt that was in flight, with the reports already acknowledged.
   for (auto& rec : store_.runs()) {
-    if (rec.status != "active") continue;
+    if (rec.status != RunStatus::kActive) continue;
     auto run = std::make_unique<RunState>();
     run->rec = rec;
     for (auto& m : store_.members(rec.run_id, /*active_only=*/true)) {
@@ -98,13 +118,13 @@ BrokerCore::BrokerCore(Store& store, BrokerOptions options, double now) : store_
       run->members.emplace(m.member_id, std::move(lm));
     }
     for (const auto& row : store_.ledger(rec.run_id)) run->run_tokens += row.tokens;
-    if (auto last = store_.round(rec.run_id, rec.round); last && last->status == "done")
+    if (auto last = store_.round(rec.run_id, rec.round); last && last->status == RoundStatus::kDone)
       run->last_commit_at = last->finished_at;
     const std::int64_t next = rec.round + 1;
     for (auto& r : store_.ready_reports(rec.run_id, next)) run->ready[r.member_id] = r;
     log_info("broker: run ", rec.run_id, " is at round ", rec.round, " with ", run->members.size(), " active members (",
              run->ready.size(), " ready for round ", next, ")");
-    if (auto open = store_.round(rec.run_id, next); open && open->status == "open") {
+    if (auto open = store_.round(rec.run_id, next); open && open->status == RoundStatus::kOpen) {
       run->running = true;
       run->attempt = open->attempt;
       run->participants = open->participants;
@@ -154,43 +174,42 @@ std::vector<Outgoing> BrokerCore::dispatch(const Incoming& in, double now) {
     case MessageType::kLedgerQuery:
       return on_ledger(in, now);
     case MessageType::kStatusQuery: {
-      if (!in.message.body.contains("run_id")) return {{in.peer, reply(in, MessageType::kAck, status(now))}};
+      const auto q = parse<StatusQuery>(in.message);
+      if (!q.run_id) return {{in.peer, reply(in, MessageType::kAck, status(now))}};
       // One run as the dashboard shows it (`pico top CODE`), with only the new rounds and events.
-      const std::string id = get_string(in.message, "run_id", 64);
-      ViewQuery q;
-      if (in.message.body.contains("rounds_after")) q.rounds_after = get_int(in.message, "rounds_after");
-      if (in.message.body.contains("events_after")) q.events_after = get_int(in.message, "events_after");
-      const auto view = run_view(id, q, now);
-      if (!view) throw Error(str("no run '", id, "' on this broker"), "check the run id in the join code");
+      ViewQuery vq;
+      vq.rounds_after = q.rounds_after;
+      vq.events_after = q.events_after;
+      const auto view = run_view(*q.run_id, vq, now);
+      if (!view) throw Error(str("no run '", *q.run_id, "' on this broker"), "check the run id in the join code");
       return {{in.peer, reply(in, MessageType::kAck, to_json(*view))}};
     }
     case MessageType::kRunInfo: {
-      const RunState& run = run_of(in.message);
-      return {{in.peer, reply(in, MessageType::kAck,
-                              {{"run_id", run.rec.run_id},
-                               {"config_yaml", run.rec.config_yaml},
-                               {"dataset_hash", run.rec.dataset_hash},
-                               {"num_shards", run.rec.num_shards},
-                               {"round", run.rec.round},
-                               {"private", run.rec.is_private},
-                               {"min_members", run.rec.min_members},
-                               {"dataset_info", nlohmann::json::parse(run.rec.dataset_info, nullptr, false)}})}};
+      const RunState& run = run_of(parse<RunInfo>(in.message).run_id);
+      RunInfoReply r;
+      r.run_id = run.rec.run_id;
+      r.config_yaml = run.rec.config_yaml;
+      r.dataset_hash = run.rec.dataset_hash;
+      r.num_shards = run.rec.num_shards;
+      r.round = run.rec.round;
+      r.min_members = run.rec.min_members;
+      r.is_private = run.rec.is_private;
+      r.prepare_command = prepare_command_of(run.rec);
+      return {{in.peer, reply(in, r)}};
     }
     default:
       throw ProtocolError(str("a broker does not accept ", to_string(in.message.type), " messages"));
   }
 }
 
-BrokerCore::RunState& BrokerCore::run_of(const Message& m) {
-  const std::string id = get_string(m, "run_id", 64);
+BrokerCore::RunState& BrokerCore::run_of(const std::string& id) {
   auto it = runs_.find(id);
   if (it == runs_.end())
     throw Error(str("no active run '", id, "' on this broker"), "check the join code, or whether the run has finished");
   return *it->second;
 }
 
-LiveMember& BrokerCore::member_of(RunState& run, const Incoming& in) {
-  const std::int64_t id = get_int(in.message, "member_id");
+LiveMember& BrokerCore::member_of(RunState& run, std::int64_t id, const Incoming& in) {
   auto it = run.members.find(id);
   if (it == run.members.end())
     throw Error(str("member ", id, " is not an active member of run ", run.rec.run_id),
@@ -202,65 +221,52 @@ LiveMember& BrokerCore::member_of(RunState& run, const Incoming& in) {
 }
 
 std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) {
-  const Message& m = in.message;
+  const auto m = parse<CreateRun>(in.message);
+  if (!is_valid_run_id(m.run_id))
+    throw Error(str("run id '", m.run_id, "' is not [A-Za-z0-9_-]{1,64}"), "pick another run name");
   RunRecord r;
-  r.run_id = get_string(m, "run_id", 64);
-  if (!is_valid_run_id(r.run_id))
-    throw Error(str("run id '", r.run_id, "' is not [A-Za-z0-9_-]{1,64}"), "pick another run name");
-  r.config_yaml = get_string(m, "config_yaml");
-  r.dataset_hash = get_string(m, "dataset_hash", 64);
-  r.num_shards = get_int(m, "num_shards");
-  r.is_private = get_bool(m, "private");
-  r.token_sha256 = get_string(m, "token_sha256", 64);
-  r.theta0_hash = get_string(m, "theta0_hash", 64);
-  r.dataset_info = m.body.contains("dataset_info") ? m.body["dataset_info"].dump() : "{}";
+  r.run_id = m.run_id;
+  r.config_yaml = m.config_yaml;
+  r.dataset_hash = m.dataset_hash;
+  r.num_shards = m.num_shards;
+  r.is_private = m.is_private;
+  r.token_sha256 = m.token_sha256;
+  r.theta0_hash = m.theta0_hash;
+  r.dataset_info = nlohmann::json{{"prepare", m.prepare_command}}.dump();
   r.created_at = now;
-  r.min_members = m.body.contains("min_members") ? get_int(m, "min_members") : 1;
-  r.algorithm = m.body.contains("algorithm") ? get_string(m, "algorithm", 200) : "";
-  r.model_params = m.body.contains("model_params") ? get_int(m, "model_params") : 0;
-  if (r.model_params < 0) throw ProtocolError("model_params must be >= 0");
-  if (r.num_shards < 1) throw ProtocolError("num_shards must be >= 1");
-  if (r.min_members < 1 || r.min_members > 100000) throw ProtocolError("min_members must be in [1, 100000]");
+  r.min_members = m.min_members;
+  r.algorithm = m.algorithm;
+  r.model_params = m.model_params;
   if (auto existing = store_.run(r.run_id)) {
     // The creator restarting (or resuming) registers the same run again: fine if it is the same.
     if (existing->config_yaml != r.config_yaml || existing->dataset_hash != r.dataset_hash)
       throw Error(str("run '", r.run_id, "' already exists on this broker with a different config or dataset"),
                   "choose another checkpointing.run_name, or resume the run with its original config");
-    return {
-        {in.peer,
-         reply(in, MessageType::kAck,
-               {{"run_id", r.run_id}, {"round", existing->round}, {"existing", true}, {"status", existing->status}})}};
+    return {{in.peer, reply(in, CreateRunReply{r.run_id, existing->round, true, existing->status})}};
   }
   store_.create_run(r);
-  if (m.body.contains("allow") && m.body["allow"].is_array())
-    for (const auto& k : m.body["allow"])
-      if (k.is_string()) store_.allow_key(r.run_id, k.get<std::string>());
+  for (const auto& k : m.allow) store_.allow_key(r.run_id, k);
   store_.log_event(r.run_id, "run_created",
                    str(r.is_private ? "private" : "public", " run, dataset ", r.dataset_hash.substr(0, 12)), now);
   auto run = std::make_unique<RunState>();
   run->rec = r;
   runs_.emplace(r.run_id, std::move(run));
   log_info("broker: run ", r.run_id, " created (", r.is_private ? "private" : "public", ")");
-  return {{in.peer, reply(in, MessageType::kAck, {{"run_id", r.run_id}, {"round", 0}, {"existing", false}})}};
+  return {{in.peer, reply(in, CreateRunReply{r.run_id, 0, false, RunStatus::kActive})}};
 }
 
 std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
-  const Message& m = in.message;
-  RunState& run = run_of(m);
-  const std::string dataset = get_string(m, "dataset_hash", 64);
-  if (dataset != run.rec.dataset_hash) {
-    std::string how = "prepare the run's dataset";
-    try {
-      const auto info = nlohmann::json::parse(run.rec.dataset_info);
-      if (info.contains("prepare")) how = str("prepare it with: ", info["prepare"].get<std::string>());
-    } catch (const nlohmann::json::exception&) {
-    }
-    throw Error(
-        str("your dataset (", dataset.substr(0, 12), "…) is not the run's (", run.rec.dataset_hash.substr(0, 12), "…)"),
-        how + ", and pass its directory with --set data.path=DIR");
+  const auto m = parse<Join>(in.message);
+  RunState& run = run_of(m.run_id);
+  if (m.dataset_hash != run.rec.dataset_hash) {
+    const std::string prepare = prepare_command_of(run.rec);
+    throw Error(str("your dataset (", m.dataset_hash.substr(0, 12), "…) is not the run's (",
+                    run.rec.dataset_hash.substr(0, 12), "…)"),
+                (prepare.empty() ? std::string("prepare the run's dataset") : "prepare it with: " + prepare) +
+                    ", and pass its directory with --set data.path=DIR");
   }
   if (run.rec.is_private) {
-    const std::string token = m.body.value("token", "");
+    const std::string& token = m.token;
     const bool token_ok = !run.rec.token_sha256.empty() && !token.empty() && sha256_hex(token) == run.rec.token_sha256;
     if (!token_ok && !store_.is_allowed(run.rec.run_id, in.public_key))
       throw Error(str("run ", run.rec.run_id, " is private and your key ", in.public_key.substr(0, 8),
@@ -271,14 +277,13 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
     throw Error(
         str("the operator of run ", run.rec.run_id, " removed your key ", in.public_key.substr(0, 8), "… from it"),
         "ask the run's operator; another run (or another broker) may take you");
-  const std::string endpoint = get_string(m, "endpoint", 256);
   // A key that is still an active member rejoins (its old process is gone): retire the old one.
   std::vector<Outgoing> out;
   for (auto it = run.members.begin(); it != run.members.end();) {
     if (it->second.rec.public_key == in.public_key) {
       const auto old = it->first;
       ++it;
-      evict(run, old, "rejoined under a new member id", now, out);
+      evict(run, old, "rejoined under a new member id", now, out, /*replaced=*/true);
     } else {
       ++it;
     }
@@ -290,8 +295,8 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
   MemberRecord rec;
   rec.run_id = run.rec.run_id;
   rec.public_key = in.public_key;
-  rec.endpoint = endpoint;
-  rec.device = get_string(m, "device", 64);
+  rec.endpoint = m.endpoint;
+  rec.device = m.device;
   rec.shard = slot;
   rec.joined_at = now;
   rec.last_heartbeat = now;
@@ -303,7 +308,8 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
   lm.last_seen = now;
   lm.last_persisted = now;
   // Before round 1, θ_g is the seeded initialization every member builds itself.
-  lm.base_round = run.rec.round == 0 ? 0 : -1;
+  lm.reported = true;
+  if (run.rec.round == 0) lm.base_round = 0;
   lm.awaiting_snapshot = run.rec.round > 0;
   lm.val_round = run.rec.round;
   run.members.emplace(rec.member_id, lm);
@@ -311,11 +317,8 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
                    str("member ", rec.member_id, " (", in.public_key.substr(0, 8), "…, ", rec.device, ") slot ", slot),
                    now);
   log_info("broker: member ", rec.member_id, " joined run ", run.rec.run_id, " (slot ", slot, ", ", rec.device, ")");
-  nlohmann::json body = {
-      {"member_id", rec.member_id},         {"slot", slot},           {"num_shards", run.rec.num_shards},
-      {"config_yaml", run.rec.config_yaml}, {"round", run.rec.round}, {"theta0_hash", run.rec.theta0_hash},
-      {"needs_snapshot", run.rec.round > 0}};
-  out.push_back({in.peer, reply(in, MessageType::kAck, body)});
+  out.push_back({in.peer, reply(in, JoinReply{rec.member_id, slot, run.rec.num_shards, run.rec.round,
+                                              run.rec.theta0_hash, run.rec.round > 0})});
   if (run.rec.round > 0) {
     if (run.rec.snapshot_round == run.rec.round)
       announce_snapshot(run, out);
@@ -326,77 +329,75 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
 }
 
 std::vector<Outgoing> BrokerCore::on_heartbeat(const Incoming& in, double now) {
-  RunState& run = run_of(in.message);
+  const auto m = parse<Heartbeat>(in.message);
+  RunState& run = run_of(m.run_id);
   LiveMember* lm = nullptr;
   try {
-    lm = &member_of(run, in);
+    lm = &member_of(run, m.member_id, in);
   } catch (const Error& e) {
-    return {{in.peer, push(MessageType::kEvicted, {{"run_id", run.rec.run_id}, {"reason", e.what()}})}};
+    return {{in.peer, message(Evicted{run.rec.run_id, e.what()})}};
   }
   lm->last_seen = now;
-  if (run.rec.status == "finished")  // a member still catching up when the run ended
-    return {{in.peer, push(MessageType::kRunFinished, {{"run_id", run.rec.run_id}, {"round", run.rec.round}})}};
+  if (run.rec.status == RunStatus::kFinished)  // a member still catching up when the run ended
+    return {{in.peer, message(RunFinished{run.rec.run_id, std::nullopt, run.rec.round, {}})}};
   // Heartbeats come from a background thread: one sent just before the member's round
   // result may arrive after the broker committed that round. A member's base only moves
-  // forward (or to -1, "I need a snapshot"), so an older base is such a stale report.
-  const std::int64_t base = get_int(in.message, "base_round");
-  if (base == -1 || lm->base_round < 0 || base > lm->base_round) lm->base_round = base;
-  lm->step = get_int(in.message, "step");
-  lm->tokens_per_s = get_double(in.message, "tokens_per_s");
-  note_progress(run, *lm, in.message);
+  // forward (or to "waiting for a snapshot"), so an older base is such a stale report.
+  if (!m.base_round || !lm->reported || !lm->base_round || *m.base_round > *lm->base_round)
+    lm->base_round = m.base_round;
+  lm->reported = true;
+  lm->step = m.step;
+  lm->tokens_per_s = m.tokens_per_s;
+  note_progress(run, *lm, m.progress);
   if (now - lm->last_persisted >= opt_.heartbeat_persist_s) {
     store_.heartbeat(run.rec.run_id, lm->rec.member_id, now, lm->tokens_per_s);
     if (std::isfinite(lm->loss)) store_.record_loss(run.rec.run_id, {lm->rec.member_id, lm->step, lm->loss, now});
     lm->last_persisted = now;
   }
   std::vector<Outgoing> out;
-  if (lm->base_round == run.rec.round && lm->awaiting_snapshot) lm->awaiting_snapshot = false;  // synced
+  if (lm->awaiting_snapshot && lm->base_round == run.rec.round && lm->fetched_round == run.rec.round)
+    lm->awaiting_snapshot = false;  // synced: it loaded the run's θ_g
   maybe_start_round(run, now, out);
   return out;
 }
 
 std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
-  RunState& run = run_of(in.message);
-  LiveMember& lm = member_of(run, in);
+  const auto m = parse<Ready>(in.message);
+  RunState& run = run_of(m.run_id);
+  LiveMember& lm = member_of(run, m.member_id, in);
   lm.last_seen = now;
-  note_progress(run, lm, in.message);
-  const std::int64_t round = get_int(in.message, "round");
-  const std::int64_t base = get_int(in.message, "base_round");
-  lm.base_round = base;
+  note_progress(run, lm, m.progress);
+  lm.reported = true;
+  lm.base_round = m.base_round;
   std::vector<Outgoing> out;
-  if (run.running && base == run.rec.round + 1) {
+  if (run.running && m.base_round == run.rec.round + 1) {
     // The member finished the round in flight and moved on, but its report of it was lost
     // (a broker restart): the ready carries it. If the round still cannot be committed,
     // the member asks again shortly — its θ_g is the round's, it needs no snapshot.
-    if (in.message.body.contains("last_result") && in.message.body["last_result"].is_object()) {
-      Message report;
-      report.body = in.message.body["last_result"];
-      record_result(run, lm, report, now);
-    }
+    if (m.last_result) record_result(run, lm, *m.last_result, now);
     maybe_finish_round(run, now, out);
-    if (run.running && base == run.rec.round + 1) {
-      out.push_back({in.peer, reply(in, MessageType::kAck, {{"round", run.rec.round + 1}, {"retry_after_s", 1.0}})});
+    if (run.running && m.base_round == run.rec.round + 1) {
+      out.push_back({in.peer, reply(in, ReadyReply{run.rec.round + 1, 1.0})});
       return out;
     }
   }
   const std::int64_t next = run.rec.round + 1;
-  if (base != run.rec.round || round != next ||
+  if (m.base_round != run.rec.round || m.round != next ||
       (run.running &&
        std::find(run.participants.begin(), run.participants.end(), lm.rec.member_id) == run.participants.end())) {
     // Behind (it missed a round) or too late for the attempt in flight: its Δ is stale.
     if (!lm.awaiting_snapshot)
       store_.log_event(run.rec.run_id, "resync",
-                       str("member ", lm.rec.member_id, ": its update is for round ", round, " from θ_g of round ",
-                           base, ", the run is at round ", run.rec.round),
+                       str("member ", lm.rec.member_id, ": its update is for round ", m.round, " from θ_g of round ",
+                           m.base_round, ", the run is at round ", run.rec.round),
                        now);
     lm.awaiting_snapshot = true;
-    lm.base_round = -1;
-    out.push_back({in.peer, reply(in, MessageType::kResync,
-                                  {{"run_id", run.rec.run_id},
-                                   {"round", run.rec.round},
-                                   {"reason", str("your update is for round ", round, " from θ_g of round ", base,
-                                                  "; the run is at round ", run.rec.round,
-                                                  run.running ? " with a round in flight" : "")}})});
+    lm.base_round.reset();
+    lm.fetched_round.reset();
+    out.push_back({in.peer, reply(in, Resync{run.rec.run_id, run.rec.round,
+                                             str("your update is for round ", m.round, " from θ_g of round ",
+                                                 m.base_round, "; the run is at round ", run.rec.round,
+                                                 run.running ? " with a round in flight" : "")})});
     if (run.rec.snapshot_round == run.rec.round)
       announce_snapshot(run, out);
     else
@@ -405,28 +406,27 @@ std::vector<Outgoing> BrokerCore::on_ready(const Incoming& in, double now) {
   }
   ReadyRecord r;
   r.member_id = lm.rec.member_id;
-  r.tokens = get_int(in.message, "tokens");
-  r.inner_steps = get_int(in.message, "inner_steps");
-  r.compute_seconds = get_double(in.message, "compute_seconds");
-  r.delta_norm = get_double(in.message, "delta_norm");
-  r.finite = get_bool(in.message, "finite") && std::isfinite(r.delta_norm);
-  if (r.tokens < 0 || r.inner_steps < 0) throw ProtocolError("negative tokens or steps");
+  r.tokens = m.tokens;
+  r.inner_steps = m.inner_steps;
+  r.compute_seconds = m.compute_seconds;
+  r.delta_norm = m.delta_norm;
+  r.finite = m.finite;
   store_.save_ready(run.rec.run_id, next, r);
   run.ready[r.member_id] = r;
   run.ready_at[r.member_id] = now;
   run.ready_loss[r.member_id] = lm.loss;
-  out.push_back({in.peer, reply(in, MessageType::kAck, {{"round", next}})});
+  out.push_back({in.peer, reply(in, ReadyReply{next, std::nullopt})});
   maybe_start_round(run, now, out);
   return out;
 }
 
 void BrokerCore::maybe_start_round(RunState& run, double now, std::vector<Outgoing>& out) {
-  if (run.running || run.rec.status != "active" || run.rec.paused) return;
+  if (run.running || run.rec.status != RunStatus::kActive || run.rec.paused) return;
   std::vector<std::int64_t> eligible;
   for (auto& [id, lm] : run.members) {
     // After a restart, wait until every member has said where it is (or has been evicted
     // for silence): a round started without a member that is in sync would leave it behind.
-    if (lm.base_round == -2) return;
+    if (!lm.reported) return;
     if (lm.base_round == run.rec.round && !lm.awaiting_snapshot) eligible.push_back(id);
   }
   if (eligible.empty() || static_cast<std::int64_t>(eligible.size()) < run.rec.min_members) return;
@@ -491,54 +491,47 @@ void BrokerCore::start_attempt(RunState& run, const std::vector<std::int64_t>& m
   rr.run_id = run.rec.run_id;
   rr.round = round;
   rr.attempt = run.attempt;
-  rr.status = "open";
+  rr.status = RoundStatus::kOpen;
   rr.participants = members;
   rr.started_at = now;
   store_.begin_round(rr);
-  nlohmann::json list = nlohmann::json::array();
+  RoundStart start;
+  start.run_id = run.rec.run_id;
+  start.round = round;
+  start.attempt = run.attempt;
   for (std::size_t rank = 0; rank < members.size(); ++rank) {
     const auto& lm = run.members.at(members[rank]);
-    list.push_back({{"member_id", lm.rec.member_id},
-                    {"rank", rank},
-                    {"endpoint", lm.rec.endpoint},
-                    {"public_key", lm.rec.public_key},
-                    {"weight", run.rejected.count(members[rank]) ? 0.0 : 1.0}});
+    start.members.push_back({lm.rec.member_id, static_cast<int>(rank), lm.rec.endpoint, lm.rec.public_key,
+                             run.rejected.count(members[rank]) ? 0.0 : 1.0});
   }
-  for (auto id : members) {
-    auto& lm = run.members.at(id);
-    out.push_back(
-        {lm.peer, push(MessageType::kRoundStart,
-                       {{"run_id", run.rec.run_id}, {"round", round}, {"attempt", run.attempt}, {"members", list}})});
-  }
+  const Message msg = message(start);
+  for (auto id : members) out.push_back({run.members.at(id).peer, msg});
   log_info("broker: run ", run.rec.run_id, " round ", round, " attempt ", run.attempt, " starts with ", members.size(),
            " members");
 }
 
 std::vector<Outgoing> BrokerCore::on_round_result(const Incoming& in, double now) {
-  RunState& run = run_of(in.message);
-  LiveMember& lm = member_of(run, in);
+  const auto m = parse<RoundResult>(in.message);
+  RunState& run = run_of(m.run_id);
+  LiveMember& lm = member_of(run, m.member_id, in);
   lm.last_seen = now;
-  const std::int64_t round = get_int(in.message, "round");
-  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"round", round}})}};
-  if (record_result(run, lm, in.message, now)) maybe_finish_round(run, now, out);
+  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"round", m.round}})}};
+  if (record_result(run, lm, m, now)) maybe_finish_round(run, now, out);
   return out;
 }
 
-bool BrokerCore::record_result(RunState& run, LiveMember& lm, const Message& report, double now) {
-  const std::int64_t round = get_int(report, "round");
-  const std::int64_t attempt = get_int(report, "attempt");
+bool BrokerCore::record_result(RunState& run, LiveMember& lm, const RoundResult& report, double now) {
   const bool current =
-      run.running && round == run.rec.round + 1 && attempt == run.attempt &&
+      run.running && report.round == run.rec.round + 1 && report.attempt == run.attempt &&
       std::find(run.participants.begin(), run.participants.end(), lm.rec.member_id) != run.participants.end();
   if (!current || run.results.count(lm.rec.member_id)) return false;  // stale, or already in (a re-send)
   ResultRecord r;
   r.member_id = lm.rec.member_id;
-  r.ok = get_bool(report, "ok");
-  r.theta_hash = r.ok ? get_string(report, "theta_hash", 64) : "";
-  r.bytes_sent = get_int(report, "bytes_sent");
-  r.error =
-      report.body.contains("error") && report.body["error"].is_string() ? report.body["error"].get<std::string>() : "";
-  store_.save_result(run.rec.run_id, round, attempt, r);
+  r.ok = report.ok;
+  r.theta_hash = report.ok ? report.theta_hash : "";
+  r.bytes_sent = report.bytes_sent;
+  r.error = report.error;
+  store_.save_result(run.rec.run_id, report.round, report.attempt, r);
   run.results[r.member_id] = r;
   run.result_at[r.member_id] = now;
   return true;
@@ -607,6 +600,7 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
     for (auto& [id, lm] : run.members) {
       const auto r = run.results.find(id);
       if (r != run.results.end() && r->second.ok && r->second.theta_hash == hash) {
+        lm.reported = true;
         lm.base_round = round;
         continue;
       }
@@ -630,7 +624,7 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
   std::vector<std::int64_t> survivors;
   for (auto id : run.participants)
     if (run.members.count(id) && run.results.count(id)) survivors.push_back(id);
-  store_.finish_round(run.rec.run_id, round, "failed", 0, "", now);
+  store_.finish_round(run.rec.run_id, round, RoundStatus::kFailed, 0, "", now);
   store_.log_event(run.rec.run_id, "round_failed",
                    str("round ", round, " attempt ", run.attempt, ": retrying with ", survivors.size(), " members"),
                    now);
@@ -642,14 +636,13 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
 void BrokerCore::resync(RunState& run, LiveMember& lm, const std::string& why, double now, std::vector<Outgoing>& out) {
   if (!lm.awaiting_snapshot)  // (a joiner still fetching θ_g is told again, but that is no news)
     store_.log_event(run.rec.run_id, "resync", str("member ", lm.rec.member_id, " must fetch θ_g: ", why), now);
-  lm.base_round = -1;
+  lm.base_round.reset();
+  lm.fetched_round.reset();
   lm.awaiting_snapshot = true;
-  out.push_back(
-      {lm.peer, push(MessageType::kResync, {{"run_id", run.rec.run_id}, {"round", run.rec.round}, {"reason", why}})});
+  out.push_back({lm.peer, message(Resync{run.rec.run_id, run.rec.round, why})});
 }
 
-void BrokerCore::note_progress(RunState& run, LiveMember& lm, const Message& m) {
-  const ProgressReport p = read_progress(m);
+void BrokerCore::note_progress(RunState& run, LiveMember& lm, const ProgressReport& p) {
   if (p.loss) lm.loss = *p.loss;
   // Each member's validation loss of a round counts once, and only for a committed round.
   if (p.val_loss && *p.val_round > lm.val_round && *p.val_round <= run.rec.round) {
@@ -725,7 +718,7 @@ std::vector<Outgoing> BrokerCore::operator_pause(const std::string& run_id, bool
   auto it = runs_.find(run_id);
   if (it == runs_.end()) throw OperatorError(OperatorError::Kind::kNotFound, str("no active run '", run_id, "'"));
   RunState& run = *it->second;
-  if (run.rec.status != "active")
+  if (run.rec.status != RunStatus::kActive)
     throw OperatorError(OperatorError::Kind::kConflict, str("run ", run_id, " has finished"));
   std::vector<Outgoing> out;
   if (run.rec.paused == paused) return out;
@@ -742,11 +735,11 @@ std::vector<Outgoing> BrokerCore::operator_pause(const std::string& run_id, bool
 }
 
 void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string& why, double now,
-                       std::vector<Outgoing>& out) {
+                       std::vector<Outgoing>& out, bool replaced) {
   auto it = run.members.find(member_id);
   if (it == run.members.end()) return;
   const std::string peer = it->second.peer;
-  store_.set_member_status(run.rec.run_id, member_id, why == "left" ? "left" : "evicted");
+  store_.set_member_status(run.rec.run_id, member_id, why == "left" ? MemberStatus::kLeft : MemberStatus::kEvicted);
   store_.log_event(run.rec.run_id, why == "left" ? "leave" : "evict", str("member ", member_id, ": ", why), now);
   log_info("broker: member ", member_id, " of run ", run.rec.run_id,
            why == "left" ? " left" : " evicted: ", why == "left" ? "" : why);
@@ -757,8 +750,7 @@ void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string&
       run.running && std::find(run.participants.begin(), run.participants.end(), member_id) != run.participants.end();
   if (!in_flight) run.ready.erase(member_id);
   if (run.uploader == member_id) run.uploader = -1, run.upload_round = -1;
-  if (!peer.empty() && why != "left")
-    out.push_back({peer, push(MessageType::kEvicted, {{"run_id", run.rec.run_id}, {"reason", why}})});
+  if (!peer.empty() && why != "left") out.push_back({peer, message(Evicted{run.rec.run_id, why, replaced})});
   if (run.running)
     maybe_finish_round(run, now, out);
   else
@@ -774,8 +766,8 @@ void BrokerCore::request_snapshot_if_needed(RunState& run, std::vector<Outgoing>
     announce_snapshot(run, out);
     return;
   }
-  const bool stale =
-      opt_.snapshot_every_rounds > 0 && run.rec.round - run.rec.snapshot_round >= opt_.snapshot_every_rounds;
+  const bool stale = opt_.snapshot_every_rounds > 0 &&
+                     (!run.rec.snapshot_round || run.rec.round - *run.rec.snapshot_round >= opt_.snapshot_every_rounds);
   if (!needed && !stale) return;
   if (run.upload_round == run.rec.round && run.uploader >= 0) return;  // already asked
   for (auto& [id, lm] : run.members) {
@@ -783,9 +775,8 @@ void BrokerCore::request_snapshot_if_needed(RunState& run, std::vector<Outgoing>
       run.upload_round = run.rec.round;
       run.uploader = id;
       run.upload_next = 0;
-      out.push_back({lm.peer, push(MessageType::kSnapshotRequest, {{"run_id", run.rec.run_id},
-                                                                   {"round", run.rec.round},
-                                                                   {"chunk_bytes", opt_.snapshot_chunk_bytes}})});
+      out.push_back({lm.peer, message(SnapshotRequest{run.rec.run_id, run.rec.round,
+                                                      static_cast<std::int64_t>(opt_.snapshot_chunk_bytes)})});
       return;
     }
   }
@@ -796,29 +787,24 @@ void BrokerCore::announce_snapshot(RunState& run, std::vector<Outgoing>& out) {
   for (auto& [id, lm] : run.members) {
     if (!lm.awaiting_snapshot || lm.peer.empty()) continue;
     out.push_back(
-        {lm.peer, push(MessageType::kSnapshotReady, {{"run_id", run.rec.run_id},
-                                                     {"round", run.rec.snapshot_round},
-                                                     {"sha256", run.rec.snapshot_sha256},
-                                                     {"bytes", bytes},
-                                                     {"chunks", snapshot_chunks(bytes, opt_.snapshot_chunk_bytes)},
-                                                     {"chunk_bytes", opt_.snapshot_chunk_bytes}})});
+        {lm.peer, message(SnapshotReady{
+                      run.rec.run_id, *run.rec.snapshot_round, bytes, snapshot_chunks(bytes, opt_.snapshot_chunk_bytes),
+                      static_cast<std::int64_t>(opt_.snapshot_chunk_bytes), run.rec.snapshot_sha256})});
   }
 }
 
 std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now) {
-  RunState& run = run_of(in.message);
-  LiveMember& lm = member_of(run, in);
+  const auto m = parse<SnapshotPut>(in.message);
+  RunState& run = run_of(m.run_id);
+  LiveMember& lm = member_of(run, m.member_id, in);
   lm.last_seen = now;
-  const std::int64_t round = get_int(in.message, "round");
-  const std::int64_t index = get_int(in.message, "index");
-  const std::int64_t count = get_int(in.message, "count");
-  const std::int64_t total = get_int(in.message, "bytes");
-  const std::string sha = get_string(in.message, "sha256", 64);
+  const std::int64_t round = m.round, index = m.index, count = m.count, total = m.bytes;
+  const std::string& sha = m.sha256;
   if (lm.rec.member_id != run.uploader || round != run.upload_round)
     throw Error(str("unexpected snapshot upload for round ", round),
                 "the broker asked another member, or a newer round");
   if (index + 1 == run.upload_next && index + 1 < count)  // a re-sent chunk whose ack was lost
-    return {{in.peer, reply(in, MessageType::kAck, {{"index", index}})}};
+    return {{in.peer, reply(in, SnapshotPutReply{index})}};
   if (index != run.upload_next || count < 1 || index >= count || total < 0)
     throw ProtocolError(str("snapshot chunk ", index, "/", count, " out of order (expected ", run.upload_next, ")"));
   if (index == 0) {
@@ -832,7 +818,7 @@ std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now
       throw Error(str("cannot write snapshot ", run.upload_tmp), "check free disk space next to the broker state");
   }
   ++run.upload_next;
-  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, {{"index", index}})}};
+  std::vector<Outgoing> out{{in.peer, reply(in, SnapshotPutReply{index})}};
   if (index + 1 < count) return out;
   // Complete: verify, then publish atomically.
   const auto size = static_cast<std::int64_t>(std::filesystem::file_size(run.upload_tmp));
@@ -868,13 +854,14 @@ std::vector<Outgoing> BrokerCore::on_snapshot_put(const Incoming& in, double now
 }
 
 std::vector<Outgoing> BrokerCore::on_snapshot_get(const Incoming& in, double now) {
-  RunState& run = run_of(in.message);
-  LiveMember& lm = member_of(run, in);
+  const auto m = parse<SnapshotGet>(in.message);
+  RunState& run = run_of(m.run_id);
+  LiveMember& lm = member_of(run, m.member_id, in);
   lm.last_seen = now;
-  const std::int64_t round = get_int(in.message, "round");
-  const std::int64_t index = get_int(in.message, "index");
-  if (round != run.rec.snapshot_round || run.rec.snapshot_path.empty())
-    throw Error(str("no snapshot of round ", round, " (the broker has round ", run.rec.snapshot_round, ")"),
+  const std::int64_t round = m.round, index = m.index;
+  if (run.rec.snapshot_round != round || run.rec.snapshot_path.empty())
+    throw Error(str("no snapshot of round ", round, " (the broker has ",
+                    run.rec.snapshot_round ? str("round ", *run.rec.snapshot_round) : std::string("none"), ")"),
                 "wait for the snapshot_ready message");
   const auto bytes = static_cast<std::int64_t>(std::filesystem::file_size(run.rec.snapshot_path));
   const auto chunks = snapshot_chunks(bytes, opt_.snapshot_chunk_bytes);
@@ -887,50 +874,45 @@ std::vector<Outgoing> BrokerCore::on_snapshot_get(const Incoming& in, double now
                    '\0');
   f.read(blob.data(), static_cast<std::streamsize>(blob.size()));
   if (!f) throw Error(str("cannot read snapshot ", run.rec.snapshot_path), "the broker's snapshot file is damaged");
-  return {{in.peer, reply(in, MessageType::kAck,
-                          {{"round", round},
-                           {"index", index},
-                           {"chunks", chunks},
-                           {"bytes", bytes},
-                           {"sha256", run.rec.snapshot_sha256}},
-                          std::move(blob))}};
+  if (index == chunks - 1) lm.fetched_round = round;
+  return {
+      {in.peer, reply(in, SnapshotGetReply{round, index, chunks, bytes, run.rec.snapshot_sha256}, std::move(blob))}};
 }
 
 std::vector<Outgoing> BrokerCore::on_leave(const Incoming& in, double now) {
-  RunState& run = run_of(in.message);
-  LiveMember& lm = member_of(run, in);
-  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, nlohmann::json::object())}};
+  const auto m = parse<Leave>(in.message);
+  RunState& run = run_of(m.run_id);
+  LiveMember& lm = member_of(run, m.member_id, in);
+  std::vector<Outgoing> out{{in.peer, ack(in)}};
   evict(run, lm.rec.member_id, "left", now, out);
   return out;
 }
 
 std::vector<Outgoing> BrokerCore::on_run_finished(const Incoming& in, double now) {
-  RunState& run = run_of(in.message);
-  note_progress(run, member_of(run, in), in.message);
-  const std::int64_t round = get_int(in.message, "round");
-  std::vector<Outgoing> out{{in.peer, reply(in, MessageType::kAck, nlohmann::json::object())}};
-  if (round == run.rec.round && run.rec.status == "active") {
-    store_.set_run_status(run.rec.run_id, "finished");
+  const auto m = parse<RunFinished>(in.message);
+  if (!m.member_id) throw ProtocolError("run_finished from a member lacks field 'member_id'");
+  RunState& run = run_of(m.run_id);
+  note_progress(run, member_of(run, *m.member_id, in), m.progress);
+  const std::int64_t round = m.round;
+  std::vector<Outgoing> out{{in.peer, ack(in)}};
+  if (round == run.rec.round && run.rec.status == RunStatus::kActive) {
+    store_.set_run_status(run.rec.run_id, RunStatus::kFinished);
     store_.log_event(run.rec.run_id, "finished", str("after round ", round), now);
-    run.rec.status = "finished";
+    run.rec.status = RunStatus::kFinished;
     log_info("broker: run ", run.rec.run_id, " finished after round ", round);
   }
   return out;
 }
 
 std::vector<Outgoing> BrokerCore::on_ledger(const Incoming& in, double now) {
-  const std::string id = get_string(in.message, "run_id", 64);
+  const std::string id = parse<LedgerQuery>(in.message).run_id;
   if (!store_.run(id)) throw Error(str("no run '", id, "' on this broker"), "check the run id (`pico ledger RUN`)");
-  nlohmann::json rows = nlohmann::json::array();
-  for (const auto& r : store_.ledger(id))
-    rows.push_back({{"public_key", r.public_key},
-                    {"tokens", r.tokens},
-                    {"inner_steps", r.inner_steps},
-                    {"rounds_accepted", r.rounds_accepted},
-                    {"rounds_rejected", r.rounds_rejected},
-                    {"compute_seconds", r.compute_seconds},
-                    {"bytes_sent", r.bytes_sent}});
-  return {{in.peer, reply(in, MessageType::kAck, {{"run_id", id}, {"ledger", rows}})}};
+  LedgerReply r;
+  r.run_id = id;
+  for (const auto& row : store_.ledger(id))
+    r.ledger.push_back({row.public_key, row.tokens, row.inner_steps, row.rounds_accepted, row.rounds_rejected,
+                        row.compute_seconds, row.bytes_sent});
+  return {{in.peer, reply(in, r)}};
 }
 
 std::vector<Outgoing> BrokerCore::tick(double now) {
@@ -958,7 +940,7 @@ nlohmann::json BrokerCore::status(double now) const {
                           {"public_key", m.public_key},
                           {"device", m.device},
                           {"slot", m.shard},
-                          {"status", m.status},
+                          {"status", to_string(m.status)},
                           {"joined_round", m.joined_round},
                           {"tokens_per_s", m.tokens_per_s},
                           {"last_heartbeat_age_s", now - m.last_heartbeat}};
@@ -968,7 +950,7 @@ nlohmann::json BrokerCore::status(double now) const {
           j["tokens_per_s"] = it->second.tokens_per_s;
           j["last_heartbeat_age_s"] = now - it->second.last_seen;
           j["step"] = it->second.step;
-          j["base_round"] = it->second.base_round;
+          j["base_round"] = it->second.base_round ? nlohmann::json(*it->second.base_round) : nlohmann::json(nullptr);
         }
       }
       members.push_back(j);
@@ -977,7 +959,7 @@ nlohmann::json BrokerCore::status(double now) const {
     for (const auto& r : store_.rounds(rec.run_id, 20))
       rounds.push_back({{"round", r.round},
                         {"attempt", r.attempt},
-                        {"status", r.status},
+                        {"status", to_string(r.status)},
                         {"participants", r.participants},
                         {"duration_s", r.finished_at - r.started_at},
                         {"bytes", r.bytes},
@@ -986,7 +968,7 @@ nlohmann::json BrokerCore::status(double now) const {
     for (const auto& l : store_.losses(rec.run_id, 50))
       losses.push_back({{"member_id", l.member_id}, {"step", l.step}, {"loss", l.loss}, {"age_s", now - l.time}});
     runs.push_back({{"run_id", rec.run_id},
-                    {"status", rec.status},
+                    {"status", to_string(rec.status)},
                     {"private", rec.is_private},
                     {"round", rec.round},
                     {"dataset_hash", rec.dataset_hash},
@@ -1050,7 +1032,7 @@ std::optional<RunView> BrokerCore::run_view(const std::string& run_id, const Vie
     if (live != nullptr)
       if (const auto it = live->members.find(m.member_id); it != live->members.end()) lm = &it->second;
     if (lm != nullptr) {
-      mv.status = "active";
+      mv.status = MemberStatus::kActive;
       mv.step = lm->step;
       mv.base_round = lm->base_round;
       mv.ready = live->ready.count(m.member_id) > 0;
@@ -1060,7 +1042,7 @@ std::optional<RunView> BrokerCore::run_view(const std::string& run_id, const Vie
       v.tokens_per_s += lm->tokens_per_s;
       ++v.active_members;
       v.members.push_back(mv);
-    } else if (mv.status != "active") {
+    } else if (mv.status != MemberStatus::kActive) {
       mv.tokens_per_s = 0;
       former.push_back(mv);
     }
@@ -1068,7 +1050,7 @@ std::optional<RunView> BrokerCore::run_view(const std::string& run_id, const Vie
   const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(0, q.former_members_limit));
   if (former.size() > keep) former.erase(former.begin(), former.end() - static_cast<std::ptrdiff_t>(keep));
   v.members.insert(v.members.end(), former.rbegin(), former.rend());  // newest former member first
-  if (rec.status != "active")
+  if (rec.status != RunStatus::kActive)
     v.phase = RunPhase::kFinished;
   else if (live != nullptr && live->running)
     v.phase = RunPhase::kRound, v.attempt = live->attempt;

@@ -49,10 +49,10 @@ nlohmann::json to_json(const RunView& v) {
                        {"public_key", m.public_key},
                        {"device", m.device},
                        {"slot", m.slot},
-                       {"status", m.status},
+                       {"status", to_string(m.status)},
                        {"joined_round", m.joined_round},
                        {"step", m.step},
-                       {"base_round", m.base_round},
+                       {"base_round", m.base_round ? nlohmann::json(*m.base_round) : nlohmann::json(nullptr)},
                        {"ready", m.ready},
                        {"tokens_per_s", number(m.tokens_per_s)},
                        {"loss", number(m.loss)},
@@ -86,7 +86,7 @@ nlohmann::json to_json(const RunView& v) {
   for (const auto& e : v.events)
     events.push_back({{"id", e.id}, {"time", e.time}, {"kind", e.kind}, {"detail", e.detail}});
   return {{"run_id", v.run_id},
-          {"status", v.status},
+          {"status", to_string(v.status)},
           {"phase", to_string(v.phase)},
           {"algorithm", v.algorithm},
           {"private", v.is_private},
@@ -170,7 +170,11 @@ std::string prometheus_text(const std::vector<RunView>& runs) {
     Family f(out, "pico_run_info", "gauge",
              "A run on this broker; its labels say the algorithm, status and phase (always 1).");
     for (const auto& v : runs)
-      f.sample({{"run", v.run_id}, {"algorithm", v.algorithm}, {"status", v.status}, {"phase", to_string(v.phase)}}, 1);
+      f.sample({{"run", v.run_id},
+                {"algorithm", v.algorithm},
+                {"status", to_string(v.status)},
+                {"phase", to_string(v.phase)}},
+               1);
   }
   const double nan = std::nan("");
   run_family("pico_run_rounds_total", "counter", "Outer rounds committed.",
@@ -219,7 +223,7 @@ std::string prometheus_text(const std::vector<RunView>& runs) {
     Family f(out, name, type, help);
     for (const auto& v : runs)
       for (const auto& m : v.members)
-        if (m.status == "active")
+        if (m.status == MemberStatus::kActive)
           f.sample(Labels{{"run", v.run_id}, {"member", std::to_string(m.member_id)}, {"device", m.device}},
                    value_of(m));
   };

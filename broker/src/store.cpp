@@ -69,6 +69,7 @@ class Stmt {
   Stmt& bind(int i, std::int64_t v) { return check(sqlite3_bind_int64(s_, i, v)); }
   Stmt& bind(int i, int v) { return check(sqlite3_bind_int64(s_, i, v)); }
   Stmt& bind(int i, double v) { return check(sqlite3_bind_double(s_, i, v)); }
+  Stmt& bind(int i, const char* v) { return bind(i, std::string(v)); }
   Stmt& bind(int i, const std::string& v) {
     return check(sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
   }
@@ -127,9 +128,10 @@ RunRecord read_run(const Stmt& s) {
   r.is_private = s.i64(3) != 0;
   r.token_sha256 = s.text(4);
   r.num_shards = s.i64(5);
-  r.status = s.text(6);
+  r.status = parse_run_status(s.text(6));
   r.round = s.i64(7);
-  r.snapshot_round = s.i64(8);
+  // Stored as −1 when there is none (the column predates the type; files stay compatible).
+  if (s.i64(8) >= 0) r.snapshot_round = s.i64(8);
   r.snapshot_path = s.text(9);
   r.snapshot_sha256 = s.text(10);
   r.theta0_hash = s.text(11);
@@ -155,7 +157,7 @@ MemberRecord read_member(const Stmt& s) {
   m.endpoint = s.text(3);
   m.device = s.text(4);
   m.shard = s.i64(5);
-  m.status = s.text(6);
+  m.status = parse_member_status(s.text(6));
   m.joined_at = s.f64(7);
   m.last_heartbeat = s.f64(8);
   m.tokens_per_s = s.f64(9);
@@ -172,7 +174,7 @@ RoundRecord read_round(const Stmt& s) {
   r.run_id = s.text(0);
   r.round = s.i64(1);
   r.attempt = s.i64(2);
-  r.status = s.text(3);
+  r.status = parse_round_status(s.text(3));
   r.participants = nlohmann::json::parse(s.text(4)).get<std::vector<std::int64_t>>();
   r.started_at = s.f64(5);
   r.finished_at = s.f64(6);
@@ -245,7 +247,11 @@ void Store::create_run(const RunRecord& r) {
   if (check.bind(1, r.run_id).step()) throw Error(str("run ", r.run_id, " already exists in ", impl_->path));
   Stmt s(impl_->db, str("INSERT INTO runs (", kRunColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").c_str());
   s.bind(1, r.run_id).bind(2, r.config_yaml).bind(3, r.dataset_hash).bind(4, r.is_private ? 1 : 0);
-  s.bind(5, r.token_sha256).bind(6, r.num_shards).bind(7, r.status).bind(8, r.round).bind(9, r.snapshot_round);
+  s.bind(5, r.token_sha256)
+      .bind(6, r.num_shards)
+      .bind(7, to_string(r.status))
+      .bind(8, r.round)
+      .bind(9, r.snapshot_round.value_or(-1));
   s.bind(10, r.snapshot_path).bind(11, r.snapshot_sha256).bind(12, r.theta0_hash).bind(13, r.dataset_info);
   s.bind(14, r.created_at).bind(15, r.min_members).bind(16, r.algorithm).bind(17, r.model_params);
   s.bind(18, r.paused ? 1 : 0).run();
@@ -271,9 +277,9 @@ void Store::set_run_round(const std::string& run_id, std::int64_t round) {
   Stmt(impl_->db, "UPDATE runs SET round = ? WHERE run_id = ?").bind(1, round).bind(2, run_id).run();
 }
 
-void Store::set_run_status(const std::string& run_id, const std::string& status) {
+void Store::set_run_status(const std::string& run_id, RunStatus status) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  Stmt(impl_->db, "UPDATE runs SET status = ? WHERE run_id = ?").bind(1, status).bind(2, run_id).run();
+  Stmt(impl_->db, "UPDATE runs SET status = ? WHERE run_id = ?").bind(1, to_string(status)).bind(2, run_id).run();
 }
 
 void Store::set_snapshot(const std::string& run_id, std::int64_t round, const std::string& path,
@@ -326,7 +332,7 @@ std::int64_t Store::add_member(const MemberRecord& m) {
     const std::int64_t id = next.i64(0);
     Stmt s(impl_->db, str("INSERT INTO members (", kMemberColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?,?)").c_str());
     s.bind(1, m.run_id).bind(2, id).bind(3, m.public_key).bind(4, m.endpoint).bind(5, m.device).bind(6, m.shard);
-    s.bind(7, m.status)
+    s.bind(7, to_string(m.status))
         .bind(8, m.joined_at)
         .bind(9, m.last_heartbeat)
         .bind(10, m.tokens_per_s)
@@ -358,10 +364,10 @@ std::vector<MemberRecord> Store::members(const std::string& run_id, bool active_
   return out;
 }
 
-void Store::set_member_status(const std::string& run_id, std::int64_t member_id, const std::string& status) {
+void Store::set_member_status(const std::string& run_id, std::int64_t member_id, MemberStatus status) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Stmt(impl_->db, "UPDATE members SET status = ? WHERE run_id = ? AND member_id = ?")
-      .bind(1, status)
+      .bind(1, to_string(status))
       .bind(2, run_id)
       .bind(3, member_id)
       .run();
@@ -380,17 +386,23 @@ void Store::heartbeat(const std::string& run_id, std::int64_t member_id, double 
 void Store::begin_round(const RoundRecord& r) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Stmt s(impl_->db, str("INSERT OR REPLACE INTO rounds (", kRoundColumns, ") VALUES (?,?,?,?,?,?,?,?,?)").c_str());
-  s.bind(1, r.run_id).bind(2, r.round).bind(3, r.attempt).bind(4, r.status);
+  s.bind(1, r.run_id).bind(2, r.round).bind(3, r.attempt).bind(4, to_string(r.status));
   s.bind(5, nlohmann::json(r.participants).dump()).bind(6, r.started_at).bind(7, r.finished_at);
   s.bind(8, r.bytes).bind(9, r.theta_hash).run();
 }
 
-void Store::finish_round(const std::string& run_id, std::int64_t round, const std::string& status, std::int64_t bytes,
+void Store::finish_round(const std::string& run_id, std::int64_t round, RoundStatus status, std::int64_t bytes,
                          const std::string& theta_hash, double finished_at) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Stmt s(impl_->db,
          "UPDATE rounds SET status = ?, bytes = ?, theta_hash = ?, finished_at = ? WHERE run_id = ? AND round = ?");
-  s.bind(1, status).bind(2, bytes).bind(3, theta_hash).bind(4, finished_at).bind(5, run_id).bind(6, round).run();
+  s.bind(1, to_string(status))
+      .bind(2, bytes)
+      .bind(3, theta_hash)
+      .bind(4, finished_at)
+      .bind(5, run_id)
+      .bind(6, round)
+      .run();
 }
 
 std::optional<RoundRecord> Store::round(const std::string& run_id, std::int64_t round) const {

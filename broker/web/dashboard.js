@@ -269,7 +269,7 @@ function renderMembers(v) {
     const tr = el("tr", null, m.status === "active" ? "" : "former");
     tr.dataset.member = m.member_id;
     const cells = [
-      m.member_id, null, m.device, m.slot, m.status + (m.ready ? " · ready" : m.base_round < 0 && m.status === "active" ? " · syncing" : ""),
+      m.member_id, null, m.device, m.slot, m.status + (m.ready ? " · ready" : m.base_round === null && m.status === "active" ? " · syncing" : ""),
       m.step, fmtNum(m.tokens), m.status === "active" ? fmtNum(m.tokens_per_s) : "—", fmtNum(m.loss, 4),
       m.status === "active" ? fmtSecs(m.heartbeat_age_s) + " ago" : "—", m.link, m.rounds_rejected,
     ];

@@ -1,6 +1,7 @@
 #include "pico/comm/curve_keys.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -9,11 +10,13 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
+#include "pico/common/log.h"
 
 namespace pico::comm {
 
@@ -166,6 +169,60 @@ CurveKeyPair curve_load_or_create_keypair(const std::string& dir, const std::str
     throw Error(str("cannot create key file ", path, ": ", std::strerror(link_errno)));
   fsync_path(dir);
   return parse_keyfile(path);
+}
+
+IdentityLease::~IdentityLease() {
+  if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the flock
+}
+
+namespace {
+
+// The pid written into a lock file by its holder, or 0.
+long lock_holder(int fd) {
+  char buf[32] = {};
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  return n > 0 ? std::strtol(buf, nullptr, 10) : 0;
+}
+
+}  // namespace
+
+IdentityLease lease_identity(const std::string& dir, const std::string& name, bool exact) {
+  curve_require_available();
+  if (!valid_name(name))
+    throw Error(str("bad key name '", name, "'"), "use letters, digits, '.', '_' and '-' (e.g. worker-0)");
+  make_private_dir(dir);
+  long first_holder = 0;
+  for (int i = 1; i <= (exact ? 1 : 64); ++i) {
+    const std::string candidate = i == 1 ? name : str(name, "-", i);
+    const std::string lock_path = str(dir, "/", candidate, ".key.lock");
+    const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+      throw Error(str("cannot open ", lock_path, ": ", std::strerror(errno)), "check the permissions of " + dir);
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      const std::string pid = std::to_string(::getpid()) + "\n";
+      if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+        log_debug("cannot record the pid in ", lock_path, ": ", std::strerror(errno));  // only for messages
+      try {
+        return IdentityLease(candidate, curve_load_or_create_keypair(dir, candidate), fd);
+      } catch (...) {
+        ::close(fd);
+        throw;
+      }
+    }
+    const int lock_errno = errno;
+    if (i == 1) first_holder = lock_holder(fd);
+    ::close(fd);
+    if (lock_errno != EWOULDBLOCK)
+      throw Error(str("cannot lock ", lock_path, ": ", std::strerror(lock_errno)),
+                  "pico locks an identity while it uses it; the key directory must be on a local file system");
+  }
+  const std::string who = first_holder > 0 ? str("process ", first_holder) : std::string("another process");
+  if (exact)
+    throw Error(str("identity '", name, "' is in use by ", who, " on this machine (", dir, "/", name, ".key.lock)"),
+                "two processes never take part as one contributor: give this one its own, e.g. --identity " + name +
+                    "-2, or leave --identity out to get a free one");
+  throw Error(str("identities '", name, "' to '", name, "-64' are all in use by other processes on this machine"),
+              "stop some of them, or give this one an identity of its own with --identity NAME");
 }
 
 }  // namespace pico::comm

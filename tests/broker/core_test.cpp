@@ -52,7 +52,7 @@ struct Harness {
                      {"private", is_private},
                      {"token_sha256", token.empty() ? "" : sha256_hex(token)},
                      {"theta0_hash", "H0"},
-                     {"dataset_info", {{"prepare", "pico data prepare --input kjv.txt"}}}});
+                     {"prepare_command", "pico data prepare --input kjv.txt"}});
     ASSERT_EQ(out.at(0).message.type, MessageType::kAck);
   }
   std::int64_t join(const std::string& peer, const std::string& dataset = "D") {
@@ -115,7 +115,7 @@ TEST(BrokerCore, ARoundStartsWhenEveryMemberIsReadyAndCommitsOnAgreement) {
   h.result("b", b, 1, 1, true);
   const auto run = h.store->run("r");
   EXPECT_EQ(run->round, 1);
-  EXPECT_EQ(h.store->round("r", 1)->status, "done");
+  EXPECT_EQ(h.store->round("r", 1)->status, RoundStatus::kDone);
   EXPECT_EQ(h.store->round("r", 1)->theta_hash, "H");
   const auto ledger = h.store->ledger("r");
   ASSERT_EQ(ledger.size(), 2u);
@@ -173,6 +173,46 @@ TEST(BrokerCore, PartialSuccessCommitsAndResyncsTheMembersThatFailedOrDisagree) 
   bool logged = false;
   for (const auto& e : h.store->events("r", 20)) logged = logged || e.kind == "hash_mismatch";
   EXPECT_TRUE(logged);
+}
+
+// A member whose θ_g disagreed reports the round as its base (a heartbeat sent before it
+// learned it is in the minority) after the broker told it to resync: that stale heartbeat must
+// not count it as in sync, or it would never be sent the snapshot it waits for (and a run
+// that needs it would wait forever). It is in sync once it has fetched the run's θ_g.
+TEST(BrokerCore, AStaleHeartbeatDoesNotUndoAResync) {
+  Harness h;
+  h.create();
+  const auto a = h.join("a"), b = h.join("b"), c = h.join("c");
+  for (auto [p, id] : {std::pair{"a", a}, {"b", b}, {"c", c}}) h.ready(p, id, 1);
+  h.result("a", a, 1, 1, true, "H");
+  h.result("b", b, 1, 1, true, "X");
+  auto out = h.result("c", c, 1, 1, true, "H");
+  ASSERT_EQ(of_type(out, MessageType::kResync).size(), 1u);
+  const auto req = of_type(out, MessageType::kSnapshotRequest);
+  ASSERT_EQ(req.size(), 1u);
+  h.heartbeat("b", b, 1);  // stale: sent before b read its resync
+  const std::string uploader = req[0].peer;
+  const auto up = uploader == "a" ? a : c;
+  const std::string snap(1500, 'x');
+  for (int i = 0; i < 2; ++i)
+    out = h.send(uploader, MessageType::kSnapshotPut,
+                 {{"run_id", "r"},
+                  {"member_id", up},
+                  {"round", 1},
+                  {"index", i},
+                  {"count", 2},
+                  {"bytes", 1500},
+                  {"sha256", sha256_hex(snap)}},
+                 snap.substr(static_cast<std::size_t>(i) * 1000, 1000));
+  const auto ready = of_type(out, MessageType::kSnapshotReady);
+  ASSERT_EQ(ready.size(), 1u) << "the resynced member was not told where θ_g is";
+  EXPECT_EQ(ready[0].peer, "b");
+  // Until b has fetched θ_g, round 2 does not wait for it; once it has, it does.
+  h.ready("a", a, 2);
+  EXPECT_EQ(of_type(h.ready("c", c, 2), MessageType::kRoundStart).size(), 2u);
+  h.result("a", a, 2, 1, true, "H2");
+  h.result("c", c, 2, 1, true, "H2");
+  EXPECT_EQ(h.store->run("r")->round, 2);
 }
 
 class SnapshotPolicy : public ::testing::TestWithParam<int> {};
@@ -243,7 +283,7 @@ TEST(BrokerCore, ACorruptSnapshotUploadIsRejected) {
                     "abd");
   EXPECT_TRUE(of_type(out, MessageType::kSnapshotReady).empty());
   EXPECT_EQ(of_type(out, MessageType::kSnapshotRequest).size(), 1u);  // asks again
-  EXPECT_EQ(h.store->run("r")->snapshot_round, -1);
+  EXPECT_EQ(h.store->run("r")->snapshot_round, std::nullopt);
 }
 
 TEST(BrokerCore, PublicRunsRejectNonFiniteAndOutlierUpdates) {

@@ -224,7 +224,7 @@ TEST(Dashboard, AnOperatorEvictionTellsTheMemberAndRefusesItsKeyAfterwards) {
   EXPECT_EQ(v.active_members, 1);
   ASSERT_EQ(v.members.size(), 2u);
   EXPECT_EQ(v.members[0].member_id, a);
-  EXPECT_EQ(v.members[1].status, "evicted");
+  EXPECT_EQ(v.members[1].status, MemberStatus::kEvicted);
   EXPECT_TRUE(has(r.event_kinds(), "evict"));
   try {
     r.core->operator_evict("r", b, r.now);  // no longer active
@@ -307,7 +307,7 @@ TEST(Dashboard, ViewsOfUnknownRunsAreEmptyAndFinishedRunsStayVisible) {
   // Restarted, the broker keeps only active runs in memory; the finished one is read from the store.
   r.core = std::make_unique<BrokerCore>(*r.store, r.opt, r.now);
   v = r.view();
-  EXPECT_EQ(v.status, "finished");
+  EXPECT_EQ(v.status, RunStatus::kFinished);
   EXPECT_EQ(v.round, 1);
   EXPECT_EQ(v.rounds.size(), 1u);
   EXPECT_EQ(r.core->run_ids(), std::vector<std::string>{"r"});

@@ -472,5 +472,38 @@ TEST_F(Networked, CtrlCLeavesTheRunAndTheHostResumesItsBrokerOnTheSamePort) {
   EXPECT_EQ(ra.back()["theta_hash"], rc.back()["theta_hash"]);
 }
 
+// The README's way to try joining on one machine: host a run in one shell, `pico train --join
+// CODE` in another, neither naming an identity (both would be `contributor`, and the broker
+// would evict each in turn when the other rejoins). The second process takes part as
+// contributor-2, in a run directory of its own, and a third that insists on `--identity
+// contributor` is refused while the host holds it, with a reason and a fix.
+TEST_F(Networked, TwoShellsOnOneMachineJoinWithoutNamingIdentities) {
+  const std::string home = "env PICO_HOME=" + dir_.file("home") + " " + test::pico_binary();
+  const std::string cfg = dir_.file("run.yaml");
+  Proc a = test::spawn_pico("train --config " + cfg + " --set training.max_steps=90 --set outer.min_contributors=2",
+                            dir_.file("a.log"), home);
+  std::string code;
+  ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
+  const auto refused = test::run_command(home + " train --join '" + code + "' --identity contributor");
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("identity 'contributor' is in use by process"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("--identity contributor-2"), std::string::npos) << refused.output;
+
+  Proc b = test::spawn_pico("train --join '" + code + "'", dir_.file("b.log"), home);
+  ASSERT_TRUE(wait_for([&] { return !a.alive() && !b.alive(); }, 240)) << slurp(a.log) << slurp(b.log);
+  ASSERT_EQ(a.wait(), 0) << slurp(a.log);
+  ASSERT_EQ(b.wait(), 0) << slurp(b.log);
+  EXPECT_NE(slurp(b.log).find("this one takes part as 'contributor-2'"), std::string::npos) << slurp(b.log);
+  EXPECT_EQ(slurp(a.log).find("rejoined under a new member id"), std::string::npos) << slurp(a.log);
+  const auto ra = rounds_of(dir_.file("runs/net/metrics.jsonl"));
+  const auto rb = rounds_of(dir_.file("runs/net-contributor-2/metrics.jsonl"));
+  ASSERT_EQ(ra.size(), 3u) << slurp(a.log);
+  ASSERT_EQ(rb.size(), 3u) << slurp(b.log);
+  for (std::size_t i = 0; i < ra.size(); ++i) {
+    EXPECT_EQ(ra[i]["contributors"], 2) << ra[i].dump();
+    EXPECT_EQ(ra[i]["theta_hash"], rb[i]["theta_hash"]) << "round " << i + 1;
+  }
+}
+
 }  // namespace
 }  // namespace pico

@@ -40,7 +40,7 @@ TEST(Store, RunsMembersRoundsLedger) {
   EXPECT_EQ(s->add_member(m), 0);
   m.public_key = "K1";
   EXPECT_EQ(s->add_member(m), 1);
-  s->set_member_status("r1", 0, "evicted");
+  s->set_member_status("r1", 0, MemberStatus::kEvicted);
   EXPECT_EQ(s->members("r1", true).size(), 1u);
   EXPECT_EQ(s->members("r1", false).size(), 2u);
   m.public_key = "K0";  // a rejoining key gets a new member id, never a reused one
@@ -49,15 +49,15 @@ TEST(Store, RunsMembersRoundsLedger) {
   RoundRecord r;
   r.run_id = "r1";
   r.round = 1;
-  r.status = "open";
+  r.status = RoundStatus::kOpen;
   r.participants = {1, 2};
   s->begin_round(r);
-  s->finish_round("r1", 1, "done", 1234, "hash", 5.0);
+  s->finish_round("r1", 1, RoundStatus::kDone, 1234, "hash", 5.0);
   const auto got = s->round("r1", 1);
   ASSERT_TRUE(got);
   EXPECT_EQ(got->participants, (std::vector<std::int64_t>{1, 2}));
   EXPECT_EQ(got->bytes, 1234);
-  EXPECT_EQ(got->status, "done");
+  EXPECT_EQ(got->status, RoundStatus::kDone);
 
   s->credit("r1", {"K0", 100, 10, 1, 0, 2.5, 1000});
   s->credit("r1", {"K0", 50, 5, 0, 1, 1.5, 500});
@@ -82,11 +82,11 @@ TEST(Store, CommitRoundIsAllOrNothing) {
   r.run_id = "r1";
   r.round = 1;
   r.attempt = 1;
-  r.status = "open";
+  r.status = RoundStatus::kOpen;
   r.participants = {0, 1};
   s->begin_round(r);
   s->commit_round("r1", 1, 2000, "H", 5.0, {{"ka", 100, 10, 1, 0, 1.0, 1000}, {"kb", 50, 5, 1, 0, 1.0, 1000}});
-  EXPECT_EQ(s->round("r1", 1)->status, "done");
+  EXPECT_EQ(s->round("r1", 1)->status, RoundStatus::kDone);
   EXPECT_EQ(s->round("r1", 1)->theta_hash, "H");
   EXPECT_EQ(s->run("r1")->round, 1);
   EXPECT_EQ(s->ledger("r1").size(), 2u);
@@ -96,7 +96,7 @@ TEST(Store, CommitRoundIsAllOrNothing) {
   s->begin_round(r);
   EXPECT_THROW(
       s->commit_round("r1", 2, 1, "H2", 6.0, {{"ka", 1, 1, 1, 0, 1.0, 1}, {"kb", 1, 1, 1, 0, std::nan(""), 1}}), Error);
-  EXPECT_EQ(s->round("r1", 2)->status, "open");
+  EXPECT_EQ(s->round("r1", 2)->status, RoundStatus::kOpen);
   EXPECT_EQ(s->run("r1")->round, 1);
   EXPECT_EQ(s->ledger("r1").at(0).tokens, 100);
 }

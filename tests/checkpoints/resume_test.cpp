@@ -226,7 +226,8 @@ TEST_F(Resume, ConfigThatDoesNotMatchTheCheckpointIsRefusedWithAHint) {
                                          {"seed=8", "seed = 7"},
                                          {"data.dataloader.batch_size=4", "data.dataloader.batch_size"},
                                          {"data.path=" + dir_->file("ds2"), "holds dataset"},
-                                         {"outer.algorithm=demo", "outer.algorithm = ddp"},
+                                         // --local: a demo run of one contributor would host a broker
+                                         {"outer.algorithm=demo --local", "outer.algorithm = ddp"},
                                          {"local_workers=2", "local_workers = 2"}}) {
     r = run_command(base + "--set " + c.set);
     EXPECT_EQ(r.exit_code, 1) << c.set << ": " << r.output;

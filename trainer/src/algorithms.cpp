@@ -7,6 +7,7 @@
 #include <map>
 #include <vector>
 
+#include "demo_round.h"
 #include "outer_round.h"
 #include "pico/common/codec.h"
 #include "pico/common/error.h"
@@ -182,34 +183,22 @@ class DiLoCo final : public Algorithm {
 
 // Every step: each contributor folds its gradient into its decoupled momentum δ, sends the
 // top-k DCT coefficients of δ per chunk, and every contributor applies the same sign step
-// from all contributors' coefficients. Replaces AdamW.
+// from all contributors' coefficients (demo_round.h). Replaces AdamW.
 class DeMo final : public Algorithm {
  public:
   DeMo(const RunConfig& cfg, Contributor& c, comm::Communicator& comm, std::mutex& mu)
-      : c_(c), comm_(comm), mu_(mu), demo_(c.model()->named_params(), demo_config(cfg)) {
-    opts_.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.outer.timeout_s * 1000));
+      : comm_(comm), mu_(mu), demo_(cfg, c) {
+    timeout_ = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.outer.timeout_s * 1000));
   }
 
   StepReport step(std::int64_t step) override {
     StepReport rep;
-    std::vector<std::uint8_t> payload;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      rep.inner.loss = c_.forward_backward(step);
-      rep.inner.grad_norm = c_.grad_norm();
-      rep.inner.lr = optim::lr_at(c_.schedule(), step);
-      rep.inner.tokens = c_.tokens_per_step();
-      payload = demo_.prepare(rep.inner.lr);
-    }
-    std::vector<std::vector<std::uint8_t>> gathered;
-    opts_.tag = static_cast<std::uint64_t>(step);
-    const auto r = comm_.all_gather(payload, gathered, opts_);
-    check(r, "the DeMo all-gather", step);
-    bytes_sent_ += r.bytes_sent;
-    bytes_received_ += r.bytes_received;
-    rep.comm_s = r.seconds;
-    std::lock_guard<std::mutex> lock(mu_);
-    demo_.apply(gathered, rep.inner.lr);
+    const auto r = demo_.step(comm_, step, static_cast<std::uint64_t>(step), timeout_, mu_);
+    check(r.gather, "the DeMo all-gather", step);
+    rep.inner = r.inner;
+    bytes_sent_ += r.gather.bytes_sent;
+    bytes_received_ += r.gather.bytes_received;
+    rep.comm_s = r.gather.seconds;
     return rep;
   }
 
@@ -217,22 +206,10 @@ class DeMo final : public Algorithm {
   void load_outer_state(const optim::NamedTensors& state) override { demo_.load_state(state); }
 
  private:
-  static optim::DeMoConfig demo_config(const RunConfig& cfg) {
-    optim::DeMoConfig d;
-    d.lr = cfg.training.optimization.lr;
-    d.compression_decay = cfg.outer.demo_compression_decay;
-    d.compression_topk = cfg.outer.demo_compression_topk;
-    d.compression_chunk = cfg.outer.demo_compression_chunk;
-    d.weight_decay = cfg.training.optimization.adamw.weight_decay;
-    d.value_dtype = parse_wire_dtype(cfg.outer.demo_value_dtype);
-    return d;
-  }
-
-  Contributor& c_;
   comm::Communicator& comm_;
   std::mutex& mu_;
-  optim::DeMo demo_;
-  comm::AllgatherOptions opts_;
+  DeMoRound demo_;
+  std::chrono::milliseconds timeout_{60'000};
 };
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "demo_round.h"
 #include "outer_round.h"
 #include "pico/broker/client.h"
 #include "pico/broker/service.h"
@@ -81,6 +82,22 @@ class MemberOuterState final : public OuterStateIO {
   OuterRound& round_;
 };
 
+// A DeMo member's outer state as a checkpoint holds it: δ and the step count (demo_round.h).
+class MemberDeMoState final : public OuterStateIO {
+ public:
+  MemberDeMoState(DeMoRound& demo, std::int64_t inner_steps) : demo_(demo), h_(inner_steps) {}
+  optim::NamedTensors outer_state() const override { return demo_.state(); }
+  void load_outer_state(const optim::NamedTensors& state) override { demo_.load_state(state); }
+  optim::NamedTensors pseudo_gradient() const override { return {}; }
+  void load_pseudo_gradient(const optim::NamedTensors& delta) override {}
+  // Members save at round boundaries: the round is the step count over H.
+  std::int64_t rounds_done() const override { return (demo_.step_count() + h_ - 1) / h_; }
+
+ private:
+  DeMoRound& demo_;
+  std::int64_t h_;
+};
+
 class NetworkedMember {
  public:
   NetworkedMember(RunConfig cfg, NetworkOptions net, std::string run_id, std::shared_ptr<data::Dataset> dataset,
@@ -109,7 +126,7 @@ class NetworkedMember {
       } catch (const Error&) {
         // Leave at once rather than hold the run's rounds up until the broker evicts us.
         try {
-          client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
+          client_->request(broker::Leave{run_id_, member_id_});
         } catch (const Error&) {
         }
         throw;
@@ -126,7 +143,9 @@ class NetworkedMember {
     while (base_round_ < rounds_total_ && !finished_ && step_ < stop && !leaving()) {
       if (needs_snapshot_) fetch_snapshot();
       if (finished_ || leaving()) break;
-      const bool round_complete = train_round();
+      // DiLoCo trains its H steps, then meets the others; DeMo meets them first and trains
+      // its H steps together with them (demo_round.h).
+      const bool round_complete = is_demo() || train_round();
       if (!round_complete) continue;  // resync or rejoin asked for mid-round, or a stop
       outer_round();
     }
@@ -143,22 +162,20 @@ class NetworkedMember {
       if (!interrupted)
         log_info("stopping after step ", step_, " (--stop-after-step ", stop, "); rejoin with --resume");
       try {
-        client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}}, "",
-                         std::chrono::seconds(10));
+        client_->request(broker::Leave{run_id_, member_id_}, "", std::chrono::seconds(10));
       } catch (const Error& e) {
         log_warn("could not tell the broker this member leaves (it evicts silent members anyway): ", e.what());
       }
-      client_->set_heartbeat(nlohmann::json::object());
+      client_->stop_heartbeat();
       TrainSummary s = summary();
       s.interrupted = interrupted;
       progress_.finish(str("stopped: round ", base_round_, "/", rounds_total_, ", ", step_, " steps",
                            interrupted ? " (a checkpoint is saved; rejoin with --resume)" : ""));
       return s;
     }
-    client_->request(MessageType::kRunFinished,
-                     with_val_loss({{"run_id", run_id_}, {"member_id", member_id_}, {"round", base_round_}}));
-    client_->request(MessageType::kLeave, {{"run_id", run_id_}, {"member_id", member_id_}});
-    client_->set_heartbeat(nlohmann::json::object());
+    client_->request(broker::RunFinished{run_id_, member_id_, base_round_, progress()});
+    client_->request(broker::Leave{run_id_, member_id_});
+    client_->stop_heartbeat();
     const TrainSummary s = summary();
     progress_.finish(str("done: round ", base_round_, "/", rounds_total_, ", ", step_, " steps, ", tokens_,
                          " tokens in ", format_duration(s.seconds), " | loss ", last_loss_,
@@ -186,28 +203,26 @@ class NetworkedMember {
   }
 
   void join() {
-    const Message r = client_->request(MessageType::kJoin, {{"run_id", run_id_},
-                                                            {"dataset_hash", dataset_->manifest().dataset_hash},
-                                                            {"device", resolve_device(cfg_.device).str()},
-                                                            {"endpoint", node_->endpoint()},
-                                                            {"token", token_}});
-    member_id_ = r.body.at("member_id").get<std::int64_t>();
-    const std::int64_t slot = r.body.at("slot").get<std::int64_t>();
-    const std::int64_t shards = r.body.at("num_shards").get<std::int64_t>();
-    const std::int64_t round = r.body.at("round").get<std::int64_t>();
+    const auto r = broker::parse<broker::JoinReply>(client_->request(broker::Join{
+        run_id_, dataset_->manifest().dataset_hash, resolve_device(cfg_.device).str(), node_->endpoint(), token_}));
+    member_id_ = r.member_id;
+    const std::int64_t slot = r.slot, shards = r.num_shards, round = r.round;
     set_log_thread_tag("");
     log_info("joined run ", run_id_, " as member ", member_id_, " (slot ", slot, ", round ", round, ")");
     if (!contributor_) {
       const std::size_t count = static_cast<std::size_t>(std::max<std::int64_t>(shards, slot + 1));
       contributor_ = std::make_unique<Contributor>(cfg_, dataset_, resolve_device(cfg_.device),
                                                    static_cast<std::size_t>(slot), count);
-      round_ = std::make_unique<OuterRound>(cfg_, contributor_->model()->named_params());
+      if (is_demo())
+        demo_ = std::make_unique<DeMoRound>(cfg_, *contributor_);
+      else
+        round_ = std::make_unique<OuterRound>(cfg_, contributor_->model()->named_params());
     }
-    needs_snapshot_ = r.body.at("needs_snapshot").get<bool>();
+    needs_snapshot_ = r.needs_snapshot;
     if (!needs_snapshot_) {
       // Round 0: θ_g is the seeded initialization; check ours is the run's.
-      const std::string expected = r.body.at("theta0_hash").get<std::string>();
-      theta_hash_ = round_->outer().state_hash();
+      const std::string& expected = r.theta0_hash;
+      theta_hash_ = current_theta_hash();
       if (theta_hash_ != expected)
         throw Error(
             str("this contributor's initial θ_g (", theta_hash_.substr(0, 12), "…) differs from the run's (",
@@ -223,8 +238,8 @@ class NetworkedMember {
   // member's newest valid checkpoint. join() has run: the contributor exists and the broker
   // has said whether θ_g comes from a snapshot (it does once the run has a round).
   void resume() {
-    MemberOuterState io(*round_);
-    const auto st = checkpointer_.resume(*contributor_, &io);
+    const auto io = outer_io();
+    const auto st = checkpointer_.resume(*contributor_, io.get());
     if (!st) return;  // nothing saved yet: a plain join
     if (!needs_snapshot_ && st->round > 0)
       throw Error(str("this member's checkpoint is of round ", st->round, ", but run ", run_id_, " is at round 0"),
@@ -237,11 +252,11 @@ class NetworkedMember {
     resumed_tokens_ = st->tokens;
     base_round_ = st->round;
     resumed_round_ = st->round;
-    resumed_theta_ = round_->outer().state_hash();
+    resumed_theta_ = current_theta_hash();
     last_saved_step_ = st->step;
     truncate_metrics_after(metrics_path_, st->step, st->round);
     metrics_ = MetricsWriter(metrics_path_, /*truncate=*/false);
-    {
+    if (!is_demo()) {  // DeMo members save only at round boundaries, where θ is the run's
       torch::NoGradGuard no_grad;
       round_->outer().copy_to(contributor_->model()->named_params());  // the round boundary: θ = θ_g
     }
@@ -261,53 +276,70 @@ class NetworkedMember {
     st.round = base_round_;
     st.tokens = tokens_;
     st.run_id = run_id_;
-    MemberOuterState io(*round_);
-    checkpointer_.maybe_save(*contributor_, st, &io, /*force=*/true);
+    checkpointer_.maybe_save(*contributor_, st, outer_io().get(), /*force=*/true);
     last_saved_step_ = step_;
   }
 
   // The heartbeat's content; sent at once when the base round changed (the broker decides
   // who takes part in the next round from it), else at the next interval.
   void update_heartbeat() {
-    const std::int64_t base = needs_snapshot_ ? -1 : base_round_;
-    client_->set_heartbeat(with_val_loss({{"run_id", run_id_},
-                                          {"member_id", member_id_},
-                                          {"base_round", base},
-                                          {"step", step_},
-                                          {"tokens_per_s", tok_per_s_},
-                                          {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}}),
-                           /*send_now=*/base != last_beat_base_);
-    last_beat_base_ = base;
+    broker::Heartbeat hb;
+    hb.run_id = run_id_;
+    hb.member_id = member_id_;
+    if (!needs_snapshot_) hb.base_round = base_round_;
+    hb.step = step_;
+    hb.tokens_per_s = tok_per_s_;
+    hb.progress = progress();
+    client_->set_heartbeat(hb, /*send_now=*/!beat_sent_ || hb.base_round != last_beat_base_);
+    last_beat_base_ = hb.base_round;
+    beat_sent_ = true;
   }
 
-  // The broker's dashboard plots the members' validation loss per round (broker ProgressReport).
-  nlohmann::json with_val_loss(nlohmann::json body) const {
-    if (std::isfinite(last_val_) && val_round_ > 0) body["val_loss"] = last_val_, body["val_round"] = val_round_;
-    return body;
+  // What the broker's dashboard plots: the last training loss, and the validation loss of
+  // the newest round that has one.
+  broker::ProgressReport progress() const {
+    broker::ProgressReport p;
+    if (std::isfinite(last_loss_)) p.loss = last_loss_;
+    if (std::isfinite(last_val_) && val_round_ > 0) p.val_loss = last_val_, p.val_round = val_round_;
+    return p;
   }
 
   // Handles a message the broker pushed. Returns false when training must stop and resync.
   bool handle_push(const Message& m) {
-    switch (m.type) {
-      case MessageType::kSnapshotRequest:
-        upload_snapshot(m.body.at("round").get<std::int64_t>(), m.body.at("chunk_bytes").get<std::size_t>());
-        return true;
-      case MessageType::kResync:
-        log_warn("the broker asks for a resync: ", m.body.value("reason", std::string("?")));
-        needs_snapshot_ = true;
-        update_heartbeat();
-        return false;
-      case MessageType::kEvicted:
-        log_warn("evicted from run ", run_id_, ": ", m.body.value("reason", std::string("?")), " — joining again");
-        join();
-        return !needs_snapshot_;
-      case MessageType::kRunFinished:
-        log_warn("the run finished (round ", m.body.value("round", std::int64_t{-1}),
-                 ") while this contributor was at round ", base_round_);
-        finished_ = true;
-        return false;
-      default:
-        return true;  // kAck of fire-and-forget messages, snapshot_ready handled where awaited, stale round_start
+    try {
+      switch (m.type) {
+        case MessageType::kSnapshotRequest: {
+          const auto req = broker::parse<broker::SnapshotRequest>(m);
+          upload_snapshot(req.round, static_cast<std::size_t>(req.chunk_bytes));
+          return true;
+        }
+        case MessageType::kResync:
+          log_warn("the broker asks for a resync: ", broker::parse<broker::Resync>(m).reason);
+          needs_snapshot_ = true;
+          update_heartbeat();
+          return false;
+        case MessageType::kEvicted: {
+          const auto ev = broker::parse<broker::Evicted>(m);
+          if (ev.replaced)  // joining back would evict the other process, and so on forever
+            throw Error(str("this contributor's identity joined run ", run_id_,
+                            " again from another process, which now takes part in its place"),
+                        "give each process its own identity (--identity NAME); pico does this by itself for "
+                        "processes on one machine, so the other one is elsewhere, with a copy of this key");
+          log_warn("evicted from run ", run_id_, ": ", ev.reason, " — joining again");
+          join();
+          return !needs_snapshot_;
+        }
+        case MessageType::kRunFinished:
+          log_warn("the run finished (round ", broker::parse<broker::RunFinished>(m).round,
+                   ") while this contributor was at round ", base_round_);
+          finished_ = true;
+          return false;
+        default:
+          return true;  // acks of fire-and-forget messages, snapshot_ready handled where awaited, stale round_start
+      }
+    } catch (const broker::ProtocolError& e) {
+      log_warn("ignored a malformed ", broker::to_string(m.type), " from the broker: ", e.what());
+      return true;
     }
   }
 
@@ -316,22 +348,16 @@ class NetworkedMember {
       log_warn("asked for θ_g of round ", round, " but this contributor holds round ", base_round_);
       return;
     }
-    const std::string blob = serialize_state(round_->outer().state(), round);
+    const std::string blob = serialize_state(is_demo() ? demo_->snapshot() : round_->outer().state(), round);
     const std::string sha = sha256_hex(blob);
     const std::int64_t chunks =
         static_cast<std::int64_t>(std::max<std::size_t>(1, (blob.size() + chunk_bytes - 1) / chunk_bytes));
     for (std::int64_t i = 0; i < chunks; ++i) {
       const std::size_t off = static_cast<std::size_t>(i) * chunk_bytes;
       try {
-        client_->request(MessageType::kSnapshotPut,
-                         {{"run_id", run_id_},
-                          {"member_id", member_id_},
-                          {"round", round},
-                          {"index", i},
-                          {"count", chunks},
-                          {"bytes", blob.size()},
-                          {"sha256", sha}},
-                         blob.substr(off, std::min(chunk_bytes, blob.size() - off)));
+        client_->request(
+            broker::SnapshotPut{run_id_, member_id_, round, i, chunks, static_cast<std::int64_t>(blob.size()), sha},
+            blob.substr(off, std::min(chunk_bytes, blob.size() - off)));
       } catch (const Error& e) {
         // The broker moved on (a newer round, or it restarted and forgot the upload): it
         // asks again when it needs θ_g. Training goes on either way.
@@ -358,16 +384,19 @@ class NetworkedMember {
         if (finished_) return;
         continue;
       }
-      const std::int64_t round = m->body.at("round").get<std::int64_t>();
-      const std::int64_t chunks = m->body.at("chunks").get<std::int64_t>();
-      const std::string sha = m->body.at("sha256").get<std::string>();
+      broker::SnapshotReady ready;
+      try {
+        ready = broker::parse<broker::SnapshotReady>(*m);
+      } catch (const broker::ProtocolError& e) {
+        log_warn("ignored a malformed snapshot_ready from the broker: ", e.what());
+        continue;
+      }
+      const std::int64_t round = ready.round;
+      const std::string& sha = ready.sha256;
       std::string blob;
       try {
-        for (std::int64_t i = 0; i < chunks; ++i)
-          blob += client_
-                      ->request(MessageType::kSnapshotGet,
-                                {{"run_id", run_id_}, {"member_id", member_id_}, {"round", round}, {"index", i}})
-                      .blob;
+        for (std::int64_t i = 0; i < ready.chunks; ++i)
+          blob += client_->request(broker::SnapshotGet{run_id_, member_id_, round, i}).blob;
       } catch (const Error& e) {
         // The run moved on while we downloaded and the broker keeps only its newest
         // snapshot: it announces that one next.
@@ -380,15 +409,18 @@ class NetworkedMember {
         continue;
       }
       std::int64_t blob_round = -1;
-      round_->outer().load_state(deserialize_state(blob, blob_round));
+      const auto state = deserialize_state(blob, blob_round);
       if (blob_round != round) throw Error(str("snapshot announced for round ", round, " holds round ", blob_round));
-      {
+      if (is_demo()) {
+        demo_->load_snapshot(state);  // θ and the step count; this member's δ stays
+      } else {
+        round_->outer().load_state(state);
         torch::NoGradGuard no_grad;
         round_->outer().copy_to(contributor_->model()->named_params());
       }
       base_round_ = round;
       step_ = round * cfg_.outer.inner_steps;
-      theta_hash_ = round_->outer().state_hash();
+      theta_hash_ = current_theta_hash();
       needs_snapshot_ = false;
       update_heartbeat();
       log_info("θ_g of round ", round, " loaded (", format_bytes(static_cast<double>(blob.size())), ", hash ",
@@ -455,27 +487,39 @@ class NetworkedMember {
 
   void outer_round() {
     const std::int64_t round = base_round_ + 1;
-    const auto [norm, finite] = round_->delta_norm(contributor_->model()->named_params());
-    nlohmann::json ready = {{"run_id", run_id_},
-                            {"member_id", member_id_},
-                            {"round", round},
-                            {"base_round", base_round_},
-                            {"tokens", round_tokens_},
-                            {"inner_steps", round_steps_},
-                            {"compute_seconds", compute_s_},
-                            {"delta_norm", finite ? norm : 0.0},
-                            {"finite", finite},
-                            {"loss", std::isfinite(last_loss_) ? last_loss_ : 0.0}};
-    if (!last_result_.is_null()) ready["last_result"] = last_result_;  // in case a restarted broker lost it
-    Message r = client_->request(MessageType::kReady, ready);
+    // A DeMo member is ready before its steps: it reports the tokens it will train (the
+    // ledger credits them only if the round completes) and no Δ (its updates are checked
+    // as they are applied, every step).
+    const auto [norm, finite] =
+        is_demo() ? std::pair<double, bool>{0.0, true} : round_->delta_norm(contributor_->model()->named_params());
+    if (is_demo()) {
+      round_steps_ = demo_round_steps(round);
+      round_tokens_ = round_steps_ * contributor_->tokens_per_step();
+      // compute_s_ is the last round's: a DeMo round's compute is known only after it
+    }
+    broker::Ready ready;
+    ready.run_id = run_id_;
+    ready.member_id = member_id_;
+    ready.round = round;
+    ready.base_round = base_round_;
+    ready.tokens = round_tokens_;
+    ready.inner_steps = round_steps_;
+    ready.compute_seconds = compute_s_;
+    ready.delta_norm = finite ? norm : 0.0;
+    ready.finite = finite;
+    ready.progress = progress();
+    ready.last_result = last_result_;  // in case a restarted broker lost it
+    Message r = client_->request(ready);
     // The broker has not yet committed the round this contributor finished (it restarted
     // and is still collecting reports): ask again shortly.
-    while (r.type == MessageType::kAck && r.body.contains("retry_after_s") && !finished_) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(r.body["retry_after_s"].get<double>()));
-      r = client_->request(MessageType::kReady, ready);
+    while (r.type == MessageType::kAck && !finished_) {
+      const auto ack = broker::parse<broker::ReadyReply>(r);
+      if (!ack.retry_after_s) break;
+      std::this_thread::sleep_for(std::chrono::duration<double>(*ack.retry_after_s));
+      r = client_->request(ready);
     }
     if (r.type == MessageType::kResync) {
-      log_warn("round ", round, ": ", r.body.value("reason", std::string("resync")));
+      log_warn("round ", round, ": ", broker::parse<broker::Resync>(r).reason);
       needs_snapshot_ = true;
       update_heartbeat();
       return;
@@ -494,34 +538,127 @@ class NetworkedMember {
         if (!handle_push(*m)) return;
         continue;
       }
-      const std::int64_t mround = m->body.at("round").get<std::int64_t>();
-      const std::int64_t attempt = m->body.at("attempt").get<std::int64_t>();
-      if (mround != round || attempt <= last_attempt) continue;  // stale
-      last_attempt = attempt;
-      if (run_collective(round, attempt, m->body.at("members"))) return;
+      broker::RoundStart start;
+      try {
+        start = broker::parse<broker::RoundStart>(*m);
+      } catch (const broker::ProtocolError& e) {
+        log_warn("ignored a malformed round_start from the broker: ", e.what());
+        continue;
+      }
+      if (start.round != round || start.attempt <= last_attempt) continue;  // stale
+      last_attempt = start.attempt;
+      if (is_demo() ? run_demo_round(start) : run_collective(start)) return;
       // failed: wait for the broker's retry (round_start) or a resync
     }
   }
 
-  // One attempt: weights, then Δ, all-reduced with the members the broker named.
-  bool run_collective(std::int64_t round, std::int64_t attempt, const nlohmann::json& members) {
+  // The communicator of one attempt of a round, with the members the broker named; returns
+  // the group and sets this member's weight in it.
+  comm::Membership open_round_comm(const broker::RoundStart& start, double& my_weight) {
     comm::Membership ms;
     ms.run_id = run_hash(run_id_);
-    ms.epoch = static_cast<std::uint32_t>((round << 8) | (attempt & 0xff));
-    double my_weight = 0;
-    for (const auto& m : members) {
+    ms.epoch = static_cast<std::uint32_t>((start.round << 8) | (start.attempt & 0xff));
+    my_weight = 0;
+    for (const auto& m : start.members) {
       comm::Member mem;
-      mem.rank = m.at("rank").get<int>();
-      mem.endpoint = m.at("endpoint").get<std::string>();
-      mem.public_key = m.at("public_key").get<std::string>();
-      if (m.at("member_id").get<std::int64_t>() == member_id_) {
+      mem.rank = m.rank;
+      mem.endpoint = m.endpoint;
+      mem.public_key = m.public_key;
+      if (m.member_id == member_id_) {
         ms.rank = mem.rank;
-        my_weight = m.at("weight").get<double>();
+        my_weight = m.weight;
       }
       ms.members.push_back(mem);
     }
     comm_.reset();  // one communicator per node at a time
     comm_ = comm::make_zmq_communicator(node_, ms);
+    return ms;
+  }
+
+  // Steps in DeMo round `round`: H, fewer in a last round that ends at max_steps.
+  std::int64_t demo_round_steps(std::int64_t round) const {
+    const std::int64_t h = cfg_.outer.inner_steps;
+    return std::min(h, cfg_.training.max_steps - (round - 1) * h);
+  }
+
+  // The outer state a checkpoint holds, of this member's algorithm.
+  std::unique_ptr<OuterStateIO> outer_io() {
+    if (is_demo()) return std::make_unique<MemberDeMoState>(*demo_, cfg_.outer.inner_steps);
+    return std::make_unique<MemberOuterState>(*round_);
+  }
+
+  std::string current_theta_hash() const { return is_demo() ? demo_->theta_hash() : round_->outer().state_hash(); }
+  bool is_demo() const { return cfg_.outer.algorithm == "demo"; }
+
+  // One attempt of a DeMo round (demo_round.h): its steps with the members the broker named.
+  bool run_demo_round(const broker::RoundStart& start) {
+    const std::int64_t round = start.round, attempt = start.attempt;
+    double my_weight = 0;
+    const comm::Membership ms = open_round_comm(start, my_weight);
+    const std::int64_t first = (round - 1) * cfg_.outer.inner_steps;
+    const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.outer.timeout_s * 1000));
+    std::vector<nlohmann::json> records;  // written once the round has completed
+    std::int64_t tokens = tokens_;
+    const auto t0 = Clock::now();
+    auto on_step = [&](std::int64_t i, const StepResult& r) {
+      const std::int64_t step = first + i + 1;
+      tokens += r.tokens;
+      last_loss_ = r.loss;
+      tok_per_s_ = static_cast<double>(tokens - tokens_) / std::max(1e-9, seconds_since(t0));
+      if (step % cfg_.monitoring.log_every_n_steps == 0)
+        records.push_back({{"step", step},
+                           {"contributor", member_id_},
+                           {"round", round},
+                           {"tokens", tokens},
+                           {"loss", r.loss},
+                           {"lr", r.lr},
+                           {"grad_norm", r.grad_norm},
+                           {"tok_per_s", tok_per_s_},
+                           {"elapsed_s", seconds_since(start_)}});
+      progress_.update(str("round ", round, "/", rounds_total_, " step ", step, " | loss ",
+                           std::round(r.loss * 1000) / 1000, " | ", static_cast<int>(tok_per_s_), " tok/s"));
+    };
+    const DeMoRoundOutcome out =
+        demo_->run(*comm_, round, first, demo_round_steps(round), timeout, compute_mu_, on_step);
+    bytes_sent_ += out.bytes_sent;
+    bytes_received_ += out.bytes_received;
+    if (out.theta_hash.empty()) {  // θ and δ are as they were at the round's start
+      comm_.reset();
+      log_warn("round ", round, " attempt ", attempt, " failed: ", out.error);
+      client_->request(broker::RoundResult{run_id_, member_id_, round, attempt, false, "",
+                                           static_cast<std::int64_t>(out.bytes_sent), out.error});
+      return false;
+    }
+    if (!out.ok) log_warn("round ", round, ": θ stepped but ", out.error, "; the broker compares the hashes");
+    for (auto& rec : records) {
+      rec["bytes_sent"] = bytes_sent_;
+      rec["bytes_received"] = bytes_received_;
+      metrics_.write(rec);
+    }
+    step_ = first + static_cast<std::int64_t>(out.steps.size());
+    tokens_ = tokens;
+    compute_s_ = out.compute_s;
+    RoundReport rep;
+    rep.round = round;
+    rep.comm_s = out.comm_s;
+    rep.outer_step_s = 0;
+    rep.bytes_sent = out.bytes_sent;
+    rep.bytes_received = out.bytes_received;
+    rep.theta_hash = out.theta_hash;
+    RoundOutcome as_round;
+    as_round.ok = out.ok;
+    as_round.report = rep;
+    as_round.hashes = out.vote.hashes;
+    as_round.majority_hash = out.vote.majority;
+    as_round.disagreeing = out.vote.disagreeing;
+    return finish_round(start, ms, as_round);
+  }
+
+  // One attempt of the round (outer_round.h) with the members the broker named.
+  bool run_collective(const broker::RoundStart& start) {
+    double my_weight = 0;
+    const comm::Membership ms = open_round_comm(start, my_weight);
+    const std::int64_t round = start.round, attempt = start.attempt;
     RoundPlan plan;
     plan.round = round;
     plan.tokens = static_cast<double>(round_tokens_);
@@ -535,16 +672,19 @@ class NetworkedMember {
     if (!stepped) {
       comm_.reset();
       log_warn("round ", round, " attempt ", attempt, " failed: ", out.error);
-      client_->request(MessageType::kRoundResult, {{"run_id", run_id_},
-                                                   {"member_id", member_id_},
-                                                   {"round", round},
-                                                   {"attempt", attempt},
-                                                   {"ok", false},
-                                                   {"bytes_sent", static_cast<std::int64_t>(rep.bytes_sent)},
-                                                   {"error", out.error}});
+      client_->request(broker::RoundResult{run_id_, member_id_, round, attempt, false, "",
+                                           static_cast<std::int64_t>(rep.bytes_sent), out.error});
       return false;
     }
     if (!out.ok) log_warn("round ", round, ": θ_g stepped but ", out.error, "; the broker compares the hashes");
+    return finish_round(start, ms, out);
+  }
+
+  // A round that stepped θ (ok, or only its hash comparison failed): report it to the broker,
+  // record it, evaluate and checkpoint when due.
+  bool finish_round(const broker::RoundStart& start, const comm::Membership& ms, const RoundOutcome& out) {
+    const std::int64_t round = start.round, attempt = start.attempt;
+    const RoundReport& rep = out.report;
     const bool minority = std::find(out.disagreeing.begin(), out.disagreeing.end(), ms.rank) != out.disagreeing.end();
     if (minority)
       log_error("round ", round, ": this member's θ_g (", rep.theta_hash.substr(0, 12),
@@ -552,15 +692,9 @@ class NetworkedMember {
                 "…); the broker will resync it from a snapshot");
     theta_hash_ = rep.theta_hash;
     base_round_ = round;
-    last_result_ = {{"round", round},
-                    {"attempt", attempt},
-                    {"ok", true},
-                    {"theta_hash", theta_hash_},
-                    {"bytes_sent", static_cast<std::int64_t>(rep.bytes_sent)}};
-    nlohmann::json report = last_result_;
-    report["run_id"] = run_id_;
-    report["member_id"] = member_id_;
-    client_->request(MessageType::kRoundResult, report);
+    last_result_ = broker::RoundResult{
+        run_id_, member_id_, round, attempt, true, theta_hash_, static_cast<std::int64_t>(rep.bytes_sent), ""};
+    client_->request(*last_result_);
     nlohmann::json rec = {{"round", round},
                           {"attempt", attempt},
                           {"contributor", member_id_},
@@ -574,6 +708,7 @@ class NetworkedMember {
                           {"theta_hash", theta_hash_},
                           {"contributors_in_sync", out.ok && out.disagreeing.empty()},
                           {"elapsed_s", seconds_since(start_)}};
+    if (is_demo()) rec.erase("pseudo_grad_norm");  // DeMo has none: its updates are sign steps
     const std::int64_t eval_every = cfg_.evaluation.every_n_steps;
     if (round == rounds_total_ ||
         (eval_every > 0 && round * cfg_.outer.inner_steps % eval_every < cfg_.outer.inner_steps)) {
@@ -606,18 +741,20 @@ class NetworkedMember {
   MetricsWriter metrics_;
   RunCheckpointer checkpointer_;
   std::int64_t last_saved_step_ = -1;
-  std::int64_t resumed_round_ = -1;   // the round of the checkpoint resumed from, until θ_g is fetched
-  std::int64_t resumed_tokens_ = 0;   // tokens of the checkpoint resumed from (trained before this process)
-  bool broker_lost_ = false;          // no connection to the broker for broker_patience_s()
-  std::int64_t last_beat_base_ = -3;  // the base round the last heartbeat announced
+  std::int64_t resumed_round_ = -1;             // the round of the checkpoint resumed from, until θ_g is fetched
+  std::int64_t resumed_tokens_ = 0;             // tokens of the checkpoint resumed from (trained before this process)
+  bool broker_lost_ = false;                    // no connection to the broker for broker_patience_s()
+  std::optional<std::int64_t> last_beat_base_;  // the base round the last heartbeat announced
+  bool beat_sent_ = false;                      // whether any heartbeat content was set yet
   std::string resumed_theta_;
   std::unique_ptr<Contributor> contributor_;
-  std::unique_ptr<OuterRound> round_;  // θ_g, the outer optimizer and the round (outer_round.h)
+  std::unique_ptr<OuterRound> round_;  // DiLoCo: θ_g, the outer optimizer and the round (outer_round.h)
+  std::unique_ptr<DeMoRound> demo_;    // DeMo: δ and the round's steps (demo_round.h)
   std::mutex compute_mu_;              // the model's memory (alone in this process)
   std::int64_t member_id_ = -1;
   std::int64_t base_round_ = 0, rounds_total_ = 0;
   bool needs_snapshot_ = false;
-  nlohmann::json last_result_;  // this contributor's report of its last completed round
+  std::optional<broker::RoundResult> last_result_;  // this member's report of its last completed round
   bool finished_ = false;
   std::int64_t step_ = 0, tokens_ = 0, round_tokens_ = 0, round_steps_ = 0;
   double compute_s_ = 0, tok_per_s_ = 0;
@@ -637,6 +774,20 @@ std::unique_ptr<broker::BrokerClient> make_client(const std::string& endpoint, c
   o.public_key = keys.public_key;
   o.secret_key = keys.secret_key;
   return std::make_unique<broker::BrokerClient>(o);
+}
+
+// This process's identity for the run, held until it ends: another pico process on this
+// machine that uses the same one (a host and a joiner in two shells) gets NAME-2 unless the
+// user named it (then it is refused). Sets net.identity to the one leased.
+comm::IdentityLease lease_identity(NetworkOptions& net) {
+  const std::string key_dir = net.key_dir.empty() ? comm::curve_default_key_dir() : net.key_dir;
+  auto lease = comm::lease_identity(key_dir, net.identity, net.identity_given);
+  if (lease.name() != net.identity)
+    log_info("identity '", net.identity,
+             "' is in use by another pico process on this machine: this one takes part as '", lease.name(),
+             "' (choose with --identity)");
+  net.identity = lease.name();
+  return lease;
 }
 
 std::shared_ptr<comm::ZmqNode> make_node(const NetworkOptions& net) {
@@ -700,11 +851,16 @@ void check_member_checkpoints(const RunConfig& cfg, const std::string& run_id) {
 
 }  // namespace
 
-TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, const TrainOptions& options_in) {
+TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net_in, const TrainOptions& options_in) {
+  NetworkOptions net = net_in;
   cfg.validate();
-  if (cfg.outer.algorithm != "diloco")
-    throw Error(str("a networked run needs outer.algorithm: diloco (this config has ", cfg.outer.algorithm, ")"),
-                "contributors meet only at DiLoCo round boundaries; use --local-workers to simulate ddp or demo");
+  if (cfg.outer.algorithm != "diloco" && cfg.outer.algorithm != "demo")
+    throw Error(
+        str("a networked run needs outer.algorithm: diloco or demo (this config has ", cfg.outer.algorithm, ")"),
+        "ddp exchanges gradients every step with a fixed group; use --local-workers to simulate it");
+  if (cfg.outer.algorithm == "demo" && cfg.outer.round_seconds > 0)
+    throw Error("outer.round_seconds is for DiLoCo runs: a DeMo round is outer.inner_steps steps taken together",
+                "remove outer.round_seconds, or set outer.algorithm: diloco");
   set_log_level(parse_log_level(cfg.monitoring.log_level));
   warn_if_slow_blas();
   torch::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
@@ -733,8 +889,8 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   }
   prepare_run_dir(cfg, options);
   log_info("resolved config (also in ", run_dir, "/config.yaml):\n", to_yaml(cfg));
-  const std::string key_dir = net.key_dir.empty() ? comm::curve_default_key_dir() : net.key_dir;
-  const auto keys = comm::curve_load_or_create_keypair(key_dir, net.identity);
+  const auto identity = lease_identity(net);
+  const auto& keys = identity.keys();
 
   std::unique_ptr<broker::BrokerService> embedded;
   broker::JoinCode code;  // host, port and key of the broker; the run id and token below
@@ -744,10 +900,13 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
     so.listen = str("tcp://", net.listen_host, ":", port);
     so.state_path = run_dir + "/broker.db";
     so.http = net.broker_http;
-    so.key_dir = key_dir;
+    so.key_dir = net.key_dir.empty() ? comm::curve_default_key_dir() : net.key_dir;
     so.key_name = "broker";
     so.core.member_timeout_s = net.member_timeout_s;
-    so.core.result_timeout_s = cfg.outer.timeout_s + 60;
+    // A DiLoCo round's results come one collective after round_start; a DeMo round's after its
+    // H steps, each of whose all-gathers may take up to outer.timeout_s.
+    so.core.result_timeout_s =
+        cfg.outer.timeout_s * (cfg.outer.algorithm == "demo" ? static_cast<double>(cfg.outer.inner_steps) : 1.0) + 60;
     try {
       embedded = std::make_unique<broker::BrokerService>(so);
     } catch (const Error& e) {
@@ -796,34 +955,36 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
   {
     models::PicoDecoder init(cfg.model, static_cast<std::uint64_t>(cfg.seed));
     const optim::DiLoCo outer(init->named_params(), {cfg.outer.lr, cfg.outer.momentum, cfg.outer.nesterov});
-    theta0 = outer.state_hash();
+    theta0 = cfg.outer.algorithm == "demo" ? demo_theta_hash(init->named_params(), 0) : outer.state_hash();
     params = outer.numel();
   }
-  nlohmann::json allow = net.allow_keys;
-  allow.push_back(keys.public_key);
-  const Message created = client->request(
-      MessageType::kCreateRun, {{"run_id", run_id},
-                                {"config_yaml", to_yaml(cfg)},
-                                {"dataset_hash", dataset->manifest().dataset_hash},
-                                {"num_shards", dataset->num_train_shards()},
-                                {"private", net.is_private},
-                                {"min_members", cfg.outer.min_contributors},
-                                {"token_sha256", token.empty() ? "" : sha256_hex(token)},
-                                {"theta0_hash", theta0},
-                                {"allow", allow},
-                                {"model_params", params},
-                                {"algorithm", str("diloco ",
-                                                  cfg.outer.round_seconds > 0 ? str(cfg.outer.round_seconds, " s")
-                                                                              : str("H=", cfg.outer.inner_steps),
-                                                  " ", cfg.outer.compression)},
-                                {"dataset_info", {{"prepare", dataset_prepare_command(*dataset)}}}});
-  if (created.body.value("status", std::string("active")) == "finished")
-    throw Error(str("run ", run_id, " already finished (round ", created.body.value("round", std::int64_t{0}),
-                    "): there is nothing to resume"),
+  broker::CreateRun create;
+  create.run_id = run_id;
+  create.config_yaml = to_yaml(cfg);
+  create.dataset_hash = dataset->manifest().dataset_hash;
+  create.num_shards = static_cast<std::int64_t>(dataset->num_train_shards());
+  create.is_private = net.is_private;
+  create.min_members = cfg.outer.min_contributors;
+  create.token_sha256 = token.empty() ? "" : sha256_hex(token);
+  create.theta0_hash = theta0;
+  create.allow = net.allow_keys;
+  create.allow.push_back(keys.public_key);
+  create.prepare_command = dataset_prepare_command(*dataset);
+  create.algorithm =
+      cfg.outer.algorithm == "demo"
+          ? str("demo H=", cfg.outer.inner_steps, " top-", cfg.outer.demo_compression_topk, " ",
+                cfg.outer.demo_value_dtype)
+          : str("diloco ",
+                cfg.outer.round_seconds > 0 ? str(cfg.outer.round_seconds, " s") : str("H=", cfg.outer.inner_steps),
+                " ", cfg.outer.compression);
+  create.model_params = params;
+  const auto created = broker::parse<broker::CreateRunReply>(client->request(create));
+  if (created.status == broker::RunStatus::kFinished)
+    throw Error(str("run ", run_id, " already finished (round ", created.round, "): there is nothing to resume"),
                 "start a new run with --overwrite, or another --set checkpointing.run_name=NEW");
   if (options.resume && embedded_broker)
-    log_info("resuming run ", run_id, " at round ", created.body.value("round", std::int64_t{0}),
-             " with its broker's state from ", run_dir, "/broker.db");
+    log_info("resuming run ", run_id, " at round ", created.round, " with its broker's state from ", run_dir,
+             "/broker.db");
   code.token = token;
   const std::string join = broker::format_join_code(code);
   std::cout << "join code: " << join << std::endl;
@@ -851,7 +1012,8 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net, cons
 }
 
 TrainSummary join_networked(const std::string& join_code, const std::vector<std::string>& overrides,
-                            const NetworkOptions& net, const TrainOptions& join_options) {
+                            const NetworkOptions& net_in, const TrainOptions& join_options) {
+  NetworkOptions net = net_in;
   const auto code = broker::parse_join_code(join_code);
   for (const auto& o : overrides) {
     const std::string key = trim(o.substr(0, o.find('=')));
@@ -860,11 +1022,12 @@ TrainSummary join_networked(const std::string& join_code, const std::vector<std:
                   "only data.path, data.verify, checkpointing.runs_dir, checkpointing.run_name, device, threads and "
                   "monitoring.* are yours to choose");
   }
-  const std::string key_dir = net.key_dir.empty() ? comm::curve_default_key_dir() : net.key_dir;
-  const auto keys = comm::curve_load_or_create_keypair(key_dir, net.identity);
+  const auto identity = lease_identity(net);
+  const auto& keys = identity.keys();
   auto client = make_client(code.endpoint(), code.broker_key, keys);
-  const Message info = client->request(MessageType::kRunInfo, {{"run_id", code.run_id}}, "", std::chrono::seconds(30));
-  RunConfig cfg = parse_run_config(info.body.at("config_yaml").get<std::string>(), "the run's config", overrides);
+  const auto info =
+      broker::parse<broker::RunInfoReply>(client->request(broker::RunInfo{code.run_id}, "", std::chrono::seconds(30)));
+  RunConfig cfg = parse_run_config(info.config_yaml, "the run's config", overrides);
   const bool named = std::any_of(overrides.begin(), overrides.end(), [](const std::string& o) {
     return trim(o.substr(0, o.find('='))) == "checkpointing.run_name";
   });
@@ -874,11 +1037,9 @@ TrainSummary join_networked(const std::string& join_code, const std::vector<std:
   torch::set_num_threads(cfg.threads > 0 ? static_cast<int>(cfg.threads)
                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   auto dataset = data::Dataset::open(cfg.data.path, cfg.data.verify);
-  const std::string want = info.body.at("dataset_hash").get<std::string>();
+  const std::string& want = info.dataset_hash;
   if (dataset->manifest().dataset_hash != want) {
-    std::string how;
-    if (info.body.contains("dataset_info") && info.body["dataset_info"].is_object())
-      how = info.body["dataset_info"].value("prepare", std::string());
+    const std::string& how = info.prepare_command;
     throw Error(str("the dataset at ", cfg.data.path, " (", dataset->manifest().dataset_hash.substr(0, 12),
                     "…) is not the one run ", code.run_id, " trains on (", want.substr(0, 12), "…)"),
                 str(how.empty() ? "prepare the run's dataset" : "prepare it with: " + how,

@@ -36,6 +36,28 @@ std::string failure(const char* what, const comm::CollectiveResult& res) {
 
 }  // namespace
 
+comm::CollectiveResult vote_on_hash(comm::Communicator& comm, const std::string& hash, std::uint64_t tag,
+                                    std::chrono::milliseconds timeout, HashVote& vote) {
+  comm::AllgatherOptions o;
+  o.timeout = timeout;
+  o.tag = tag;
+  std::vector<std::vector<std::uint8_t>> all;
+  const auto res = comm.all_gather(std::vector<std::uint8_t>(hash.begin(), hash.end()), all, o);
+  if (!res.ok()) return res;
+  vote = {};
+  std::map<std::string, int> votes;
+  for (const auto& h : all) {
+    vote.hashes.emplace_back(h.begin(), h.end());
+    ++votes[vote.hashes.back()];
+  }
+  vote.majority = std::max_element(votes.begin(), votes.end(), [](const auto& a, const auto& b) {
+                    return a.second < b.second;
+                  })->first;
+  for (int rank = 0; rank < static_cast<int>(vote.hashes.size()); ++rank)
+    if (vote.hashes[static_cast<std::size_t>(rank)] != vote.majority) vote.disagreeing.push_back(rank);
+  return res;
+}
+
 void set_round_tamper_hook(RoundTamperHook hook) {
   g_tamper.store(hook);
 }
@@ -131,11 +153,8 @@ RoundOutcome OuterRound::run(comm::Communicator& comm, const RoundPlan& plan, co
   out.ok = true;
 
   // Every contributor must now hold the same θ_g: compare the hashes, in the round.
-  comm::AllgatherOptions ho;
-  ho.timeout = plan.timeout;
-  ho.tag = round_tag(plan.round, 2);
-  std::vector<std::vector<std::uint8_t>> all;
-  const auto hr = comm.all_gather(std::vector<std::uint8_t>(r.theta_hash.begin(), r.theta_hash.end()), all, ho);
+  HashVote vote;
+  const auto hr = vote_on_hash(comm, r.theta_hash, round_tag(plan.round, 2), plan.timeout, vote);
   account(hr, r);
   if (!hr.ok()) {
     // θ_g has stepped; only the check is missing. The caller treats it like a failed
@@ -144,16 +163,9 @@ RoundOutcome OuterRound::run(comm::Communicator& comm, const RoundPlan& plan, co
     out.error = failure("the θ_g agreement all-gather", hr);
     return out;
   }
-  std::map<std::string, int> votes;
-  for (const auto& h : all) {
-    out.hashes.emplace_back(h.begin(), h.end());
-    ++votes[out.hashes.back()];
-  }
-  out.majority_hash = std::max_element(votes.begin(), votes.end(), [](const auto& a, const auto& b) {
-                        return a.second < b.second;
-                      })->first;
-  for (int rank = 0; rank < static_cast<int>(out.hashes.size()); ++rank)
-    if (out.hashes[static_cast<std::size_t>(rank)] != out.majority_hash) out.disagreeing.push_back(rank);
+  out.hashes = std::move(vote.hashes);
+  out.majority_hash = std::move(vote.majority);
+  out.disagreeing = std::move(vote.disagreeing);
   return out;
 }
 

@@ -23,7 +23,7 @@
 // in the minority is resynced by its broker.
 //
 // What this is not: when a round ends (the caller's schedule), who takes part (the broker),
-// DeMo (it exchanges every step; algorithms.cpp and distributed.cpp run it).
+// DeMo (it exchanges every step: demo_round.h).
 #pragma once
 
 #include <chrono>
@@ -41,6 +41,16 @@
 #include "pico/trainer/test_seams.h"
 
 namespace pico::trainer {
+
+// The θ hashes of a round's ranks, compared: what every rank ends a round with.
+struct HashVote {
+  std::vector<std::string> hashes;  // every rank's hash, by rank
+  std::string majority;             // the hash most ranks hold
+  std::vector<int> disagreeing;     // ranks whose hash is not the majority's (empty: all agree)
+};
+// All-gathers this rank's `hash` over `comm` (tag `tag`) and fills `vote` when it succeeds.
+comm::CollectiveResult vote_on_hash(comm::Communicator& comm, const std::string& hash, std::uint64_t tag,
+                                    std::chrono::milliseconds timeout, HashVote& vote);
 
 struct RoundPlan {
   std::int64_t round = 0;        // 1-based: the round this call completes

@@ -41,14 +41,21 @@ class BrokerClient {
   // broker up?). Other replies (kAck, kResync) are returned.
   Message request(MessageType type, nlohmann::json body, std::string blob = "",
                   std::chrono::milliseconds timeout = std::chrono::seconds(120));
+  // The same for a typed message (protocol.h): request(Join{…}) and so on.
+  template <typename T>
+  Message request(const T& msg, std::string blob = "", std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
+    return request(T::kType, msg.to_json(), std::move(blob), timeout);
+  }
   // Sends and forgets.
   void send(MessageType type, nlohmann::json body);
   // The next message the broker pushed, waiting up to `wait`.
   std::optional<Message> next_push(std::chrono::milliseconds wait);
-  // What the heartbeat says from now on (an empty object stops heartbeats). `send_now`:
-  // send it at once rather than at the next interval (a member that just loaded θ_g must
-  // be counted in the next round before it starts).
-  void set_heartbeat(nlohmann::json body, bool send_now = false);
+  // What the heartbeat says from now on. `send_now`: send it at once rather than at the
+  // next interval (a member that just loaded θ_g must be counted in the next round before
+  // it starts).
+  void set_heartbeat(const Heartbeat& heartbeat, bool send_now = false);
+  // No more heartbeats (the member left the run).
+  void stop_heartbeat();
   // Seconds since the connection to the broker was lost (ZMTP heartbeats notice a broker
   // that died or a link that went silent within a few seconds), 0 while connected. Counts
   // from construction until the first connection.

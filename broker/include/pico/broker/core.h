@@ -110,21 +110,24 @@ class BrokerCore {
   std::vector<Outgoing> on_run_finished(const Incoming& in, double now);
   std::vector<Outgoing> on_ledger(const Incoming& in, double now);
 
-  RunState& run_of(const Message& m);
-  // The member sending `in`, checked against its key; throws ProtocolError.
-  struct LiveMember& member_of(RunState& run, const Incoming& in);
+  RunState& run_of(const std::string& run_id);
+  // Member `member_id` of `run`, checked against the sender's key (ProtocolError) and
+  // remembered as reachable at the sender's connection.
+  struct LiveMember& member_of(RunState& run, std::int64_t member_id, const Incoming& in);
   void maybe_start_round(RunState& run, double now, std::vector<Outgoing>& out);
   void start_attempt(RunState& run, const std::vector<std::int64_t>& members, double now, std::vector<Outgoing>& out);
   void maybe_finish_round(RunState& run, double now, std::vector<Outgoing>& out);
   // Records a member's report for the round in flight; false when it is stale.
-  bool record_result(RunState& run, LiveMember& lm, const Message& report, double now);
-  // The optional progress fields of a member's message (protocol.h ProgressReport).
-  void note_progress(RunState& run, LiveMember& lm, const Message& m);
+  bool record_result(RunState& run, LiveMember& lm, const RoundResult& report, double now);
+  // A member's progress report (protocol.h ProgressReport), for the dashboard.
+  void note_progress(RunState& run, LiveMember& lm, const ProgressReport& p);
   RoundStats round_stats_of(const RunState& run, std::int64_t round, const std::vector<LedgerRow>& credits,
                             std::int64_t bytes, double now) const;
   // Tells a member to fetch the snapshot, and puts it in the event log.
   void resync(RunState& run, LiveMember& lm, const std::string& why, double now, std::vector<Outgoing>& out);
-  void evict(RunState& run, std::int64_t member_id, const std::string& why, double now, std::vector<Outgoing>& out);
+  // `replaced`: the member's key joined again as a new member (it is told not to rejoin).
+  void evict(RunState& run, std::int64_t member_id, const std::string& why, double now, std::vector<Outgoing>& out,
+             bool replaced = false);
   void request_snapshot_if_needed(RunState& run, std::vector<Outgoing>& out);
   void announce_snapshot(RunState& run, std::vector<Outgoing>& out);
 

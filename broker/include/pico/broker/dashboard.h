@@ -23,14 +23,14 @@ struct MemberView {
   std::string public_key;  // Z85
   std::string device;
   std::int64_t slot = 0;
-  std::string status;  // active | evicted | left
+  MemberStatus status = MemberStatus::kActive;
   std::int64_t joined_round = 0;
-  std::int64_t step = 0;        // its inner steps so far (heartbeat)
-  std::int64_t base_round = 0;  // round of the θ_g its model is based on; -1 syncing
-  bool ready = false;           // has sent `ready` for the round being assembled
-  double tokens_per_s = 0;      // heartbeat
-  double loss = 0;              // its last training loss (NaN: not reported)
-  double heartbeat_age_s = 0;   // seconds since the broker last heard from it
+  std::int64_t step = 0;                   // its inner steps so far (heartbeat)
+  std::optional<std::int64_t> base_round;  // round of the θ_g its model is based on; nullopt: syncing
+  bool ready = false;                      // has sent `ready` for the round being assembled
+  double tokens_per_s = 0;                 // heartbeat
+  double loss = 0;                         // its last training loss (NaN: not reported)
+  double heartbeat_age_s = 0;              // seconds since the broker last heard from it
   // How its peers reach it. Every member is dialed directly until relays exist.
   std::string link = "direct";
   LedgerRow ledger;  // the totals of its key in this run
@@ -42,7 +42,7 @@ const char* to_string(RunPhase p);
 
 struct RunView {
   std::string run_id;
-  std::string status;  // active | finished
+  RunStatus status = RunStatus::kActive;
   RunPhase phase = RunPhase::kTraining;
   std::string algorithm;  // as the creator described it ("" if it did not)
   bool is_private = false;

@@ -76,22 +76,322 @@ std::string encode_message(const Message& m);
 // allocates more than size bytes).
 std::optional<Message> decode_message(const std::uint8_t* data, std::size_t size, std::string& why);
 
-// Typed access to body fields; throw ProtocolError("field 'x' …").
-std::string get_string(const Message& m, const char* field, std::size_t max_len = 1 << 20);
-std::int64_t get_int(const Message& m, const char* field);
-double get_double(const Message& m, const char* field);
-bool get_bool(const Message& m, const char* field);
+// ---------------------------------------------------------------------------------------
+// The messages, one struct each. The broker (core.cpp) and the member (trainer/src/
+// distributed.cpp) build and read them only through these: a field's name and type are
+// written once, here and in protocol.cpp. Every struct has
+//   static constexpr MessageType kType;                 its type on the wire (kAck: a reply)
+//   nlohmann::json to_json() const;
+//   static T from_json(const nlohmann::json& body);      throws ProtocolError naming the
+//                                                        field that is missing, of the wrong
+//                                                        type, too long or out of range
+// and message<T>(msg) / parse<T>(message) wrap them (parse also checks the type).
 
-// Optional progress fields that a member's heartbeat, ready and run_finished may carry, for
-// the dashboard: `loss` (its last training loss), and `val_loss` with `val_round` (its
-// validation loss on θ_g of that round). Absent, wrong-typed or non-finite fields read as
-// nullopt: they are reports to display, never a reason to refuse a message.
+enum class RunStatus { kActive, kFinished };
+enum class MemberStatus { kActive, kEvicted, kLeft };
+enum class RoundStatus { kOpen, kDone, kFailed };
+const char* to_string(RunStatus s);
+const char* to_string(MemberStatus s);
+const char* to_string(RoundStatus s);
+// The inverse of to_string; throws ProtocolError for any other text.
+RunStatus parse_run_status(const std::string& s);
+MemberStatus parse_member_status(const std::string& s);
+RoundStatus parse_round_status(const std::string& s);
+
+// What a member's heartbeat, ready and run_finished report for display (the dashboard):
+// its last training loss, and its validation loss on θ_g of round `val_round`. Absent,
+// wrong-typed or non-finite values read as nullopt: reports, never a reason to refuse.
 struct ProgressReport {
   std::optional<double> loss;
   std::optional<double> val_loss;
-  std::optional<std::int64_t> val_round;
+  std::optional<std::int64_t> val_round;  // set whenever val_loss is
+  void write(nlohmann::json& body) const;
+  static ProgressReport read(const nlohmann::json& body);
 };
-ProgressReport read_progress(const Message& m);
+
+// client → broker: register a run (the creator). Reply: CreateRunReply.
+struct CreateRun {
+  static constexpr MessageType kType = MessageType::kCreateRun;
+  std::string run_id;              // [A-Za-z0-9_-]{1,64}
+  std::string config_yaml;         // the run's shared settings, resolved
+  std::string dataset_hash;        // members must hold this dataset
+  std::int64_t num_shards = 1;     // training shards of the dataset (≥ 1)
+  bool is_private = false;         // "private": allow-listed keys and token holders only
+  std::int64_t min_members = 1;    // members a round waits for, in [1, 100000]
+  std::string token_sha256;        // SHA-256 of the join token ("" for public runs)
+  std::string theta0_hash;         // hash of θ_g at round 0 (the seeded initialization)
+  std::vector<std::string> allow;  // allow-listed public keys (Z85)
+  std::string prepare_command;     // how the dataset was made (for a joiner's HINT)
+  std::string algorithm;           // e.g. "diloco H=30 uint8", for display
+  std::int64_t model_params = 0;   // parameters of the model, for display (ddp's bytes)
+  nlohmann::json to_json() const;
+  static CreateRun from_json(const nlohmann::json& body);
+};
+struct CreateRunReply {
+  static constexpr MessageType kType = MessageType::kAck;
+  std::string run_id;
+  std::int64_t round = 0;  // completed rounds (0 for a new run)
+  bool existing = false;   // the run was registered before (its creator resumed)
+  RunStatus status = RunStatus::kActive;
+  nlohmann::json to_json() const;
+  static CreateRunReply from_json(const nlohmann::json& body);
+};
+
+// client → broker: a run's shared settings, before joining. Reply: RunInfoReply.
+struct RunInfo {
+  static constexpr MessageType kType = MessageType::kRunInfo;
+  std::string run_id;
+  nlohmann::json to_json() const;
+  static RunInfo from_json(const nlohmann::json& body);
+};
+struct RunInfoReply {
+  static constexpr MessageType kType = MessageType::kAck;
+  std::string run_id, config_yaml, dataset_hash;
+  std::int64_t num_shards = 1, round = 0, min_members = 1;
+  bool is_private = false;
+  std::string prepare_command;
+  nlohmann::json to_json() const;
+  static RunInfoReply from_json(const nlohmann::json& body);
+};
+
+// client → broker: join a run. Reply: JoinReply.
+struct Join {
+  static constexpr MessageType kType = MessageType::kJoin;
+  std::string run_id, dataset_hash;
+  std::string device;    // "cpu", "cuda:0", …
+  std::string endpoint;  // where peers dial this member for the collectives
+  std::string token;     // the join token of a private run ("" otherwise)
+  nlohmann::json to_json() const;
+  static Join from_json(const nlohmann::json& body);
+};
+struct JoinReply {
+  static constexpr MessageType kType = MessageType::kAck;
+  std::int64_t member_id = 0;
+  std::int64_t slot = 0;  // the member's data slot (its shards) and ring position
+  std::int64_t num_shards = 1;
+  std::int64_t round = 0;  // completed rounds of the run
+  std::string theta0_hash;
+  bool needs_snapshot = false;  // round > 0: θ_g comes as a snapshot (SnapshotReady)
+  nlohmann::json to_json() const;
+  static JoinReply from_json(const nlohmann::json& body);
+};
+
+// client → broker, every second (no reply): alive, and where its model stands.
+struct Heartbeat {
+  static constexpr MessageType kType = MessageType::kHeartbeat;
+  std::string run_id;
+  std::int64_t member_id = 0;
+  // The round whose θ_g the member's model is based on; nullopt while it waits for a
+  // snapshot (it needs θ_g before it can train).
+  std::optional<std::int64_t> base_round;
+  std::int64_t step = 0;
+  double tokens_per_s = 0;
+  ProgressReport progress;
+  nlohmann::json to_json() const;
+  static Heartbeat from_json(const nlohmann::json& body);
+};
+
+// client → broker: the outcome of one attempt of a round's collective. Reply: an ack.
+struct RoundResult {
+  static constexpr MessageType kType = MessageType::kRoundResult;
+  std::string run_id;
+  std::int64_t member_id = 0;
+  std::int64_t round = 0, attempt = 0;
+  bool ok = false;
+  std::string theta_hash;  // θ_g after the round (when ok)
+  std::int64_t bytes_sent = 0;
+  std::string error;  // why it failed (when !ok)
+  nlohmann::json to_json() const;
+  static RoundResult from_json(const nlohmann::json& body);
+};
+
+// client → broker: the member's inner steps of round `round` are done. Reply: ReadyReply,
+// or Resync (its update is stale).
+struct Ready {
+  static constexpr MessageType kType = MessageType::kReady;
+  std::string run_id;
+  std::int64_t member_id = 0;
+  std::int64_t round = 0;       // the round it is ready to complete
+  std::int64_t base_round = 0;  // the round of the θ_g it trained from
+  std::int64_t tokens = 0, inner_steps = 0;
+  double compute_seconds = 0;
+  double delta_norm = 0;  // ‖Δ‖₂ of its update (0 when not finite)
+  bool finite = true;     // every value of Δ is finite
+  ProgressReport progress;
+  // Its report of the round before, if a broker restart may have lost it.
+  std::optional<RoundResult> last_result;
+  nlohmann::json to_json() const;
+  static Ready from_json(const nlohmann::json& body);
+};
+struct ReadyReply {
+  static constexpr MessageType kType = MessageType::kAck;
+  std::int64_t round = 0;
+  // The broker has not committed the round the member finished (it restarted and is still
+  // collecting reports): send the ready again after this many seconds.
+  std::optional<double> retry_after_s;
+  nlohmann::json to_json() const;
+  static ReadyReply from_json(const nlohmann::json& body);
+};
+
+// broker → members: run the collective of a round with these members, in this ring order.
+struct RoundMember {
+  std::int64_t member_id = 0;
+  int rank = 0;
+  std::string endpoint, public_key;
+  double weight = 1;  // 0: take part (end in sync) but add nothing (a rejected update)
+};
+struct RoundStart {
+  static constexpr MessageType kType = MessageType::kRoundStart;
+  std::string run_id;
+  std::int64_t round = 0, attempt = 0;
+  std::vector<RoundMember> members;  // by rank
+  nlohmann::json to_json() const;
+  static RoundStart from_json(const nlohmann::json& body);
+};
+
+// broker → a member in sync: upload θ_g and the outer state after round `round`.
+struct SnapshotRequest {
+  static constexpr MessageType kType = MessageType::kSnapshotRequest;
+  std::string run_id;
+  std::int64_t round = 0;
+  std::int64_t chunk_bytes = 0;
+  nlohmann::json to_json() const;
+  static SnapshotRequest from_json(const nlohmann::json& body);
+};
+// client → broker: chunk `index` of `count` of a snapshot (the message's blob). Reply: SnapshotPutReply.
+struct SnapshotPut {
+  static constexpr MessageType kType = MessageType::kSnapshotPut;
+  std::string run_id;
+  std::int64_t member_id = 0, round = 0, index = 0, count = 1;
+  std::int64_t bytes = 0;  // the whole snapshot
+  std::string sha256;      // of the whole snapshot
+  nlohmann::json to_json() const;
+  static SnapshotPut from_json(const nlohmann::json& body);
+};
+struct SnapshotPutReply {
+  static constexpr MessageType kType = MessageType::kAck;
+  std::int64_t index = 0;
+  nlohmann::json to_json() const;
+  static SnapshotPutReply from_json(const nlohmann::json& body);
+};
+// client → broker: chunk `index` of the snapshot of `round`. Reply: SnapshotGetReply + blob.
+struct SnapshotGet {
+  static constexpr MessageType kType = MessageType::kSnapshotGet;
+  std::string run_id;
+  std::int64_t member_id = 0, round = 0, index = 0;
+  nlohmann::json to_json() const;
+  static SnapshotGet from_json(const nlohmann::json& body);
+};
+struct SnapshotGetReply {
+  static constexpr MessageType kType = MessageType::kAck;
+  std::int64_t round = 0, index = 0, chunks = 1, bytes = 0;
+  std::string sha256;
+  nlohmann::json to_json() const;
+  static SnapshotGetReply from_json(const nlohmann::json& body);
+};
+// broker → a member that needs θ_g: the snapshot of `round` is there to fetch.
+struct SnapshotReady {
+  static constexpr MessageType kType = MessageType::kSnapshotReady;
+  std::string run_id;
+  std::int64_t round = 0, bytes = 0, chunks = 1, chunk_bytes = 0;
+  std::string sha256;
+  nlohmann::json to_json() const;
+  static SnapshotReady from_json(const nlohmann::json& body);
+};
+
+// broker → member: your θ_g is not the run's (or your update is stale): fetch a snapshot.
+// Also the reply to a stale Ready.
+struct Resync {
+  static constexpr MessageType kType = MessageType::kResync;
+  std::string run_id;
+  std::int64_t round = 0;  // the run's round
+  std::string reason;
+  nlohmann::json to_json() const;
+  static Resync from_json(const nlohmann::json& body);
+};
+// broker → member: you are no longer a member.
+struct Evicted {
+  static constexpr MessageType kType = MessageType::kEvicted;
+  std::string run_id, reason;
+  // Its key joined the run again as a new member (another process with the same identity):
+  // the member stops rather than join back, which would evict the other in turn.
+  bool replaced = false;
+  nlohmann::json to_json() const;
+  static Evicted from_json(const nlohmann::json& body);
+};
+// client → broker: leaving the run. Reply: an ack.
+struct Leave {
+  static constexpr MessageType kType = MessageType::kLeave;
+  std::string run_id;
+  std::int64_t member_id = 0;
+  nlohmann::json to_json() const;
+  static Leave from_json(const nlohmann::json& body);
+};
+// client → broker: the run reached its last round (reply: an ack); broker → a member still
+// catching up: the run finished (member_id absent).
+struct RunFinished {
+  static constexpr MessageType kType = MessageType::kRunFinished;
+  std::string run_id;
+  std::optional<std::int64_t> member_id;
+  std::int64_t round = 0;
+  ProgressReport progress;
+  nlohmann::json to_json() const;
+  static RunFinished from_json(const nlohmann::json& body);
+};
+// client → broker: a run's ledger. Reply: LedgerReply.
+struct LedgerQuery {
+  static constexpr MessageType kType = MessageType::kLedgerQuery;
+  std::string run_id;
+  nlohmann::json to_json() const;
+  static LedgerQuery from_json(const nlohmann::json& body);
+};
+struct LedgerEntry {
+  std::string public_key;
+  std::int64_t tokens = 0, inner_steps = 0, rounds_accepted = 0, rounds_rejected = 0;
+  double compute_seconds = 0;
+  std::int64_t bytes_sent = 0;
+};
+struct LedgerReply {
+  static constexpr MessageType kType = MessageType::kAck;
+  std::string run_id;
+  std::vector<LedgerEntry> ledger;
+  nlohmann::json to_json() const;
+  static LedgerReply from_json(const nlohmann::json& body);
+};
+// client → broker: with a run id, that run as the dashboard shows it (only rounds and
+// events newer than the ones given; reply: the view's JSON, dashboard.h); without one, every
+// run's summary (BrokerCore::status()).
+struct StatusQuery {
+  static constexpr MessageType kType = MessageType::kStatusQuery;
+  std::optional<std::string> run_id;
+  std::int64_t rounds_after = -1, events_after = 0;
+  nlohmann::json to_json() const;
+  static StatusQuery from_json(const nlohmann::json& body);
+};
+// broker → client: a request was refused.
+struct ErrorReply {
+  static constexpr MessageType kType = MessageType::kError;
+  std::string reason, hint;
+  nlohmann::json to_json() const;
+  static ErrorReply from_json(const nlohmann::json& body);
+};
+
+// A Message of `msg`'s type with its JSON (and `blob`).
+template <typename T>
+Message message(const T& msg, std::string blob = "") {
+  Message m;
+  m.type = T::kType;
+  m.body = msg.to_json();
+  m.blob = std::move(blob);
+  return m;
+}
+// `m` read as a T; throws ProtocolError when m is another type or a field is bad.
+template <typename T>
+T parse(const Message& m) {
+  if (m.type != T::kType)
+    throw ProtocolError(std::string("expected a ") + to_string(T::kType) + " message, got " + to_string(m.type));
+  return T::from_json(m.body);
+}
 
 // pico://HOST:PORT/RUN_ID?key=HEX64[&token=TOKEN] — what `pico train` prints and `--join` takes.
 // pico://HOST:PORT/?key=HEX64 (no run id) is a broker code: what a standing `pico broker`

@@ -13,19 +13,21 @@
 #include <string>
 #include <vector>
 
+#include "pico/broker/protocol.h"
+
 namespace pico::broker {
 
 struct RunRecord {
   std::string run_id;
-  std::string config_yaml;        // the run's shared settings, as resolved by its creator
-  std::string dataset_hash;       // contributors must have this dataset
-  bool is_private = false;        // private: allow-listed keys or join-token holders only
-  std::string token_sha256;       // SHA-256 of the join token ("" when none)
-  std::int64_t num_shards = 0;    // training shards of the dataset
-  std::string status = "active";  // active | finished
-  std::int64_t round = 0;         // completed outer rounds
-  std::int64_t snapshot_round = -1;
-  std::string snapshot_path;  // latest θ_g + outer state, for joiners
+  std::string config_yaml;      // the run's shared settings, as resolved by its creator
+  std::string dataset_hash;     // contributors must have this dataset
+  bool is_private = false;      // private: allow-listed keys or join-token holders only
+  std::string token_sha256;     // SHA-256 of the join token ("" when none)
+  std::int64_t num_shards = 0;  // training shards of the dataset
+  RunStatus status = RunStatus::kActive;
+  std::int64_t round = 0;                      // completed outer rounds
+  std::optional<std::int64_t> snapshot_round;  // the round of the latest snapshot (none yet: nullopt)
+  std::string snapshot_path;                   // latest θ_g + outer state, for joiners
   std::string snapshot_sha256;
   std::string theta0_hash;   // hash of the initial θ_g (joiners before round 1 build it from the seed)
   std::string dataset_info;  // JSON: how the dataset was prepared (for the wrong-dataset HINT)
@@ -40,12 +42,12 @@ struct RunRecord {
 
 struct MemberRecord {
   std::string run_id;
-  std::int64_t member_id = 0;     // unique within the run, never reused
-  std::string public_key;         // CURVE public key (Z85), the contributor's identity
-  std::string endpoint;           // where peers reach it for collectives
-  std::string device;             // "cpu", "cuda:0", …
-  std::int64_t shard = 0;         // contributor slot: selects its data shards
-  std::string status = "active";  // active | evicted | left
+  std::int64_t member_id = 0;  // unique within the run, never reused
+  std::string public_key;      // CURVE public key (Z85), the contributor's identity
+  std::string endpoint;        // where peers reach it for collectives
+  std::string device;          // "cpu", "cuda:0", …
+  std::int64_t shard = 0;      // contributor slot: selects its data shards
+  MemberStatus status = MemberStatus::kActive;
   double joined_at = 0;
   double last_heartbeat = 0;
   double tokens_per_s = 0;
@@ -56,7 +58,7 @@ struct RoundRecord {
   std::string run_id;
   std::int64_t round = 0;
   std::int64_t attempt = 0;
-  std::string status;  // open | done | failed
+  RoundStatus status = RoundStatus::kOpen;
   std::vector<std::int64_t> participants;
   double started_at = 0, finished_at = 0;
   std::int64_t bytes = 0;  // bytes all participants reported sending
@@ -147,7 +149,7 @@ class Store {
   std::optional<RunRecord> run(const std::string& run_id) const;
   std::vector<RunRecord> runs() const;
   void set_run_round(const std::string& run_id, std::int64_t round);
-  void set_run_status(const std::string& run_id, const std::string& status);
+  void set_run_status(const std::string& run_id, RunStatus status);
   void set_snapshot(const std::string& run_id, std::int64_t round, const std::string& path, const std::string& sha256);
   void allow_key(const std::string& run_id, const std::string& public_key);
   bool is_allowed(const std::string& run_id, const std::string& public_key) const;
@@ -160,12 +162,12 @@ class Store {
   std::int64_t add_member(const MemberRecord& m);
   std::optional<MemberRecord> member(const std::string& run_id, std::int64_t member_id) const;
   std::vector<MemberRecord> members(const std::string& run_id, bool active_only) const;
-  void set_member_status(const std::string& run_id, std::int64_t member_id, const std::string& status);
+  void set_member_status(const std::string& run_id, std::int64_t member_id, MemberStatus status);
   void heartbeat(const std::string& run_id, std::int64_t member_id, double time, double tokens_per_s);
 
   // Rounds.
   void begin_round(const RoundRecord& r);  // inserts or replaces (run, round)
-  void finish_round(const std::string& run_id, std::int64_t round, const std::string& status, std::int64_t bytes,
+  void finish_round(const std::string& run_id, std::int64_t round, RoundStatus status, std::int64_t bytes,
                     const std::string& theta_hash, double finished_at);
   std::optional<RoundRecord> round(const std::string& run_id, std::int64_t round) const;
   std::vector<RoundRecord> rounds(const std::string& run_id, std::int64_t limit) const;  // newest first

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 namespace pico::comm {
 
@@ -28,6 +29,35 @@ std::string curve_default_key_dir();
 // does not belong to its secret key, or it is readable by group/others (HINT: chmod 600).
 // `name` may contain [A-Za-z0-9._-] only.
 CurveKeyPair curve_load_or_create_keypair(const std::string& dir, const std::string& name);
+
+// An identity (a named key pair) that this process holds while the lease lives, so two pico
+// processes on one machine never take part in a run as the same contributor: an exclusive
+// flock on `<dir>/<name>.key.lock`, released when the lease is destroyed or the process exits
+// however it exits (the kernel drops the lock; a stale lock file is never a problem).
+class IdentityLease {
+ public:
+  IdentityLease(std::string name, CurveKeyPair keys, int lock_fd)
+      : name_(std::move(name)), keys_(std::move(keys)), fd_(lock_fd) {}
+  IdentityLease(IdentityLease&& o) noexcept : name_(std::move(o.name_)), keys_(std::move(o.keys_)), fd_(o.fd_) {
+    o.fd_ = -1;
+  }
+  IdentityLease& operator=(IdentityLease&&) = delete;
+  IdentityLease(const IdentityLease&) = delete;
+  ~IdentityLease();
+  const std::string& name() const { return name_; }
+  const CurveKeyPair& keys() const { return keys_; }
+
+ private:
+  std::string name_;
+  CurveKeyPair keys_;
+  int fd_ = -1;
+};
+
+// Leases identity `name` in `dir` (its key pair loaded or created as
+// curve_load_or_create_keypair does). When another process holds it: with `exact` (the user
+// named the identity), pico::Error naming that process and a HINT; otherwise the first free
+// one of NAME-2, NAME-3, … NAME-64 (the caller says which it got).
+IdentityLease lease_identity(const std::string& dir, const std::string& name, bool exact);
 
 // A fresh pair that is never stored (tests, throw-away clients).
 CurveKeyPair curve_generate_keypair();

@@ -39,6 +39,7 @@ struct NetworkOptions {
   int broker_port = 0;                    // embedded broker port (0 = pick a free one)
   std::string broker_http;                // embedded broker status endpoint ("" = none)
   std::string identity = "contributor";   // name of this contributor's key pair (one per process on a machine)
+  bool identity_given = false;            // the user chose `identity`: refuse it when in use, never pick another
   std::string key_dir;                    // where key pairs live ("" = the pico home)
   bool is_private = false;                // the run admits only allow-listed keys or join-token holders
   std::vector<std::string> allow_keys;
