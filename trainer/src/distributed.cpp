@@ -989,6 +989,10 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net_in, c
   const std::string join = broker::format_join_code(code);
   std::cout << "join code: " << join << std::endl;
   log_info("others join with: pico train --join '", join, "'");
+  if (code.host == "127.0.0.1" || code.host == "localhost" || code.host == "::1")
+    log_warn("this join code names ", code.host,
+             ": only processes on this machine can use it. For other machines, "
+             "listen on an address they can reach: --listen 0.0.0.0 --advertise THIS_MACHINES_ADDRESS");
   write_file_atomic(run_dir + "/join_code.txt", join + "\n", 0600);
 
   auto node = make_node(net);
