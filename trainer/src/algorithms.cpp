@@ -156,13 +156,14 @@ class DiLoCo final : public Algorithm {
           str("outer round ", plan.round, " (after step ", step + 1, "): ", out.error),
           "a contributor died, stalled or disagrees; restart the run with --resume (outer.timeout_s sets how long "
           "to wait)");
-    if (!out.disagreeing.empty()) {
+    if (!out.vote.disagreeing.empty()) {
       std::vector<std::string> who;
-      for (int rank : out.disagreeing)
-        who.push_back(str("contributor ", rank, " (", out.hashes[static_cast<std::size_t>(rank)].substr(0, 12), "…)"));
+      for (int rank : out.vote.disagreeing)
+        who.push_back(
+            str("contributor ", rank, " (", out.vote.hashes[static_cast<std::size_t>(rank)].substr(0, 12), "…)"));
       throw Error(
           str("after outer round ", plan.round, " the θ_g of ", join(who, ", "), " differs from the others' (",
-              out.majority_hash.substr(0, 12),
+              out.vote.majority.substr(0, 12),
               "…): its state was damaged (memory, a bad checkpoint) or pico has a bug; the run stops rather than "
               "train on diverged copies"),
           "resume from the last checkpoint with --resume; if it happens again, report it with the run's config");

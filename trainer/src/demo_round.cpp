@@ -72,6 +72,9 @@ DeMoRoundOutcome DeMoRound::run(comm::Communicator& comm, std::int64_t round, st
                                 std::int64_t steps, std::chrono::milliseconds timeout, std::mutex& mu,
                                 const std::function<void(std::int64_t, const StepResult&)>& on_step) {
   DeMoRoundOutcome out;
+  RoundReport& r = out.report;
+  r.round = round;
+  r.contributors = comm.world_size();
   // θ and δ at the round's start, to go back to if an attempt fails part-way.
   optim::NamedTensors theta0, state0;
   {
@@ -98,9 +101,9 @@ DeMoRoundOutcome DeMoRound::run(comm::Communicator& comm, std::int64_t round, st
       out.error = str("step ", s + 1, ": ", e.what());
       return out;
     }
-    out.bytes_sent += st.gather.bytes_sent;
-    out.bytes_received += st.gather.bytes_received;
-    out.comm_s += st.gather.seconds;
+    r.bytes_sent += st.gather.bytes_sent;
+    r.bytes_received += st.gather.bytes_received;
+    r.comm_s += st.gather.seconds;
     out.compute_s += seconds_since(t) - st.gather.seconds;
     if (!st.gather.ok()) {
       restore();
@@ -111,12 +114,12 @@ DeMoRoundOutcome DeMoRound::run(comm::Communicator& comm, std::int64_t round, st
     out.steps.push_back(st.inner);
     if (on_step) on_step(i, st.inner);
   }
-  out.theta_hash = theta_hash();
+  r.theta_hash = theta_hash();
   const auto hr =
-      vote_on_hash(comm, out.theta_hash, kDeMoHashTagBase + static_cast<std::uint64_t>(round), timeout, out.vote);
-  out.bytes_sent += hr.bytes_sent;
-  out.bytes_received += hr.bytes_received;
-  out.comm_s += hr.seconds;
+      vote_on_hash(comm, r.theta_hash, kDeMoHashTagBase + static_cast<std::uint64_t>(round), timeout, out.vote);
+  r.bytes_sent += hr.bytes_sent;
+  r.bytes_received += hr.bytes_received;
+  r.comm_s += hr.seconds;
   if (!hr.ok()) {
     // θ has stepped; only the check is missing (the caller reports it, the broker compares).
     out.error = str("the θ agreement all-gather failed: ", comm::to_string(hr.status), " — ", hr.error);

@@ -48,14 +48,12 @@ struct DeMoStepOutcome {
   comm::CollectiveResult gather;  // the all-gather's status, bytes and seconds
 };
 
-struct DeMoRoundOutcome {
-  bool ok = false;
-  std::string error;              // which step's all-gather failed and why (when !ok)
-  std::vector<StepResult> steps;  // the round's steps (when ok)
-  double comm_s = 0, compute_s = 0;
-  std::uint64_t bytes_sent = 0, bytes_received = 0;
-  std::string theta_hash;  // θ and the step count after the round
-  HashVote vote;           // every rank's hash, the majority's, who disagrees
+// outer_round.h's RoundOutcome (ok, error, report: bytes, comm seconds, θ hash; the hash vote)
+// and the round's steps. report.theta_hash is empty when θ did not step (it is back where
+// the round started).
+struct DeMoRoundOutcome : RoundOutcome {
+  std::vector<StepResult> steps;  // the round's steps (when θ stepped)
+  double compute_s = 0;
 };
 
 class DeMoRound {

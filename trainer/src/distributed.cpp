@@ -441,6 +441,21 @@ class NetworkedMember {
     }
   }
 
+  // A step's metrics.jsonl record (keys are written sorted: the order here is for reading).
+  nlohmann::json step_record(std::int64_t step, std::int64_t round, std::int64_t tokens, const StepResult& r) const {
+    return {{"step", step},
+            {"contributor", member_id_},
+            {"round", round},
+            {"tokens", tokens},
+            {"loss", r.loss},
+            {"lr", r.lr},
+            {"grad_norm", r.grad_norm},
+            {"tok_per_s", tok_per_s_},
+            {"bytes_sent", bytes_sent_},
+            {"bytes_received", bytes_received_},
+            {"elapsed_s", seconds_since(start_)}};
+  }
+
   // H inner steps (or round_seconds of them) from θ_g of base_round_. False if interrupted.
   bool train_round() {
     const auto t0 = Clock::now();
@@ -462,17 +477,7 @@ class NetworkedMember {
       last_loss_ = r.loss;
       tok_per_s_ = static_cast<double>(r.tokens) / std::max(1e-9, seconds_since(ts));
       if (step_ % cfg_.monitoring.log_every_n_steps == 0)
-        metrics_.write({{"step", step_},
-                        {"contributor", member_id_},
-                        {"round", base_round_ + 1},
-                        {"tokens", tokens_},
-                        {"loss", r.loss},
-                        {"lr", r.lr},
-                        {"grad_norm", r.grad_norm},
-                        {"tok_per_s", tok_per_s_},
-                        {"bytes_sent", bytes_sent_},
-                        {"bytes_received", bytes_received_},
-                        {"elapsed_s", seconds_since(start_)}});
+        metrics_.write(step_record(step_, base_round_ + 1, tokens_, r));
       progress_.update(str("round ", base_round_ + 1, "/", rounds_total_, " step ", step_, " | loss ",
                            std::round(r.loss * 1000) / 1000, " | ", static_cast<int>(tok_per_s_), " tok/s | sent ",
                            format_bytes(static_cast<double>(bytes_sent_))));
@@ -592,7 +597,7 @@ class NetworkedMember {
 
   // One attempt of a DeMo round (demo_round.h): its steps with the members the broker named.
   bool run_demo_round(const broker::RoundStart& start) {
-    const std::int64_t round = start.round, attempt = start.attempt;
+    const std::int64_t round = start.round;
     double my_weight = 0;
     const comm::Membership ms = open_round_comm(start, my_weight);
     const std::int64_t first = (round - 1) * cfg_.outer.inner_steps;
@@ -605,32 +610,16 @@ class NetworkedMember {
       tokens += r.tokens;
       last_loss_ = r.loss;
       tok_per_s_ = static_cast<double>(tokens - tokens_) / std::max(1e-9, seconds_since(t0));
-      if (step % cfg_.monitoring.log_every_n_steps == 0)
-        records.push_back({{"step", step},
-                           {"contributor", member_id_},
-                           {"round", round},
-                           {"tokens", tokens},
-                           {"loss", r.loss},
-                           {"lr", r.lr},
-                           {"grad_norm", r.grad_norm},
-                           {"tok_per_s", tok_per_s_},
-                           {"elapsed_s", seconds_since(start_)}});
+      if (step % cfg_.monitoring.log_every_n_steps == 0) records.push_back(step_record(step, round, tokens, r));
       progress_.update(str("round ", round, "/", rounds_total_, " step ", step, " | loss ",
                            std::round(r.loss * 1000) / 1000, " | ", static_cast<int>(tok_per_s_), " tok/s"));
     };
     const DeMoRoundOutcome out =
         demo_->run(*comm_, round, first, demo_round_steps(round), timeout, compute_mu_, on_step);
-    bytes_sent_ += out.bytes_sent;
-    bytes_received_ += out.bytes_received;
-    if (out.theta_hash.empty()) {  // θ and δ are as they were at the round's start
-      comm_.reset();
-      log_warn("round ", round, " attempt ", attempt, " failed: ", out.error);
-      client_->request(broker::RoundResult{run_id_, member_id_, round, attempt, false, "",
-                                           static_cast<std::int64_t>(out.bytes_sent), out.error});
-      return false;
-    }
-    if (!out.ok) log_warn("round ", round, ": θ stepped but ", out.error, "; the broker compares the hashes");
-    for (auto& rec : records) {
+    bytes_sent_ += out.report.bytes_sent;
+    bytes_received_ += out.report.bytes_received;
+    if (out.report.theta_hash.empty()) return attempt_failed(start, out);  // θ and δ are as at the round's start
+    for (auto& rec : records) {                                            // the bytes as of the round's end
       rec["bytes_sent"] = bytes_sent_;
       rec["bytes_received"] = bytes_received_;
       metrics_.write(rec);
@@ -638,27 +627,14 @@ class NetworkedMember {
     step_ = first + static_cast<std::int64_t>(out.steps.size());
     tokens_ = tokens;
     compute_s_ = out.compute_s;
-    RoundReport rep;
-    rep.round = round;
-    rep.comm_s = out.comm_s;
-    rep.outer_step_s = 0;
-    rep.bytes_sent = out.bytes_sent;
-    rep.bytes_received = out.bytes_received;
-    rep.theta_hash = out.theta_hash;
-    RoundOutcome as_round;
-    as_round.ok = out.ok;
-    as_round.report = rep;
-    as_round.hashes = out.vote.hashes;
-    as_round.majority_hash = out.vote.majority;
-    as_round.disagreeing = out.vote.disagreeing;
-    return finish_round(start, ms, as_round);
+    return finish_round(start, ms, out);
   }
 
   // One attempt of the round (outer_round.h) with the members the broker named.
   bool run_collective(const broker::RoundStart& start) {
     double my_weight = 0;
     const comm::Membership ms = open_round_comm(start, my_weight);
-    const std::int64_t round = start.round, attempt = start.attempt;
+    const std::int64_t round = start.round;
     RoundPlan plan;
     plan.round = round;
     plan.tokens = static_cast<double>(round_tokens_);
@@ -668,16 +644,18 @@ class NetworkedMember {
     const RoundReport& rep = out.report;
     bytes_sent_ += rep.bytes_sent;
     bytes_received_ += rep.bytes_received;
-    const bool stepped = out.ok || !out.report.theta_hash.empty();  // only the hash comparison may have failed
-    if (!stepped) {
-      comm_.reset();
-      log_warn("round ", round, " attempt ", attempt, " failed: ", out.error);
-      client_->request(broker::RoundResult{run_id_, member_id_, round, attempt, false, "",
-                                           static_cast<std::int64_t>(rep.bytes_sent), out.error});
-      return false;
-    }
-    if (!out.ok) log_warn("round ", round, ": θ_g stepped but ", out.error, "; the broker compares the hashes");
+    if (rep.theta_hash.empty()) return attempt_failed(start, out);  // θ_g, Δ and the residual are as they were
     return finish_round(start, ms, out);
+  }
+
+  // An attempt whose collectives failed before θ stepped: the broker hears it and retries
+  // the round (with the members still there).
+  bool attempt_failed(const broker::RoundStart& start, const RoundOutcome& out) {
+    comm_.reset();
+    log_warn("round ", start.round, " attempt ", start.attempt, " failed: ", out.error);
+    client_->request(broker::RoundResult{run_id_, member_id_, start.round, start.attempt, false, "",
+                                         static_cast<std::int64_t>(out.report.bytes_sent), out.error});
+    return false;
   }
 
   // A round that stepped θ (ok, or only its hash comparison failed): report it to the broker,
@@ -685,10 +663,12 @@ class NetworkedMember {
   bool finish_round(const broker::RoundStart& start, const comm::Membership& ms, const RoundOutcome& out) {
     const std::int64_t round = start.round, attempt = start.attempt;
     const RoundReport& rep = out.report;
-    const bool minority = std::find(out.disagreeing.begin(), out.disagreeing.end(), ms.rank) != out.disagreeing.end();
+    if (!out.ok) log_warn("round ", round, ": θ stepped but ", out.error, "; the broker compares the hashes");
+    const auto& disagreeing = out.vote.disagreeing;
+    const bool minority = std::find(disagreeing.begin(), disagreeing.end(), ms.rank) != disagreeing.end();
     if (minority)
       log_error("round ", round, ": this member's θ_g (", rep.theta_hash.substr(0, 12),
-                "…) differs from the majority's (", out.majority_hash.substr(0, 12),
+                "…) differs from the majority's (", out.vote.majority.substr(0, 12),
                 "…); the broker will resync it from a snapshot");
     theta_hash_ = rep.theta_hash;
     base_round_ = round;
@@ -706,7 +686,7 @@ class NetworkedMember {
                           {"round_bytes_received", rep.bytes_received},
                           {"round_tokens", static_cast<std::int64_t>(round_tokens_)},
                           {"theta_hash", theta_hash_},
-                          {"contributors_in_sync", out.ok && out.disagreeing.empty()},
+                          {"contributors_in_sync", out.ok && disagreeing.empty()},
                           {"elapsed_s", seconds_since(start_)}};
     if (is_demo()) rec.erase("pseudo_grad_norm");  // DeMo has none: its updates are sign steps
     const std::int64_t eval_every = cfg_.evaluation.every_n_steps;

@@ -153,8 +153,7 @@ RoundOutcome OuterRound::run(comm::Communicator& comm, const RoundPlan& plan, co
   out.ok = true;
 
   // Every contributor must now hold the same θ_g: compare the hashes, in the round.
-  HashVote vote;
-  const auto hr = vote_on_hash(comm, r.theta_hash, round_tag(plan.round, 2), plan.timeout, vote);
+  const auto hr = vote_on_hash(comm, r.theta_hash, round_tag(plan.round, 2), plan.timeout, out.vote);
   account(hr, r);
   if (!hr.ok()) {
     // θ_g has stepped; only the check is missing. The caller treats it like a failed
@@ -163,9 +162,6 @@ RoundOutcome OuterRound::run(comm::Communicator& comm, const RoundPlan& plan, co
     out.error = failure("the θ_g agreement all-gather", hr);
     return out;
   }
-  out.hashes = std::move(vote.hashes);
-  out.majority_hash = std::move(vote.majority);
-  out.disagreeing = std::move(vote.disagreeing);
   return out;
 }
 

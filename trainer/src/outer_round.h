@@ -63,10 +63,7 @@ struct RoundOutcome {
   bool ok = false;     // every collective completed and θ_g stepped
   std::string error;   // which collective failed and why (when !ok)
   RoundReport report;  // round, contributors, ‖ū‖, bytes, seconds, tokens, θ_g hash
-  // Ranks whose θ_g hash differs from the majority's after the step (empty: all agree).
-  std::vector<int> disagreeing;
-  std::vector<std::string> hashes;  // every rank's θ_g hash, by rank (when ok)
-  std::string majority_hash;        // the hash most ranks hold
+  HashVote vote;       // the ranks' θ_g hashes after the step (when ok)
 };
 
 class OuterRound {
