@@ -24,7 +24,7 @@ std::string broker_code(const broker::BrokerService& service, const std::string&
   const auto colon = ep.rfind(':');
   const std::string bound = ep.substr(6, colon - 6);
   broker::JoinCode code;
-  code.host = advertise.empty() ? comm::advertise_host_for(bound) : advertise;
+  code.host = advertise.empty() ? comm::advertise_host_for(bound) : advertise;  // as the relay's (ServiceOptions)
   code.port = std::stoi(ep.substr(colon + 1));
   code.broker_key = service.public_key();
   return broker::format_join_code(code);
@@ -65,7 +65,11 @@ void register_broker(CLI::App& app) {
                   "Keep a θ_g snapshot at most this many rounds old (0: only when a joiner needs one)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  sub->add_flag("!--no-relay", opts.relay,
+                "Do not relay for members behind a NAT (by default the broker opens a tunnel port and one port per "
+                "relayed member on its --listen address)");
   sub->callback([args] {
+    args->service.advertise_host = args->advertise;
     broker::BrokerService service(args->service);
     const std::string code = broker_code(service, args->advertise);
     std::cout << "broker code: " << code << std::endl;

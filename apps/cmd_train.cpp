@@ -125,10 +125,17 @@ void register_train(CLI::App& app) {
                   "Register the run on a standing broker (its join code or tcp://HOST:PORT) instead of hosting one");
   sub->add_option("--broker-key", args->net.broker_key, "The standing broker's public key (Z85) with tcp://…");
   sub->add_option("--listen", args->net.listen_host,
-                  "Interface for this contributor's peer socket and the embedded broker")
+                  "Interface for this contributor's peer socket and the embedded broker (0.0.0.0: all, so that "
+                  "other machines can join; 127.0.0.1: this machine only)")
       ->capture_default_str();
   sub->add_option("--advertise", args->net.advertise_host,
-                  "Address other machines dial to reach this one (default: --listen)");
+                  "Address other machines dial to reach this one (default: --listen, or with 0.0.0.0 the host's "
+                  "first non-loopback address and, for a member's peer socket, the address the broker sees it from)");
+  sub->add_option("--relay", args->net.relay,
+                  "Be reached through the broker's relay: auto (when this machine is behind a NAT and --advertise is "
+                  "not given), always, never")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "always", "never"}));
   sub->add_option("--broker-port", args->net.broker_port, "Port of the embedded broker (0 = any free port)")
       ->capture_default_str();
   sub->add_option("--http", args->net.broker_http,

@@ -30,7 +30,8 @@ struct BrokerClient::Impl {
   std::map<std::uint64_t, Clock::time_point> sent_at;
   std::map<std::uint64_t, Message> replies;
   std::deque<Message> pushes;
-  std::optional<nlohmann::json> heartbeat;  // its body; none: not a member (yet, or any more)
+  std::function<void(const Message&)> on_push;  // sees each push first, on this thread
+  std::optional<nlohmann::json> heartbeat;      // its body; none: not a member (yet, or any more)
   bool beat_now = false;  // send the heartbeat at once (its content changed in a way the broker must know)
   std::uint64_t next_id = 1;
   // Connection state from the socket monitor: since when the broker is unreachable.
@@ -117,6 +118,7 @@ struct BrokerClient::Impl {
           sent_at.erase(m->request_id);
           replies[m->request_id] = std::move(*m);
         } else if (m->request_id == 0) {
+          if (on_push) on_push(*m);
           pushes.push_back(std::move(*m));
         }  // else: a duplicate reply to a request already answered
         cv.notify_all();
@@ -176,6 +178,11 @@ void BrokerClient::send(MessageType type, nlohmann::json body) {
   m.body = std::move(body);
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->outbox.push_back(encode_message(m));
+}
+
+void BrokerClient::watch_pushes(std::function<void(const Message&)> fn) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->on_push = std::move(fn);
 }
 
 std::optional<Message> BrokerClient::next_push(std::chrono::milliseconds wait) {

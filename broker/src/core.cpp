@@ -31,8 +31,35 @@ struct LiveMember {
   double tokens_per_s = 0;
   std::int64_t step = 0;
   double loss = std::nan("");
-  std::int64_t val_round = 0;  // the newest round whose validation loss it reported
+  std::int64_t val_round = 0;   // the newest round whose validation loss it reported
+  int unreachable_strikes = 0;  // failed attempts in which others could not connect to it
+  // How peers reach it: "checking" until the broker's dial-back answers, "direct", or
+  // "unreachable: WHY".
+  std::string link = "checking";
+  bool relayed = false;  // its endpoint is a port of the broker's relay
 };
+
+// The participants of an attempt that the others (those that reported so far) could not
+// connect to (RoundResult::unreachable). A member that named two or more members, each named
+// by no one else, is the one cut off (its own connections fail, not theirs): it is left out
+// instead.
+std::set<std::int64_t> unreachable_members(const std::map<std::int64_t, ResultRecord>& results,
+                                           const std::vector<std::int64_t>& participants) {
+  std::map<std::int64_t, std::set<std::int64_t>> named_by, names;
+  for (const auto& [id, r] : results)
+    for (auto u : r.unreachable)
+      if (u != id && std::find(participants.begin(), participants.end(), u) != participants.end())
+        named_by[u].insert(id), names[id].insert(u);
+  std::set<std::int64_t> cut_off, out;
+  for (const auto& [id, named] : names) {
+    const bool alone = std::all_of(named.begin(), named.end(), [&](std::int64_t u) { return named_by[u].size() == 1; });
+    if (named.size() >= 2 && alone) cut_off.insert(id);
+  }
+  for (const auto& [u, by] : named_by)
+    if (!std::includes(cut_off.begin(), cut_off.end(), by.begin(), by.end())) out.insert(u);
+  out.insert(cut_off.begin(), cut_off.end());
+  return out;
+}
 
 struct BrokerCore::RunState {
   RunRecord rec;
@@ -195,6 +222,8 @@ std::vector<Outgoing> BrokerCore::dispatch(const Incoming& in, double now) {
       r.min_members = run.rec.min_members;
       r.is_private = run.rec.is_private;
       r.prepare_command = prepare_command_of(run.rec);
+      r.seen_from = in.peer_address;
+      r.relay = opt_.relay_endpoint;
       return {{in.peer, reply(in, r)}};
     }
     default:
@@ -242,7 +271,8 @@ std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) 
     if (existing->config_yaml != r.config_yaml || existing->dataset_hash != r.dataset_hash)
       throw Error(str("run '", r.run_id, "' already exists on this broker with a different config or dataset"),
                   "choose another checkpointing.run_name, or resume the run with its original config");
-    return {{in.peer, reply(in, CreateRunReply{r.run_id, existing->round, true, existing->status})}};
+    return {{in.peer, reply(in, CreateRunReply{r.run_id, existing->round, true, existing->status, in.peer_address,
+                                               opt_.relay_endpoint})}};
   }
   store_.create_run(r);
   for (const auto& k : m.allow) store_.allow_key(r.run_id, k);
@@ -252,7 +282,8 @@ std::vector<Outgoing> BrokerCore::on_create_run(const Incoming& in, double now) 
   run->rec = r;
   runs_.emplace(r.run_id, std::move(run));
   log_info("broker: run ", r.run_id, " created (", r.is_private ? "private" : "public", ")");
-  return {{in.peer, reply(in, CreateRunReply{r.run_id, 0, false, RunStatus::kActive})}};
+  return {{in.peer,
+           reply(in, CreateRunReply{r.run_id, 0, false, RunStatus::kActive, in.peer_address, opt_.relay_endpoint})}};
 }
 
 std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
@@ -307,12 +338,14 @@ std::vector<Outgoing> BrokerCore::on_join(const Incoming& in, double now) {
   lm.peer = in.peer;
   lm.last_seen = now;
   lm.last_persisted = now;
+  lm.relayed = m.relayed;
   // Before round 1, θ_g is the seeded initialization every member builds itself.
   lm.reported = true;
   if (run.rec.round == 0) lm.base_round = 0;
   lm.awaiting_snapshot = run.rec.round > 0;
   lm.val_round = run.rec.round;
   run.members.emplace(rec.member_id, lm);
+  dial_backs_.push_back({run.rec.run_id, rec.member_id, rec.endpoint});
   store_.log_event(run.rec.run_id, "join",
                    str("member ", rec.member_id, " (", in.public_key.substr(0, 8), "…, ", rec.device, ") slot ", slot),
                    now);
@@ -335,7 +368,7 @@ std::vector<Outgoing> BrokerCore::on_heartbeat(const Incoming& in, double now) {
   try {
     lm = &member_of(run, m.member_id, in);
   } catch (const Error& e) {
-    return {{in.peer, message(Evicted{run.rec.run_id, e.what()})}};
+    return {{in.peer, message(Evicted{run.rec.run_id, e.what(), false, false})}};
   }
   lm->last_seen = now;
   if (run.rec.status == RunStatus::kFinished)  // a member still catching up when the run ended
@@ -531,6 +564,7 @@ bool BrokerCore::record_result(RunState& run, LiveMember& lm, const RoundResult&
   r.theta_hash = report.ok ? report.theta_hash : "";
   r.bytes_sent = report.bytes_sent;
   r.error = report.error;
+  r.unreachable = report.unreachable;
   store_.save_result(run.rec.run_id, report.round, report.attempt, r);
   run.results[r.member_id] = r;
   run.result_at[r.member_id] = now;
@@ -540,12 +574,16 @@ bool BrokerCore::record_result(RunState& run, LiveMember& lm, const RoundResult&
 void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgoing>& out) {
   if (!run.running) return;
   const bool past_deadline = now >= run.deadline;
+  // A participant the others could not connect to is not waited for: nobody can tell it the
+  // group broke, so it sits in its collective until its own timeout.
+  const std::set<std::int64_t> cut_off = unreachable_members(run.results, run.participants);
   for (auto id : run.participants)
-    if (!run.results.count(id) && run.members.count(id) && !past_deadline) return;  // still waiting
+    if (!run.results.count(id) && run.members.count(id) && !cut_off.count(id) && !past_deadline)
+      return;  // still waiting
   if (past_deadline) {
     std::vector<std::int64_t> silent;
     for (auto id : run.participants)
-      if (!run.results.count(id) && run.members.count(id)) silent.push_back(id);
+      if (!run.results.count(id) && run.members.count(id) && !cut_off.count(id)) silent.push_back(id);
     run.running = false;  // evict() must not recurse into this round
     for (auto id : silent) evict(run, id, "no result for the round before the deadline", now, out);
     run.running = true;
@@ -620,17 +658,45 @@ void BrokerCore::maybe_finish_round(RunState& run, double now, std::vector<Outgo
     request_snapshot_if_needed(run, out);
     return;
   }
-  // Nobody completed: retry with the members still here.
+  // Nobody completed: retry at once with the members still here, without those the others
+  // could not connect to (they wait for the next round); one that is unreachable in
+  // opt_.unreachable_evict_after attempts is evicted and told why.
+  std::set<std::int64_t> unreachable = cut_off;
   std::vector<std::int64_t> survivors;
   for (auto id : run.participants)
-    if (run.members.count(id) && run.results.count(id)) survivors.push_back(id);
+    if (run.members.count(id) && run.results.count(id) && !unreachable.count(id)) survivors.push_back(id);
+  if (survivors.empty()) {  // everyone named everyone: no way to tell who is at fault, try all again
+    unreachable.clear();
+    for (auto id : run.participants)
+      if (run.members.count(id) && run.results.count(id)) survivors.push_back(id);
+  }
+  std::string left_out;
+  for (auto id : unreachable) left_out += str(left_out.empty() ? "" : ", ", id);
   store_.finish_round(run.rec.run_id, round, RoundStatus::kFailed, 0, "", now);
   store_.log_event(run.rec.run_id, "round_failed",
-                   str("round ", round, " attempt ", run.attempt, ": retrying with ", survivors.size(), " members"),
+                   str("round ", round, " attempt ", run.attempt, ": retrying with ", survivors.size(), " members",
+                       left_out.empty() ? "" : str(", without member(s) ", left_out, " (others could not connect)")),
                    now);
+  log_warn("broker: run ", run.rec.run_id, " round ", round, " attempt ", run.attempt, " failed after ",
+           std::round((now - run.attempt_started_at) * 10) / 10, " s; retrying with ", survivors.size(), " members",
+           left_out.empty() ? "" : str(", without member(s) ", left_out, " (the others could not connect to them)"));
   run.running = false;
-  if (survivors.empty()) return;
-  start_attempt(run, survivors, now, out);
+  std::vector<std::int64_t> strike_out;
+  for (auto id : unreachable) {
+    auto it = run.members.find(id);
+    if (it == run.members.end()) continue;
+    run.ready.erase(id);  // not in the retry: its update waits for a round it can take part in
+    if (++it->second.unreachable_strikes >= opt_.unreachable_evict_after) strike_out.push_back(id);
+  }
+  if (!survivors.empty()) start_attempt(run, survivors, now, out);
+  for (auto id : strike_out) {
+    const auto& lm = run.members.at(id);
+    evict(run, id,
+          str("the other members could not connect to it at ", lm.rec.endpoint, " in ", lm.unreachable_strikes,
+              " attempts: it is behind a NAT or firewall, or advertises an address others cannot reach "
+              "(listen on a reachable address with --listen/--advertise, or forward its port)"),
+          now, out, /*replaced=*/false, /*unreachable=*/true);
+  }
 }
 
 void BrokerCore::resync(RunState& run, LiveMember& lm, const std::string& why, double now, std::vector<Outgoing>& out) {
@@ -735,7 +801,7 @@ std::vector<Outgoing> BrokerCore::operator_pause(const std::string& run_id, bool
 }
 
 void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string& why, double now,
-                       std::vector<Outgoing>& out, bool replaced) {
+                       std::vector<Outgoing>& out, bool replaced, bool unreachable) {
   auto it = run.members.find(member_id);
   if (it == run.members.end()) return;
   const std::string peer = it->second.peer;
@@ -750,7 +816,8 @@ void BrokerCore::evict(RunState& run, std::int64_t member_id, const std::string&
       run.running && std::find(run.participants.begin(), run.participants.end(), member_id) != run.participants.end();
   if (!in_flight) run.ready.erase(member_id);
   if (run.uploader == member_id) run.uploader = -1, run.upload_round = -1;
-  if (!peer.empty() && why != "left") out.push_back({peer, message(Evicted{run.rec.run_id, why, replaced})});
+  if (!peer.empty() && why != "left")
+    out.push_back({peer, message(Evicted{run.rec.run_id, why, replaced, unreachable})});
   if (run.running)
     maybe_finish_round(run, now, out);
   else
@@ -915,6 +982,26 @@ std::vector<Outgoing> BrokerCore::on_ledger(const Incoming& in, double now) {
   return {{in.peer, reply(in, r)}};
 }
 
+std::vector<BrokerCore::DialBack> BrokerCore::take_dial_backs() {
+  std::vector<DialBack> out;
+  out.swap(dial_backs_);
+  return out;
+}
+
+void BrokerCore::note_dial_back(const DialBack& d, const std::string& error, double now) {
+  const auto r = runs_.find(d.run_id);
+  if (r == runs_.end()) return;
+  const auto m = r->second->members.find(d.member_id);
+  if (m == r->second->members.end() || m->second.rec.endpoint != d.endpoint) return;  // gone, or joined again
+  m->second.link = !error.empty() ? "unreachable: " + error : m->second.relayed ? "relayed" : "direct";
+  if (error.empty()) return;
+  store_.log_event(d.run_id, "unreachable",
+                   str("member ", d.member_id, ": the broker cannot connect to it at ", d.endpoint, " (", error,
+                       "); the others will not either unless they share its network"),
+                   now);
+  log_warn("broker: member ", d.member_id, " of run ", d.run_id, " is not reachable at ", d.endpoint, ": ", error);
+}
+
 std::vector<Outgoing> BrokerCore::tick(double now) {
   std::vector<Outgoing> out;
   for (auto& [id, run] : runs_) {
@@ -1039,6 +1126,7 @@ std::optional<RunView> BrokerCore::run_view(const std::string& run_id, const Vie
       mv.tokens_per_s = lm->tokens_per_s;
       mv.loss = lm->loss;
       mv.heartbeat_age_s = now - lm->last_seen;
+      mv.link = lm->link;
       v.tokens_per_s += lm->tokens_per_s;
       ++v.active_members;
       v.members.push_back(mv);

@@ -144,6 +144,7 @@ namespace {
 
 constexpr std::size_t kIdLen = 64;           // run ids, SHA-256 hex
 constexpr std::size_t kKeyLen = 40;          // Z85 public keys
+constexpr std::size_t kAddressLen = 64;      // an IP address as text
 constexpr std::size_t kShortText = 256;      // endpoints, devices, reasons
 constexpr std::size_t kLongText = 64 << 10;  // errors, hints, commands
 
@@ -310,11 +311,19 @@ CreateRun CreateRun::from_json(const nlohmann::json& body) {
 }
 
 nlohmann::json CreateRunReply::to_json() const {
-  return {{"run_id", run_id}, {"round", round}, {"existing", existing}, {"status", to_string(status)}};
+  nlohmann::json j = {{"run_id", run_id}, {"round", round}, {"existing", existing}, {"status", to_string(status)}};
+  if (!seen_from.empty()) j["seen_from"] = seen_from;
+  if (!relay.empty()) j["relay"] = relay;
+  return j;
 }
 CreateRunReply CreateRunReply::from_json(const nlohmann::json& body) {
   const Fields f(body, "create_run reply");
-  return {f.text("run_id", kIdLen), f.integer("round"), f.boolean("existing"), parse_run_status(f.text("status", 16))};
+  return {f.text("run_id", kIdLen),
+          f.integer("round"),
+          f.boolean("existing"),
+          parse_run_status(f.text("status", 16)),
+          f.text_or("seen_from", kAddressLen),
+          f.text_or("relay", kShortText)};
 }
 
 nlohmann::json RunInfo::to_json() const {
@@ -325,14 +334,17 @@ RunInfo RunInfo::from_json(const nlohmann::json& body) {
 }
 
 nlohmann::json RunInfoReply::to_json() const {
-  return {{"run_id", run_id},
-          {"config_yaml", config_yaml},
-          {"dataset_hash", dataset_hash},
-          {"num_shards", num_shards},
-          {"round", round},
-          {"min_members", min_members},
-          {"private", is_private},
-          {"prepare_command", prepare_command}};
+  nlohmann::json j = {{"run_id", run_id},
+                      {"config_yaml", config_yaml},
+                      {"dataset_hash", dataset_hash},
+                      {"num_shards", num_shards},
+                      {"round", round},
+                      {"min_members", min_members},
+                      {"private", is_private},
+                      {"prepare_command", prepare_command}};
+  if (!seen_from.empty()) j["seen_from"] = seen_from;
+  if (!relay.empty()) j["relay"] = relay;
+  return j;
 }
 RunInfoReply RunInfoReply::from_json(const nlohmann::json& body) {
   const Fields f(body, "run_info reply");
@@ -345,17 +357,21 @@ RunInfoReply RunInfoReply::from_json(const nlohmann::json& body) {
   m.min_members = f.integer("min_members");
   m.is_private = f.boolean("private");
   m.prepare_command = f.text_or("prepare_command", kLongText);
+  m.seen_from = f.text_or("seen_from", kAddressLen);
+  m.relay = f.text_or("relay", kShortText);
   return m;
 }
 
 nlohmann::json Join::to_json() const {
-  return {
+  nlohmann::json j = {
       {"run_id", run_id}, {"dataset_hash", dataset_hash}, {"device", device}, {"endpoint", endpoint}, {"token", token}};
+  if (relayed) j["relayed"] = true;
+  return j;
 }
 Join Join::from_json(const nlohmann::json& body) {
   const Fields f(body, "join");
-  return {f.text("run_id", kIdLen), f.text("dataset_hash", kIdLen), f.text("device", kShortText),
-          f.text("endpoint", kShortText), f.text_or("token", kIdLen)};
+  return {f.text("run_id", kIdLen),       f.text("dataset_hash", kIdLen), f.text("device", kShortText),
+          f.text("endpoint", kShortText), f.text_or("token", kIdLen),     f.has("relayed") && f.boolean("relayed")};
 }
 
 nlohmann::json JoinReply::to_json() const {
@@ -396,6 +412,7 @@ nlohmann::json RoundResult::to_json() const {
     j["theta_hash"] = theta_hash;
   else
     j["error"] = error;
+  if (!unreachable.empty()) j["unreachable"] = unreachable;
   return j;
 }
 RoundResult RoundResult::from_json(const nlohmann::json& body) {
@@ -411,6 +428,11 @@ RoundResult RoundResult::from_json(const nlohmann::json& body) {
   else
     m.error = f.text_or("error", kLongText);
   m.bytes_sent = f.integer("bytes_sent");
+  if (f.has("unreachable")) {
+    const auto& a = f.at("unreachable");
+    require(a.is_array() && a.size() <= 2, "round_result", "field 'unreachable' is not a list of at most 2 members");
+    for (const auto& id : a) m.unreachable.push_back(f.integer_of(id, "unreachable"));
+  }
   return m;
 }
 
@@ -556,11 +578,14 @@ Resync Resync::from_json(const nlohmann::json& body) {
 }
 
 nlohmann::json Evicted::to_json() const {
-  return {{"run_id", run_id}, {"reason", reason}, {"replaced", replaced}};
+  nlohmann::json j = {{"run_id", run_id}, {"reason", reason}, {"replaced", replaced}};
+  if (unreachable) j["unreachable"] = true;
+  return j;
 }
 Evicted Evicted::from_json(const nlohmann::json& body) {
   const Fields f(body, "evicted");
-  return {f.text("run_id", kIdLen), f.text("reason", kLongText), f.has("replaced") && f.boolean("replaced")};
+  return {f.text("run_id", kIdLen), f.text("reason", kLongText), f.has("replaced") && f.boolean("replaced"),
+          f.has("unreachable") && f.boolean("unreachable")};
 }
 
 nlohmann::json Leave::to_json() const {

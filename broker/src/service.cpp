@@ -8,12 +8,18 @@
 #include <zmq.hpp>
 
 #include "dashboard_http.h"
+#include "pico/comm/address.h"
 #include "pico/comm/curve_keys.h"
+#include "pico/comm/relay.h"
 #include "pico/common/error.h"
 #include "pico/common/log.h"
 
 namespace pico::broker {
 namespace {
+
+// Dial-backs to joiners: at most this many at once, each waiting this long for a connection.
+constexpr int kMaxDials = 8;
+constexpr std::chrono::milliseconds kDialTimeout{3000};
 
 double wall_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -85,6 +91,7 @@ struct BrokerService::Impl {
   zmq::context_t ctx{1};
   zmq::socket_t router;
   std::string endpoint;
+  std::unique_ptr<comm::RelayServer> relay;  // for members behind a NAT (ServiceOptions::relay)
   std::atomic<bool> stop{false};
   std::atomic<bool> zap_ready{false};
   std::thread zap_thread, loop_thread;
@@ -94,6 +101,16 @@ struct BrokerService::Impl {
   // loop's alone.
   std::mutex pending_mu;
   std::vector<Outgoing> pending;
+  // Dial-backs to joiners (BrokerCore::take_dial_backs) run on detached threads, at most
+  // kMaxDials at once (the rest wait in dial_queue, the loop's alone); what they find is
+  // shared with them through `dials`, which outlives the service if they do.
+  struct Dials {
+    std::mutex mu;
+    int running = 0;
+    std::vector<std::pair<BrokerCore::DialBack, std::string>> done;
+  };
+  std::shared_ptr<Dials> dials = std::make_shared<Dials>();
+  std::deque<BrokerCore::DialBack> dial_queue;
 };
 
 BrokerService::BrokerService(ServiceOptions options) : impl_(std::make_unique<Impl>()) {
@@ -123,6 +140,19 @@ BrokerService::BrokerService(ServiceOptions options) : impl_(std::make_unique<Im
                 "use --listen tcp://ADDR:PORT with a free port (0 picks one), and an address of this machine");
   }
   s.endpoint = s.router.get(zmq::sockopt::last_endpoint);
+  if (s.opt.relay) {
+    comm::RelayOptions ro;
+    ro.listen_host = s.endpoint.substr(6, s.endpoint.rfind(':') - 6);
+    ro.advertise_host = s.opt.advertise_host;
+    try {
+      s.relay = std::make_unique<comm::RelayServer>(s.ctx, s.keys, "pico-broker", ro);
+    } catch (const Error&) {
+      s.stop.store(true);
+      s.zap_thread.join();
+      throw;
+    }
+    s.core->set_relay_endpoint(s.relay->tunnel_endpoint());
+  }
   if (!s.opt.http.empty()) {
     s.operator_token = random_token();
     DashboardHttp::Hooks hooks;
@@ -153,6 +183,13 @@ BrokerService::~BrokerService() {
   stop();
   if (impl_->loop_thread.joinable()) impl_->loop_thread.join();
   if (impl_->http) impl_->http->stop();
+  if (impl_->relay) {
+    const auto st = impl_->relay->stats();
+    if (st.bytes_to_members + st.bytes_from_members > 0)
+      log_info("relay: carried ", st.bytes_to_members, " bytes to relayed members and ", st.bytes_from_members,
+               " bytes from them");
+    impl_->relay.reset();
+  }
   impl_->stop.store(true);
   if (impl_->zap_thread.joinable()) impl_->zap_thread.join();
 }
@@ -198,6 +235,31 @@ void BrokerService::run() {
       s.router.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
     }
   };
+  // Starts the dial-backs the core asked for, and hands the core those that finished.
+  auto run_dial_backs = [&s] {
+    std::vector<std::pair<BrokerCore::DialBack, std::string>> done;
+    {
+      std::lock_guard<std::mutex> lock(s.core_mu);
+      for (auto& d : s.core->take_dial_backs()) s.dial_queue.push_back(std::move(d));
+    }
+    {
+      std::lock_guard<std::mutex> lock(s.dials->mu);
+      done.swap(s.dials->done);
+      while (!s.dial_queue.empty() && s.dials->running < kMaxDials) {
+        ++s.dials->running;
+        std::thread([dials = s.dials, d = s.dial_queue.front()] {
+          std::string error = comm::tcp_dial_check(d.endpoint, kDialTimeout);
+          std::lock_guard<std::mutex> lock(dials->mu);
+          dials->done.emplace_back(d, std::move(error));
+          --dials->running;
+        }).detach();
+        s.dial_queue.pop_front();
+      }
+    }
+    if (done.empty()) return;
+    std::lock_guard<std::mutex> lock(s.core_mu);
+    for (auto& [d, error] : done) s.core->note_dial_back(d, error, wall_seconds());
+  };
   while (!s.stop.load()) {
     zmq::pollitem_t item{s.router.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(100));
@@ -211,6 +273,7 @@ void BrokerService::run() {
         frame = std::move(extra);
       }
       const char* user = frame.gets("User-Id");
+      const char* address = frame.gets("Peer-Address");
       std::string why;
       auto m = decode_message(static_cast<const std::uint8_t*>(frame.data()), frame.size(), why);
       if (!m) {
@@ -220,10 +283,11 @@ void BrokerService::run() {
       std::vector<Outgoing> out;
       {
         std::lock_guard<std::mutex> lock(s.core_mu);
-        out = s.core->handle({id.to_string(), user ? user : "", std::move(*m)}, wall_seconds());
+        out = s.core->handle({id.to_string(), user ? user : "", std::move(*m), address ? address : ""}, wall_seconds());
       }
       deliver(std::move(out));
     }
+    run_dial_backs();
     {
       std::vector<Outgoing> acted;
       {

@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <zmq.hpp>
 
+#include "pico/comm/address.h"
 #include "pico/comm/ring.h"
 #include "pico/common/error.h"
 #include "pico/common/log.h"
@@ -61,6 +62,8 @@ struct PeerSocket {
   std::string role;  // "data 2", "control (right)", …
   bool control = false;
   enum class State { kConnecting, kUp, kDown } state = State::kConnecting;
+  Clock::time_point opened_at = Clock::now();
+  bool tcp_connected = false;    // a TCP connection was made at least once (ZMQ_EVENT_CONNECTED)
   Clock::time_point down_since;  // when it first dropped since the last completed collective
   bool disrupted = false;        // dropped since the last completed collective
   std::string last_error;
@@ -396,6 +399,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
         right_((m.rank + 1) % w_),
         curve_(n_.options.security == ZmqSecurity::kCurve),
         departed_(w_, 0) {
+    n_.cancelled.store(false);
     for (int i = 0; i < w_; ++i) key_rank_.emplace(m_.members[i].public_key, i);
     std::vector<std::string> keys;
     for (const auto& mem : m_.members) keys.push_back(mem.public_key);
@@ -445,6 +449,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   const Membership& membership() const override { return m_; }
   ZmqStats stats() const override { return stats_; }
   bool broken() const override { return broken_ != Status::kOk; }
+  std::vector<int> unreachable() const override { return unreachable_; }
 
   CollectiveResult all_reduce(float* data, std::size_t n, const AllreduceOptions& o) override {
     AllReduce op(data, n, o, w_, r_, zmq_message_payload_bytes(n_.options));
@@ -510,8 +515,9 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     }
     const std::string mon = str("inproc://pico-monitor-", n_.monitor_counter.fetch_add(1));
     if (zmq_socket_monitor(s.handle(), mon.c_str(),
-                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
       throw Error(str("zmq_socket_monitor failed: ", zmq_strerror(zmq_errno())));
     p->monitor = zmq::socket_t(n_.ctx, zmq::socket_type::pair);
     p->monitor.set(zmq::sockopt::linger, 0);
@@ -523,9 +529,13 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   int send_buffer_bytes(const std::string& endpoint) const {
     const int configured = n_.options.tcp_send_buffer_bytes;
     if (configured >= 0) return configured;
-    const bool loopback = endpoint.rfind("tcp://127.", 0) == 0 || endpoint.rfind("tcp://localhost:", 0) == 0 ||
-                          endpoint.rfind("tcp://[::1]:", 0) == 0;
-    return loopback ? kLoopbackSendBuffer : 0;
+    // A peer on this machine (loopback, or one of this machine's own addresses) is reached over lo.
+    if (endpoint.rfind("tcp://", 0) != 0) return 0;
+    const std::string host = endpoint.substr(6, endpoint.rfind(':') - 6);
+    if (host.empty() || host.front() == '[') return host == "[::1]" ? kLoopbackSendBuffer : 0;
+    static const std::vector<std::string> own = local_ipv4_addresses();
+    const bool local = is_loopback_host(host) || std::find(own.begin(), own.end(), host) != own.end();
+    return local ? kLoopbackSendBuffer : 0;
   }
 
   std::vector<PeerSocket*> all_sockets() {
@@ -727,6 +737,9 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
         std::uint16_t id;
         std::memcpy(&id, ev.data(), 2);
         switch (id) {
+          case ZMQ_EVENT_CONNECTED:
+            p->tcp_connected = true;
+            break;
           case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
             if (p->disrupted) log_warn(tag_, "connection to rank ", p->peer, " (", p->role, ") re-established");
             p->state = PeerSocket::State::kUp;
@@ -760,9 +773,26 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
     }
   }
 
-  // A neighbour connection down longer than the grace period fails the collective.
+  // A neighbour connection down longer than the grace period fails the collective, and so
+  // does a neighbour that could not be connected to at all within the connect timeout.
   void check_connections() {
     const auto grace = n_.options.disconnect_grace;
+    const auto connect_timeout = n_.options.connect_timeout;
+    std::string unreachable_why;
+    for (PeerSocket* p : all_sockets()) {
+      if (connect_timeout.count() > 0 && p->state == PeerSocket::State::kConnecting && !p->tcp_connected &&
+          !departed_[p->peer] && Clock::now() - p->opened_at >= connect_timeout) {
+        if (std::find(unreachable_.begin(), unreachable_.end(), p->peer) == unreachable_.end()) {
+          unreachable_.push_back(p->peer);
+          unreachable_why += str(unreachable_why.empty() ? "" : "; ", "cannot reach rank ", p->peer, " at ",
+                                 m_.members[p->peer].endpoint, " (", p->role, ")");
+        }
+      }
+    }
+    if (!unreachable_why.empty())
+      return fail(Status::kPeerFailed,
+                  str(unreachable_why, ": no connection within ", connect_timeout.count(),
+                      " ms (behind a NAT or firewall, or an advertised address others cannot reach)"));
     for (PeerSocket* p : all_sockets()) {
       if (!p->disrupted || departed_[p->peer]) continue;
       if (Clock::now() - p->down_since >= grace)
@@ -861,6 +891,14 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
         monitor_ready = false;
       }
       check_connections();
+      if (n_.cancelled.load()) {
+        std::string why;
+        {
+          std::lock_guard<std::mutex> lock(n_.endpoint_mu);
+          why = n_.cancel_reason;
+        }
+        fail(Status::kAborted, str("cancelled: ", why));
+      }
       if (broken_ != Status::kOk || finished()) break;
       const auto now = Clock::now();
       if (now >= deadline) {
@@ -917,6 +955,7 @@ class ZmqCommunicatorImpl final : public ZmqCommunicator, private Engine {
   std::uint64_t processed_ = 0;
   Status broken_ = Status::kOk;
   std::string broken_reason_;
+  std::vector<int> unreachable_;  // neighbours never connected to within the connect timeout
   std::vector<std::uint8_t> departed_;
   std::map<std::uint64_t, std::vector<zmq::message_t>> stash_;  // round → messages
   std::set<std::uint64_t> done_rounds_;                         // rounds the right neighbour has received everything of

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <set>
 
+#include "pico/comm/address.h"
 #include "pico/common/error.h"
 #include "pico/common/fs.h"
 #include "pico/common/log.h"
@@ -38,7 +39,7 @@ void ZmqOptions::validate() const {
   if (io_threads < 1 || io_threads > 64)
     throw Error(str("comm.io_threads = ", io_threads, " is out of range"), "use 1..64");
   if (disconnect_grace.count() < 0 || heartbeat_interval.count() < 0 || heartbeat_timeout.count() < 0 ||
-      close_linger.count() < 0)
+      close_linger.count() < 0 || connect_timeout.count() < 0)
     throw Error("comm timeouts must not be negative");
   if (zap_admit_wait.count() < 0 || zap_admit_wait > std::chrono::seconds(20))
     throw Error(str("comm.zap_admit_wait = ", zap_admit_wait.count(), " ms is out of range"),
@@ -176,6 +177,10 @@ std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
     last = str("tcp://", options.advertise_host, last.substr(colon));
   }
   impl->endpoint = last;
+  impl->local_endpoint =
+      ipc ? last
+          : str("tcp://", advertise_host_for(options.bind_host) != options.bind_host ? "127.0.0.1" : options.bind_host,
+                last.substr(last.rfind(':')));
   log_debug("[zmq] node listening on ", impl->endpoint, curve ? " (CURVE)" : " (PLAINTEXT)");
   return std::shared_ptr<ZmqNode>(new ZmqNode(std::move(impl)));
 }
@@ -184,7 +189,15 @@ const ZmqOptions& ZmqNode::options() const {
   return impl_->options;
 }
 std::string ZmqNode::endpoint() const {
+  std::lock_guard<std::mutex> lock(impl_->endpoint_mu);
   return impl_->endpoint;
+}
+std::string ZmqNode::local_endpoint() const {
+  return impl_->local_endpoint;
+}
+void ZmqNode::reached_through(const std::string& endpoint) {
+  std::lock_guard<std::mutex> lock(impl_->endpoint_mu);
+  impl_->endpoint = endpoint;
 }
 std::string ZmqNode::public_key() const {
   return impl_->keys.public_key;
@@ -192,6 +205,14 @@ std::string ZmqNode::public_key() const {
 
 void ZmqNode::admit(const std::vector<std::string>& public_keys) {
   if (impl_->zap) impl_->zap->admit(public_keys);
+}
+
+void ZmqNode::cancel_collective(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->endpoint_mu);
+    impl_->cancel_reason = why;
+  }
+  impl_->cancelled.store(true);
 }
 
 std::uint64_t ZmqNode::zap_refusals() const {

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <zmq.hpp>
 
@@ -20,10 +21,14 @@ struct ZmqNode::Impl {
   ZmqOptions options;
   CurveKeyPair keys;  // empty in plaintext mode
   zmq::context_t ctx;
-  std::unique_ptr<ZapHandler> zap;  // null in plaintext mode
-  zmq::socket_t pull;               // the receive socket: every peer's messages arrive here
-  std::string endpoint;
-  std::atomic<bool> in_use{false};  // one communicator at a time
+  std::unique_ptr<ZapHandler> zap;     // null in plaintext mode
+  zmq::socket_t pull;                  // the receive socket: every peer's messages arrive here
+  std::string endpoint;                // what peers dial (ZmqNode::endpoint)
+  std::mutex endpoint_mu;              // guards `endpoint` (reached_through may change it)
+  std::string local_endpoint;          // where this machine reaches the socket itself
+  std::atomic<bool> in_use{false};     // one communicator at a time
+  std::atomic<bool> cancelled{false};  // ZmqNode::cancel_collective
+  std::string cancel_reason;           // guarded by endpoint_mu
   std::atomic<int> monitor_counter{0};
 
   ~Impl();

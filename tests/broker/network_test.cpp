@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -503,6 +504,64 @@ TEST_F(Networked, TwoShellsOnOneMachineJoinWithoutNamingIdentities) {
     EXPECT_EQ(ra[i]["contributors"], 2) << ra[i].dump();
     EXPECT_EQ(ra[i]["theta_hash"], rb[i]["theta_hash"]) << "round " << i + 1;
   }
+}
+
+// A member that no one can connect to (it advertises an address that does not answer: a
+// member behind a NAT looks the same) costs the run one quick failed attempt, not a round:
+// the broker's dial-back finds it at once, the others give up connecting within
+// comm's connect timeout (5 s, far below outer.timeout_s), the broker retries without it at
+// once, and after its second such attempt evicts it, telling it why.
+TEST_F(Networked, AMemberNoOneCanReachIsLeftOutAtOnceAndThenEvicted) {
+  const std::string home = "env PICO_HOME=" + dir_.file("home") + " " + test::pico_binary();
+  Proc a = test::spawn_pico(
+      "train --config " + dir_.file("run.yaml") + " --set outer.min_contributors=2 --set outer.timeout_s=120",
+      dir_.file("a.log"), home);
+  std::string code;
+  ASSERT_TRUE(wait_for_log(a.log, kJoinCode, {&code}, 60)) << slurp(a.log);
+  // 192.0.2.1 (TEST-NET-1) is nobody's address: connections to it go unanswered or fail.
+  Proc x = test::spawn_pico("train --join '" + code + "' --identity x --advertise 192.0.2.1", dir_.file("x.log"), home);
+  ASSERT_TRUE(
+      wait_for([&] { return slurp(a.log).find("is not reachable at tcp://192.0.2.1:") != std::string::npos; }, 60))
+      << slurp(a.log);
+  Proc b = test::spawn_pico("train --join '" + code + "' --identity b", dir_.file("b.log"), home);
+  ASSERT_TRUE(wait_for([&] { return !a.alive() && !b.alive() && !x.alive(); }, 300))
+      << slurp(a.log) << slurp(b.log) << slurp(x.log);
+  ASSERT_EQ(a.wait(), 0) << slurp(a.log);
+  ASSERT_EQ(b.wait(), 0) << slurp(b.log);
+  EXPECT_NE(x.wait(), 0) << slurp(x.log);
+  const std::string xl = slurp(x.log), al = slurp(a.log);
+  EXPECT_NE(xl.find("evicted from run net: the other members could not connect to it at tcp://192.0.2.1:"),
+            std::string::npos)
+      << xl;
+  EXPECT_NE(xl.find("in 2 attempts"), std::string::npos) << xl;
+
+  // Each attempt it was in failed within 10 s (outer.timeout_s is 120) and was retried at once
+  // without it; it was in exactly two.
+  const std::regex failed(R"(round (\d+) attempt (\d+) failed after ([0-9.]+) s; retrying with (\d+) members, )"
+                          R"(without member\(s\) (\d+))");
+  int failures = 0;
+  for (std::sregex_iterator it(al.begin(), al.end(), failed), end; it != end; ++it) {
+    ++failures;
+    std::cout << "[measured] " << it->str() << "\n";
+    EXPECT_LE(std::stod((*it)[3]), 10.0) << it->str();
+    EXPECT_EQ((*it)[2], "1") << it->str();  // the retry, without it, completed the round
+  }
+  EXPECT_EQ(failures, 2) << al;
+
+  // Every round was done, by a and b with the same θ_g.
+  const auto ra = rounds_of(dir_.file("runs/net/metrics.jsonl"));
+  const auto rb = rounds_of(dir_.file("runs/net-b/metrics.jsonl"));
+  ASSERT_EQ(ra.size(), 12u) << al;
+  ASSERT_FALSE(rb.empty()) << slurp(b.log);
+  for (std::size_t i = 0; i < ra.size(); ++i) {
+    EXPECT_EQ(ra[i]["round"], static_cast<int>(i) + 1);
+    EXPECT_LE(ra[i]["attempt"].get<int>(), 2) << ra[i].dump();
+  }
+  for (const auto& r : rb) {
+    const int round = r["round"].get<int>();
+    EXPECT_EQ(r["theta_hash"], ra[static_cast<std::size_t>(round - 1)]["theta_hash"]) << "round " << round;
+  }
+  EXPECT_GE(rb.back()["round"].get<int>(), 12);
 }
 
 }  // namespace

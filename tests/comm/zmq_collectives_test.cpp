@@ -327,5 +327,38 @@ TEST(ZmqCollectives, AStalledRankMakesTheOthersFailWithinTheTimeout) {
   EXPECT_LT(res[2].seconds, 1.0);
 }
 
+// A member that advertises an address nobody can connect to (as one behind a NAT does): its
+// neighbours give up within connect_timeout, not the collective's timeout, and name it.
+TEST(ZmqCollectives, ANeighbourNobodyCanConnectToFailsTheCollectiveWithinTheConnectTimeout) {
+  ScratchDir keys;
+  ZmqOptions o = test_options(keys.path());
+  o.connect_timeout = 2000ms;
+  ThreadGroup g(3, o, keys.path());
+  // Rank 2 says it is at 192.0.2.1 (TEST-NET-1: nothing answers there).
+  g.nodes[2]->reached_through("tcp://192.0.2.1:9");
+  g.base.members[2].endpoint = g.nodes[2]->endpoint();
+  std::vector<CollectiveResult> res(3);
+  std::vector<std::vector<int>> unreachable(3);
+  g.run([&](int r, ZmqCommunicator& c) {
+    std::vector<float> data(1000, 1.0f);
+    AllreduceOptions ao;
+    ao.timeout = 6s;
+    res[r] = c.all_reduce(data.data(), data.size(), ao);
+    unreachable[r] = c.unreachable();
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(res[r].status, Status::kPeerFailed) << "rank " << r << ": " << res[r].error;
+    EXPECT_LT(res[r].seconds, 2.0 + 3.0) << "rank " << r << ": " << res[r].error;
+  }
+  // Nobody can tell rank 2 that the group broke (no one can connect to it): it gives up at its
+  // timeout. The broker does not wait for it (it hears from the others who could not reach it).
+  EXPECT_EQ(res[2].status, Status::kTimeout) << res[2].error;
+  // Rank 1 (data to its right) and rank 0 (control to its left) could not connect to rank 2.
+  EXPECT_EQ(unreachable[0], std::vector<int>{2}) << res[0].error;
+  EXPECT_EQ(unreachable[1], std::vector<int>{2}) << res[1].error;
+  EXPECT_TRUE(unreachable[2].empty()) << res[2].error;
+  EXPECT_NE(res[1].error.find("cannot reach rank 2 at tcp://192.0.2.1:9"), std::string::npos) << res[1].error;
+}
+
 }  // namespace
 }  // namespace pico::comm::test

@@ -1,6 +1,7 @@
 // A contributor of a networked DiLoCo run (see pico/trainer/distributed.h).
 #include "pico/trainer/distributed.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -15,7 +16,9 @@
 #include "outer_round.h"
 #include "pico/broker/client.h"
 #include "pico/broker/service.h"
+#include "pico/comm/address.h"
 #include "pico/comm/curve_keys.h"
+#include "pico/comm/relay.h"
 #include "pico/comm/zmq_communicator.h"
 #include "pico/common/blas.h"
 #include "pico/common/codec.h"
@@ -114,6 +117,22 @@ class NetworkedMember {
         metrics_(metrics_path, !options.resume),
         checkpointer_(cfg_, *dataset_) {
     rounds_total_ = (cfg_.training.max_steps + cfg_.outer.inner_steps - 1) / cfg_.outer.inner_steps;
+    // The broker retries a round without a member the others could not connect to, and nobody
+    // can tell that member its group broke: it would wait out outer.timeout_s. Its resync (the
+    // round went on without it) or eviction cancels the collective at once.
+    client_->watch_pushes([node = node_, in_round = in_round_, evicted = evicted_](const broker::Message& m) {
+      if (m.type == MessageType::kEvicted) evicted->store(true);
+      const std::int64_t round = in_round->load();
+      if (round == 0) return;
+      if (m.type == MessageType::kEvicted) return node->cancel_collective("evicted by the broker");
+      if (m.type != MessageType::kResync) return;
+      try {
+        const auto r = broker::parse<broker::Resync>(m);
+        if (r.round >= round)
+          node->cancel_collective(str("the broker completed round ", r.round, " without this member"));
+      } catch (const broker::ProtocolError&) {
+      }
+    });
     checkpointer_.set_member_of(run_id_);
     if (!options.resume) checkpointer_.start_fresh(options.overwrite);
   }
@@ -203,8 +222,10 @@ class NetworkedMember {
   }
 
   void join() {
-    const auto r = broker::parse<broker::JoinReply>(client_->request(broker::Join{
-        run_id_, dataset_->manifest().dataset_hash, resolve_device(cfg_.device).str(), node_->endpoint(), token_}));
+    evicted_->store(false);
+    const auto r = broker::parse<broker::JoinReply>(
+        client_->request(broker::Join{run_id_, dataset_->manifest().dataset_hash, resolve_device(cfg_.device).str(),
+                                      node_->endpoint(), token_, relayed_}));
     member_id_ = r.member_id;
     const std::int64_t slot = r.slot, shards = r.num_shards, round = r.round;
     set_log_thread_tag("");
@@ -325,6 +346,11 @@ class NetworkedMember {
                             " again from another process, which now takes part in its place"),
                         "give each process its own identity (--identity NAME); pico does this by itself for "
                         "processes on one machine, so the other one is elsewhere, with a copy of this key");
+          if (ev.unreachable)
+            throw Error(str("evicted from run ", run_id_, ": ", ev.reason),
+                        str("this contributor listens at ", node_->endpoint(),
+                            ": make that reachable from the other members (--listen 0.0.0.0 --advertise "
+                            "PUBLIC_ADDRESS, a forwarded port), then join again"));
           log_warn("evicted from run ", run_id_, ": ", ev.reason, " — joining again");
           join();
           return !needs_snapshot_;
@@ -577,6 +603,7 @@ class NetworkedMember {
     }
     comm_.reset();  // one communicator per node at a time
     comm_ = comm::make_zmq_communicator(node_, ms);
+    in_round_->store(start.round);
     return ms;
   }
 
@@ -650,17 +677,26 @@ class NetworkedMember {
 
   // An attempt whose collectives failed before θ stepped: the broker hears it and retries
   // the round (with the members still there).
+  // It names the neighbours it could not connect to at all, so that the broker can retry
+  // without them at once.
   bool attempt_failed(const broker::RoundStart& start, const RoundOutcome& out) {
+    in_round_->store(0);
+    std::vector<std::int64_t> unreachable;
+    for (int rank : comm_->unreachable())
+      for (const auto& m : start.members)
+        if (m.rank == rank) unreachable.push_back(m.member_id);
     comm_.reset();
     log_warn("round ", start.round, " attempt ", start.attempt, " failed: ", out.error);
+    if (evicted_->load()) return false;  // no longer a member: the eviction (queued) says why
     client_->request(broker::RoundResult{run_id_, member_id_, start.round, start.attempt, false, "",
-                                         static_cast<std::int64_t>(out.report.bytes_sent), out.error});
+                                         static_cast<std::int64_t>(out.report.bytes_sent), out.error, unreachable});
     return false;
   }
 
   // A round that stepped θ (ok, or only its hash comparison failed): report it to the broker,
   // record it, evaluate and checkpoint when due.
   bool finish_round(const broker::RoundStart& start, const comm::Membership& ms, const RoundOutcome& out) {
+    in_round_->store(0);
     const std::int64_t round = start.round, attempt = start.attempt;
     const RoundReport& rep = out.report;
     if (!out.ok) log_warn("round ", round, ": θ stepped but ", out.error, "; the broker compares the hashes");
@@ -673,7 +709,7 @@ class NetworkedMember {
     theta_hash_ = rep.theta_hash;
     base_round_ = round;
     last_result_ = broker::RoundResult{
-        run_id_, member_id_, round, attempt, true, theta_hash_, static_cast<std::int64_t>(rep.bytes_sent), ""};
+        run_id_, member_id_, round, attempt, true, theta_hash_, static_cast<std::int64_t>(rep.bytes_sent), "", {}};
     client_->request(*last_result_);
     nlohmann::json rec = {{"round", round},
                           {"attempt", attempt},
@@ -707,6 +743,12 @@ class NetworkedMember {
 
  public:
   std::string token_;
+  bool relayed_ = false;
+  // The round whose collective runs now (0: none), for the broker client's thread.
+  std::shared_ptr<std::atomic<std::int64_t>> in_round_ = std::make_shared<std::atomic<std::int64_t>>(0);
+  // The broker's eviction arrived (set on the client's thread; reset when joining again).
+  std::shared_ptr<std::atomic<bool>> evicted_ = std::make_shared<std::atomic<bool>>(
+      false);  // peers reach it through the broker's relay (told to the broker when joining)
 
  private:
   RunConfig cfg_;
@@ -770,14 +812,48 @@ comm::IdentityLease lease_identity(NetworkOptions& net) {
   return lease;
 }
 
-std::shared_ptr<comm::ZmqNode> make_node(const NetworkOptions& net) {
+// The peer socket, listening on net.listen_host. Others dial it at net.advertise_host if set,
+// else (listening on every interface) at `seen_from`, the address the broker sees this
+// process come from; the broker's dial-back tells whether that works (behind a NAT it does not).
+std::shared_ptr<comm::ZmqNode> make_node(const NetworkOptions& net, const std::string& seen_from) {
   comm::ZmqOptions o;
   o.bind_host = net.listen_host;
   o.advertise_host = net.advertise_host;
+  if (o.advertise_host.empty() && comm::advertise_host_for(net.listen_host) != net.listen_host)
+    o.advertise_host = seen_from.empty() ? comm::advertise_host_for(net.listen_host) : seen_from;
   o.key_dir = net.key_dir;
   o.key_name = net.identity;
   o.tune_malloc = !malloc_tuned_for_training();  // pico's own tuning (cpu_env.h) is stronger: keep it
   return comm::ZmqNode::create(o);
+}
+
+// A member behind a NAT cannot be dialed: the broker sees it come from an address that is
+// none of this machine's (its router's). Peers then reach it through the broker's relay
+// (comm/relay.h: a tunnel this member dials, end-to-end encrypted between members), unless
+// the user said where it is reached (--advertise) or chose otherwise (--relay).
+std::unique_ptr<comm::RelayTunnel> reach_through_relay_if_needed(const NetworkOptions& net, comm::ZmqNode& node,
+                                                                 const std::string& seen_from, const std::string& relay,
+                                                                 const std::string& relay_key,
+                                                                 const comm::CurveKeyPair& keys) {
+  if (net.relay == "never") return nullptr;
+  if (net.relay == "auto") {
+    if (!net.advertise_host.empty() || seen_from.empty()) return nullptr;
+    const auto own = comm::local_ipv4_addresses();
+    if (std::find(own.begin(), own.end(), seen_from) != own.end()) return nullptr;
+    log_info("the broker sees this machine as ", seen_from, ", which is none of its addresses: it is behind a NAT");
+  }
+  if (relay.empty()) {
+    if (net.relay == "always")
+      throw Error("--relay always, but the broker offers no relay", "leave --relay out, or use a broker that relays");
+    log_warn("the broker offers no relay: peers will not be able to connect to this member at ", node.endpoint(),
+             " (forward a port and pass --advertise PUBLIC_ADDRESS)");
+    return nullptr;
+  }
+  auto tunnel = std::make_unique<comm::RelayTunnel>(relay, relay_key, keys, node.local_endpoint());
+  node.reached_through(tunnel->endpoint());
+  log_info("peers reach this member through the broker's relay at ", tunnel->endpoint(),
+           " (it carries the members' end-to-end encrypted stream)");
+  return tunnel;
 }
 
 void prepare_run_dir(const RunConfig& cfg, const TrainOptions& options) {
@@ -879,6 +955,7 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net_in, c
     const int port = net.broker_port != 0 ? net.broker_port : previous_code ? previous_code->port : 0;
     so.listen = str("tcp://", net.listen_host, ":", port);
     so.state_path = run_dir + "/broker.db";
+    so.advertise_host = net.advertise_host;
     so.http = net.broker_http;
     so.key_dir = net.key_dir.empty() ? comm::curve_default_key_dir() : net.key_dir;
     so.key_name = "broker";
@@ -897,7 +974,7 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net_in, c
     }
     embedded->start_background();
     const std::string& ep = embedded->endpoint();
-    code.host = net.advertise_host.empty() ? net.listen_host : net.advertise_host;
+    code.host = net.advertise_host.empty() ? comm::advertise_host_for(net.listen_host) : net.advertise_host;
     code.port = std::stoi(ep.substr(ep.rfind(':') + 1));
     code.broker_key = embedded->public_key();
   } else if (net.broker.rfind("pico://", 0) == 0) {
@@ -975,9 +1052,14 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net_in, c
              "listen on an address they can reach: --listen 0.0.0.0 --advertise THIS_MACHINES_ADDRESS");
   write_file_atomic(run_dir + "/join_code.txt", join + "\n", 0600);
 
-  auto node = make_node(net);
+  auto node = make_node(net, created.seen_from);
+  // The host of an embedded broker is where the relay is: only a run on a standing broker may need it.
+  const auto tunnel = embedded_broker ? nullptr
+                                      : reach_through_relay_if_needed(net, *node, created.seen_from, created.relay,
+                                                                      code.broker_key, keys);
   NetworkedMember member(cfg, net, run_id, dataset, std::move(client), node, run_dir + "/metrics.jsonl", options);
   member.token_ = token;
+  member.relayed_ = tunnel != nullptr;
   GracefulStopScope graceful(embedded_broker
                                  ? "stopping after this step: a checkpoint is saved and the run pauses with its "
                                    "broker (Ctrl-C again to exit at once)"
@@ -1049,10 +1131,12 @@ TrainSummary join_networked(const std::string& join_code, const std::vector<std:
                 "pass --resume to continue it, --overwrite to start it over, or --set checkpointing.run_name=NEW");
   if (options.resume) check_member_checkpoints(cfg, code.run_id);
   prepare_run_dir(cfg, options);
-  auto node = make_node(net);
+  auto node = make_node(net, info.seen_from);
+  const auto tunnel = reach_through_relay_if_needed(net, *node, info.seen_from, info.relay, code.broker_key, keys);
   NetworkedMember member(cfg, net, code.run_id, dataset, std::move(client), node, cfg.run_dir() + "/metrics.jsonl",
                          options);
   member.token_ = code.token;
+  member.relayed_ = tunnel != nullptr;
   GracefulStopScope graceful(
       "stopping after this step: a checkpoint is saved and this member leaves the run (Ctrl-C "
       "again to exit at once)");

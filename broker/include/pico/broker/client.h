@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,10 @@ class BrokerClient {
   void send(MessageType type, nlohmann::json body);
   // The next message the broker pushed, waiting up to `wait`.
   std::optional<Message> next_push(std::chrono::milliseconds wait);
+  // `fn` sees every pushed message as it arrives, on the client's thread, before it queues
+  // for next_push (for acting while the caller is busy, e.g. cancelling a collective the
+  // broker has given up on). It must be quick and must not call this client.
+  void watch_pushes(std::function<void(const Message&)> fn);
   // What the heartbeat says from now on. `send_now`: send it at once rather than at the
   // next interval (a member that just loaded θ_g must be counted in the next round before
   // it starts).

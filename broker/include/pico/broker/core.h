@@ -51,12 +51,19 @@ struct BrokerOptions {
   // Ask a member in sync for θ_g after every this many rounds, so that the run survives the
   // death of every member that holds the latest θ_g (0: only when a joiner needs one).
   std::int64_t snapshot_every_rounds = 1;
+  // A member the others cannot connect to is left out of the retry at once; after this many
+  // such attempts it is evicted (and told why).
+  int unreachable_evict_after = 2;
+  // The relay members behind a NAT may use (tcp://HOST:PORT, the broker's key), offered in
+  // run_info and create_run replies; "" = none. Set by the service that runs it.
+  std::string relay_endpoint;
 };
 
 struct Incoming {
   std::string peer;        // connection id (ZeroMQ routing id)
   std::string public_key;  // the sender's authenticated CURVE key (Z85)
   Message message;
+  std::string peer_address = "";  // the IP address its connection comes from ("" if unknown)
 };
 
 struct Outgoing {
@@ -83,6 +90,20 @@ class BrokerCore {
   std::vector<Outgoing> tick(double now);
   // Runs, members, rounds and recent losses, for the --http status endpoint.
   nlohmann::json status(double now) const;
+
+  // Reachability. A member that joins is dialed back at the endpoint it advertises (by the
+  // service, off this thread: a connection attempt may take seconds). take_dial_backs() hands
+  // out the members to dial; note_dial_back() records the outcome ("" = reachable) in the
+  // member's view and, when it failed, in the event log with the reason.
+  struct DialBack {
+    std::string run_id;
+    std::int64_t member_id = 0;
+    std::string endpoint;
+  };
+  std::vector<DialBack> take_dial_backs();
+  // The relay offered to members (BrokerOptions::relay_endpoint), once the service runs it.
+  void set_relay_endpoint(const std::string& endpoint) { opt_.relay_endpoint = endpoint; }
+  void note_dial_back(const DialBack& d, const std::string& error, double now);
 
   // Every run on this broker (active and finished), oldest first.
   std::vector<std::string> run_ids() const;
@@ -126,9 +147,11 @@ class BrokerCore {
   // Tells a member to fetch the snapshot, and puts it in the event log.
   void resync(RunState& run, LiveMember& lm, const std::string& why, double now, std::vector<Outgoing>& out);
   // `replaced`: the member's key joined again as a new member (it is told not to rejoin).
+  // `unreachable`: the others could not connect to it (it is told not to rejoin as it is).
   void evict(RunState& run, std::int64_t member_id, const std::string& why, double now, std::vector<Outgoing>& out,
-             bool replaced = false);
+             bool replaced = false, bool unreachable = false);
   void request_snapshot_if_needed(RunState& run, std::vector<Outgoing>& out);
+  std::vector<DialBack> dial_backs_;
   void announce_snapshot(RunState& run, std::vector<Outgoing>& out);
 
   Store& store_;

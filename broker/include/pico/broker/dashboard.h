@@ -31,7 +31,9 @@ struct MemberView {
   double tokens_per_s = 0;                 // heartbeat
   double loss = 0;                         // its last training loss (NaN: not reported)
   double heartbeat_age_s = 0;              // seconds since the broker last heard from it
-  // How its peers reach it. Every member is dialed directly until relays exist.
+  // How its peers reach it: "direct", "relayed" (through the broker's relay: it is behind a
+  // NAT), "checking" (the broker's dial-back has not answered yet) or "unreachable: WHY" (the
+  // broker could not connect to its endpoint).
   std::string link = "direct";
   LedgerRow ledger;  // the totals of its key in this run
 };

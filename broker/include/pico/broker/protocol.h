@@ -133,6 +133,8 @@ struct CreateRunReply {
   std::int64_t round = 0;  // completed rounds (0 for a new run)
   bool existing = false;   // the run was registered before (its creator resumed)
   RunStatus status = RunStatus::kActive;
+  std::string seen_from = "";  // the address the broker sees this client's connection come from
+  std::string relay = "";      // the broker's relay (tcp://HOST:PORT, its key is the broker's); "" = none
   nlohmann::json to_json() const;
   static CreateRunReply from_json(const nlohmann::json& body);
 };
@@ -150,6 +152,8 @@ struct RunInfoReply {
   std::int64_t num_shards = 1, round = 0, min_members = 1;
   bool is_private = false;
   std::string prepare_command;
+  std::string seen_from = "";  // the address the broker sees this client's connection come from
+  std::string relay = "";      // the broker's relay (tcp://HOST:PORT, its key is the broker's); "" = none
   nlohmann::json to_json() const;
   static RunInfoReply from_json(const nlohmann::json& body);
 };
@@ -161,6 +165,7 @@ struct Join {
   std::string device;    // "cpu", "cuda:0", …
   std::string endpoint;  // where peers dial this member for the collectives
   std::string token;     // the join token of a private run ("" otherwise)
+  bool relayed = false;  // `endpoint` is a port of the broker's relay (the member is behind a NAT)
   nlohmann::json to_json() const;
   static Join from_json(const nlohmann::json& body);
 };
@@ -201,6 +206,9 @@ struct RoundResult {
   std::string theta_hash;  // θ_g after the round (when ok)
   std::int64_t bytes_sent = 0;
   std::string error;  // why it failed (when !ok)
+  // Neighbours this member could not connect to at all (when !ok): members that are
+  // unreachable at the endpoint they advertise. The broker retries without them.
+  std::vector<std::int64_t> unreachable = {};
   nlohmann::json to_json() const;
   static RoundResult from_json(const nlohmann::json& body);
 };
@@ -316,6 +324,8 @@ struct Evicted {
   // Its key joined the run again as a new member (another process with the same identity):
   // the member stops rather than join back, which would evict the other in turn.
   bool replaced = false;
+  // The other members could not connect to it: joining back as it is would only fail again.
+  bool unreachable = false;
   nlohmann::json to_json() const;
   static Evicted from_json(const nlohmann::json& body);
 };

@@ -23,6 +23,12 @@ struct ServiceOptions {
   std::string http;                          // dashboard: "PORT" (127.0.0.1), "ADDR:PORT", or "" for none
   std::string key_dir;                       // where the broker's key pair lives ("" = pico home)
   std::string key_name = "broker";
+  // Run a relay (comm/relay.h) for members behind a NAT: a tunnel socket on the listen
+  // address (a port of its own) and one port per relayed member. The host in the endpoints it
+  // hands out is advertise_host ("" = the listen address, or this machine's first
+  // non-loopback address when that is 0.0.0.0).
+  bool relay = true;
+  std::string advertise_host;
   BrokerOptions core;
 };
 

@@ -92,6 +92,9 @@ struct ResultRecord {
   std::string theta_hash;
   std::int64_t bytes_sent = 0;
   std::string error;
+  // Members it could not connect to (RoundResult::unreachable). Not stored: after a broker
+  // restart the retry of the attempt includes them again, and they are found again.
+  std::vector<std::int64_t> unreachable = {};
 };
 
 // The run's event log: joins, leaves, evictions, rejections, resyncs, rounds, operator

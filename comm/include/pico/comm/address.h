@@ -6,6 +6,7 @@
 // member is seen from when it joins).
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -21,5 +22,11 @@ bool is_loopback_host(const std::string& host);
 // a wildcard (0.0.0.0, *, ::), then the first non-loopback IPv4 address (or 127.0.0.1 when
 // the machine has none).
 std::string advertise_host_for(const std::string& bind_host);
+
+// Whether a TCP connection to `endpoint` (tcp://HOST:PORT) can be opened within `timeout`:
+// "" if it can, else why not ("connection refused", "no answer within 3000 ms", …). Closes
+// the connection at once; sends nothing. Blocks (name lookup included) for at most about
+// `timeout`. Endpoints of other transports (ipc://) are not checked: "".
+std::string tcp_dial_check(const std::string& endpoint, std::chrono::milliseconds timeout);
 
 }  // namespace pico::comm

@@ -113,6 +113,11 @@ struct ZmqOptions {
   // A neighbour connection that drops during a collective may stay down this long (a peer
   // that finished and left says goodbye within it) before the collective fails with kPeerFailed.
   std::chrono::milliseconds disconnect_grace{300};
+  // A neighbour this rank cannot open a TCP connection to within connect_timeout of the
+  // communicator's creation is unreachable (behind a NAT or firewall, or a wrong advertised
+  // address): the collective fails at once with kPeerFailed instead of waiting out its timeout,
+  // and unreachable() names the neighbour. 0 = wait for the collective's timeout.
+  std::chrono::milliseconds connect_timeout{5'000};
   // ZMTP heartbeats: a connection whose peer stops answering for heartbeat_timeout is dropped
   // (finds peers that vanished without closing their TCP connections).
   std::chrono::milliseconds heartbeat_interval{1000};
@@ -183,7 +188,13 @@ class ZmqNode {
   ZmqNode& operator=(const ZmqNode&) = delete;
 
   const ZmqOptions& options() const;
-  std::string endpoint() const;    // what peers dial: tcp://advertise_host:port
+  std::string endpoint() const;  // what peers dial: tcp://advertise_host:port
+  // Where a process on this machine reaches the socket (tcp://127.0.0.1:port when it listens
+  // on every interface): what a relay tunnel carries connections to (relay.h).
+  std::string local_endpoint() const;
+  // Peers reach this node at `endpoint` from now on (a relay's port for it, relay.h): what
+  // endpoint() returns and memberships must name.
+  void reached_through(const std::string& endpoint);
   std::string public_key() const;  // Z85 ("" in plaintext mode)
   // Replaces the set of keys the ZAP handler admits (thread-safe; affects new connections, and
   // those held because their key was not admitted yet: see ZmqOptions::zap_admit_wait).
@@ -192,6 +203,11 @@ class ZmqNode {
   void admit(const std::vector<std::string>& public_keys);
   // Connection attempts the ZAP handler refused (keys not admitted, wrong domain).
   std::uint64_t zap_refusals() const;
+  // Makes the collective in progress on this node's communicator (if any) fail at once with
+  // kAborted and `why` (thread-safe: for a thread that learns the group is gone, e.g. from
+  // the broker, while the collective waits for peers that cannot reach it). The next
+  // communicator made on the node starts uncancelled.
+  void cancel_collective(const std::string& why);
 
   struct Impl;
   Impl& impl() { return *impl_; }
@@ -216,6 +232,9 @@ class ZmqCommunicator : public Communicator {
   virtual ZmqStats stats() const = 0;
   // Whether an earlier collective failed (every later one then returns kPeerFailed at once).
   virtual bool broken() const = 0;
+  // Neighbours (ranks) this rank could not open a connection to within
+  // ZmqOptions::connect_timeout: why the group broke, when it is not empty.
+  virtual std::vector<int> unreachable() const = 0;
 };
 
 // The communicator of `membership` on `node` (membership.members[membership.rank] must be

@@ -32,16 +32,25 @@
 namespace pico::trainer {
 
 struct NetworkOptions {
-  std::string broker;                     // a standing broker (join code or tcp://HOST:PORT); "" = embedded
-  std::string broker_key;                 // its public key (Z85) when `broker` is tcp://…
-  std::string listen_host = "127.0.0.1";  // interface for the peer socket (and the embedded broker)
-  std::string advertise_host;             // the address others dial ("" = listen_host)
-  int broker_port = 0;                    // embedded broker port (0 = pick a free one)
-  std::string broker_http;                // embedded broker status endpoint ("" = none)
-  std::string identity = "contributor";   // name of this contributor's key pair (one per process on a machine)
-  bool identity_given = false;            // the user chose `identity`: refuse it when in use, never pick another
-  std::string key_dir;                    // where key pairs live ("" = the pico home)
-  bool is_private = false;                // the run admits only allow-listed keys or join-token holders
+  std::string broker;      // a standing broker (join code or tcp://HOST:PORT); "" = embedded
+  std::string broker_key;  // its public key (Z85) when `broker` is tcp://…
+  // Interface for the peer socket (and the embedded broker): every one by default, so that
+  // other machines can join.
+  std::string listen_host = "0.0.0.0";
+  // The address others dial. "" = listen_host, or when that is every interface: for the
+  // embedded broker, this machine's first non-loopback address (comm/address.h); for the peer
+  // socket, the address the broker sees this process's connection come from.
+  std::string advertise_host;
+  // Whether peers reach this member through the broker's relay (comm/relay.h): "auto" when it
+  // is behind a NAT (the broker sees it come from an address that is none of this machine's)
+  // and no advertise_host was given; "always"; "never".
+  std::string relay = "auto";
+  int broker_port = 0;                   // embedded broker port (0 = pick a free one)
+  std::string broker_http;               // embedded broker status endpoint ("" = none)
+  std::string identity = "contributor";  // name of this contributor's key pair (one per process on a machine)
+  bool identity_given = false;           // the user chose `identity`: refuse it when in use, never pick another
+  std::string key_dir;                   // where key pairs live ("" = the pico home)
+  bool is_private = false;               // the run admits only allow-listed keys or join-token holders
   std::vector<std::string> allow_keys;
   double member_timeout_s = 30;  // embedded broker: evict members silent this long
 };
