@@ -1072,6 +1072,11 @@ std::vector<std::string> BrokerCore::run_ids() const {
   return ids;
 }
 
+std::size_t BrokerCore::active_members(const std::string& run_id) const {
+  const auto it = runs_.find(run_id);
+  return it == runs_.end() ? 0 : it->second->members.size();
+}
+
 std::optional<RunView> BrokerCore::run_view(const std::string& run_id, const ViewQuery& q, double now) const {
   const auto live_it = runs_.find(run_id);
   const RunState* live = live_it == runs_.end() ? nullptr : live_it->second.get();

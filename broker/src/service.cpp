@@ -194,6 +194,11 @@ BrokerService::~BrokerService() {
   if (impl_->zap_thread.joinable()) impl_->zap_thread.join();
 }
 
+std::size_t BrokerService::active_members(const std::string& run_id) const {
+  std::lock_guard<std::mutex> lock(impl_->core_mu);
+  return impl_->core->active_members(run_id);
+}
+
 const std::string& BrokerService::endpoint() const {
   return impl_->endpoint;
 }

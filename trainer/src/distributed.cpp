@@ -192,8 +192,17 @@ class NetworkedMember {
                            interrupted ? " (a checkpoint is saved; rejoin with --resume)" : ""));
       return s;
     }
-    client_->request(broker::RunFinished{run_id_, member_id_, base_round_, progress()});
-    client_->request(broker::Leave{run_id_, member_id_});
+    // The run is done and this member's checkpoint saved: a broker that is gone by now (its
+    // host stopped) loses nothing of it.
+    try {
+      client_->request(broker::RunFinished{run_id_, member_id_, base_round_, progress()}, "", std::chrono::seconds(30));
+      client_->request(broker::Leave{run_id_, member_id_}, "", std::chrono::seconds(10));
+    } catch (const Error& e) {
+      log_warn(
+          "the broker did not acknowledge the end of the run (its host may have stopped already; this "
+          "member's checkpoint is saved in ",
+          cfg_.run_dir(), "): ", e.what());
+    }
     client_->stop_heartbeat();
     const TrainSummary s = summary();
     progress_.finish(str("done: round ", base_round_, "/", rounds_total_, ", ", step_, " steps, ", tokens_,
@@ -1067,8 +1076,20 @@ TrainSummary run_networked(const RunConfig& cfg, const NetworkOptions& net_in, c
                                    "run (Ctrl-C again to exit at once)");
   TrainSummary s = member.run();
   if (embedded) {
+    // The other members may still be saving their last checkpoint: keep the broker until they
+    // have said they are done (or left, or were evicted for silence), at most a few minutes.
+    const auto patience = std::chrono::seconds(static_cast<std::int64_t>(net.member_timeout_s) + 120);
+    const auto until = Clock::now() + patience;
+    bool said = false;
+    while (!s.interrupted && Clock::now() < until) {
+      const std::size_t left = embedded->active_members(run_id);
+      if (left == 0) break;
+      if (!said) log_info("waiting for ", left, " member(s) to finish before the broker stops");
+      said = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
     // Let the other members' last messages reach the broker before it goes away with us.
-    std::this_thread::sleep_for(std::chrono::seconds(2));
+    std::this_thread::sleep_for(std::chrono::seconds(1));
     embedded->stop();
   }
   if (s.interrupted)

@@ -107,6 +107,8 @@ class BrokerCore {
 
   // Every run on this broker (active and finished), oldest first.
   std::vector<std::string> run_ids() const;
+  // Members of `run_id` still active (0 for an unknown run).
+  std::size_t active_members(const std::string& run_id) const;
   // What the dashboard shows of a run; nullopt for a run this broker does not know.
   std::optional<RunView> run_view(const std::string& run_id, const ViewQuery& query, double now) const;
   // Operator actions. They throw OperatorError for an unknown run or member, or a finished

@@ -49,6 +49,8 @@ class BrokerService {
   int http_port() const;
   std::string dashboard_url() const;
   const std::string& operator_token() const;
+  // Members of `run_id` still active (thread-safe).
+  std::size_t active_members(const std::string& run_id) const;
 
   // Serves until stop() is called (from another thread or a signal handler).
   void run();
