@@ -39,8 +39,23 @@ bool is_loopback_host(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
+bool is_wildcard_host(const std::string& host) {
+  return host == "0.0.0.0" || host == "*" || host == "::" || host.empty();
+}
+
+bool split_tcp_endpoint(const std::string& endpoint, std::string& host, std::string& port) {
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  const std::string rest = endpoint.substr(6);
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  host = rest.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  port = rest.substr(colon + 1);
+  return true;
+}
+
 std::string advertise_host_for(const std::string& bind_host) {
-  if (bind_host != "0.0.0.0" && bind_host != "*" && bind_host != "::" && !bind_host.empty()) return bind_host;
+  if (!is_wildcard_host(bind_host)) return bind_host;
   const auto all = local_ipv4_addresses();
   const auto it = std::find_if(all.begin(), all.end(), [](const std::string& a) { return !is_loopback_host(a); });
   return it != all.end() ? *it : std::string("127.0.0.1");
@@ -48,15 +63,12 @@ std::string advertise_host_for(const std::string& bind_host) {
 
 std::string tcp_dial_check(const std::string& endpoint, std::chrono::milliseconds timeout) {
   if (endpoint.rfind("tcp://", 0) != 0) return "";
-  const std::string rest = endpoint.substr(6);
-  const auto colon = rest.rfind(':');
-  if (colon == std::string::npos || colon == 0) return str("'", endpoint, "' is not tcp://HOST:PORT");
-  std::string host = rest.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::string host, port;
+  if (!split_tcp_endpoint(endpoint, host, port)) return str("'", endpoint, "' is not tcp://HOST:PORT");
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
-  if (const int rc = ::getaddrinfo(host.c_str(), rest.substr(colon + 1).c_str(), &hints, &res); rc != 0)
+  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0)
     return str("cannot resolve ", host, ": ", ::gai_strerror(rc));
   std::string why = "no address";
   for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {

@@ -100,16 +100,12 @@ bool flush(Conn& c) {
 
 // host:port of tcp://HOST:PORT, resolved (IPv4 or IPv6).
 bool resolve(const std::string& endpoint, sockaddr_storage& out, socklen_t& len) {
-  if (endpoint.rfind("tcp://", 0) != 0) return false;
-  const std::string rest = endpoint.substr(6);
-  const auto colon = rest.rfind(':');
-  if (colon == std::string::npos) return false;
-  std::string host = rest.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  std::string host, port;
+  if (!split_tcp_endpoint(endpoint, host, port)) return false;
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
-  if (::getaddrinfo(host.c_str(), rest.substr(colon + 1).c_str(), &hints, &res) != 0 || res == nullptr) return false;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) return false;
   std::memcpy(&out, res->ai_addr, res->ai_addrlen);
   len = res->ai_addrlen;
   ::freeaddrinfo(res);
@@ -179,7 +175,7 @@ struct RelayServer::Impl {
     r.last_heard = Clock::now();
     sockaddr_storage addr{};
     socklen_t len = 0;
-    const std::string bind_host = o.listen_host == "*" ? "0.0.0.0" : o.listen_host;
+    const std::string bind_host = is_wildcard_host(o.listen_host) ? "0.0.0.0" : o.listen_host;
     if (!resolve(str("tcp://", bind_host, ":0"), addr, len)) return;
     r.listen_fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     const int one = 1;
@@ -369,7 +365,7 @@ RelayServer::RelayServer(zmq::context_t& ctx, const CurveKeyPair& keys, const st
   s.router.set(zmq::sockopt::linger, 0);
   s.router.set(zmq::sockopt::heartbeat_ivl, 1000);
   s.router.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(s.o.silence.count()));
-  const std::string bind_host = s.o.listen_host == "0.0.0.0" ? "*" : s.o.listen_host;
+  const std::string bind_host = is_wildcard_host(s.o.listen_host) ? "*" : s.o.listen_host;
   try {
     s.router.bind(str("tcp://", bind_host, ":", s.o.tunnel_port == 0 ? std::string("*") : str(s.o.tunnel_port)));
   } catch (const zmq::error_t& e) {

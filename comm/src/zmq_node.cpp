@@ -177,10 +177,9 @@ std::shared_ptr<ZmqNode> ZmqNode::create(const ZmqOptions& options) {
     last = str("tcp://", options.advertise_host, last.substr(colon));
   }
   impl->endpoint = last;
-  impl->local_endpoint =
-      ipc ? last
-          : str("tcp://", advertise_host_for(options.bind_host) != options.bind_host ? "127.0.0.1" : options.bind_host,
-                last.substr(last.rfind(':')));
+  impl->local_endpoint = ipc ? last
+                             : str("tcp://", is_wildcard_host(options.bind_host) ? "127.0.0.1" : options.bind_host,
+                                   last.substr(last.rfind(':')));
   log_debug("[zmq] node listening on ", impl->endpoint, curve ? " (CURVE)" : " (PLAINTEXT)");
   return std::shared_ptr<ZmqNode>(new ZmqNode(std::move(impl)));
 }

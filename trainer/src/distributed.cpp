@@ -828,7 +828,7 @@ std::shared_ptr<comm::ZmqNode> make_node(const NetworkOptions& net, const std::s
   comm::ZmqOptions o;
   o.bind_host = net.listen_host;
   o.advertise_host = net.advertise_host;
-  if (o.advertise_host.empty() && comm::advertise_host_for(net.listen_host) != net.listen_host)
+  if (o.advertise_host.empty() && comm::is_wildcard_host(net.listen_host))
     o.advertise_host = seen_from.empty() ? comm::advertise_host_for(net.listen_host) : seen_from;
   o.key_dir = net.key_dir;
   o.key_name = net.identity;

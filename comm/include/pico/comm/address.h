@@ -18,6 +18,12 @@ std::vector<std::string> local_ipv4_addresses();
 // True for 127.0.0.0/8, "localhost" and ::1.
 bool is_loopback_host(const std::string& host);
 
+// True for the hosts that mean "every interface": 0.0.0.0, *, :: and "".
+bool is_wildcard_host(const std::string& host);
+
+// HOST and PORT of tcp://HOST:PORT (brackets of [IPv6] removed); false for anything else.
+bool split_tcp_endpoint(const std::string& endpoint, std::string& host, std::string& port);
+
 // The address to print for a socket bound to `bind_host`: `bind_host` itself unless it is
 // a wildcard (0.0.0.0, *, ::), then the first non-loopback IPv4 address (or 127.0.0.1 when
 // the machine has none).
